@@ -1,5 +1,50 @@
-"""Segment Anything (SAM) for torchao, with fused relative-position attention backends."""
+"""Segment Anything (SAM) for torchao, with fused relative-position attention backends.
+
+Drop-in for the official ``segment_anything`` names::
+
+    from torchao._models.sam import SamPredictor, sam_model_registry
+"""
 
 from torchao._models.sam.attention import BACKENDS, rel_pos_attention
+from torchao._models.sam.build_sam import (
+    CheckpointError,
+    build_sam_from_config,
+    build_sam_vit_b,
+    build_sam_vit_h,
+    build_sam_vit_l,
+    cast_predictor,
+    load_checkpoint,
+    sam_model_registry,
+    set_attention_backend,
+)
+from torchao._models.sam.image_encoder import ImageEncoderViT
+from torchao._models.sam.mask_decoder import MaskDecoder
+from torchao._models.sam.predictor import SamPredictor
+from torchao._models.sam.prompt_encoder import PromptEncoder
+from torchao._models.sam.sam import Sam
+from torchao._models.sam.transformer import TwoWayTransformer
+from torchao._models.sam.transforms import ResizeLongestSide
 
-__all__ = ["BACKENDS", "rel_pos_attention"]
+build_sam = build_sam_vit_h  # the official name: the default model
+
+__all__ = [
+    "BACKENDS",
+    "CheckpointError",
+    "ImageEncoderViT",
+    "MaskDecoder",
+    "PromptEncoder",
+    "ResizeLongestSide",
+    "Sam",
+    "SamPredictor",
+    "TwoWayTransformer",
+    "build_sam",
+    "build_sam_from_config",
+    "build_sam_vit_b",
+    "build_sam_vit_h",
+    "build_sam_vit_l",
+    "cast_predictor",
+    "load_checkpoint",
+    "rel_pos_attention",
+    "sam_model_registry",
+    "set_attention_backend",
+]

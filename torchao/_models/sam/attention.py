@@ -3,7 +3,8 @@
 Every backend computes, for q, k, v of shape [B, heads, N, D] with N = Kh * Kw tokens laid out
 row-major on a Kh x Kw grid, and rel_h [B, heads, N, Kh], rel_w [B, heads, N, Kw]:
 
-    out[b, h, i] = softmax_j(q_i . k_j * D**-0.5 + rel_h[b, h, i, j // Kw] + rel_w[b, h, i, j % Kw]) v_j
+    out[b, h, i] = sum_j softmax_j(s_ij) v_j,
+    s_ij = q_i . k_j * D**-0.5 + rel_h[b, h, i, j // Kw] + rel_w[b, h, i, j % Kw]
 
 Backends (by name):
 - ``sdpa_bias``: materialise the [B, heads, N, N] bias and call SDPA (the reference).

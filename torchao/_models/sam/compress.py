@@ -1,0 +1,234 @@
+"""torchao compression of SAM's image encoder: the benchmark's ``--compress`` options.
+
+Each option maps to today's torchao API (>= 0.17):
+
+=============================  ===============================================================
+option                         what runs
+=============================  ===============================================================
+int8_dynamic_quant             Int8DynamicActivationInt8WeightConfig on every Linear
+sparse_mlp_only                2:4 magnitude pruning + SemiSparseWeightConfig on mlp.lin1/lin2
+sparse                         the same on every Linear
+int8_dynamic_quant_sparse      int8 dynamic on attn.qkv/proj; 2:4 semi-sparse on the mlp
+int4_weight_only               Int4WeightOnlyConfig(group_size=128, tile_packed_to_4d) on all
+int4_weight_only_sparse        int4 weight-only on attn.qkv/proj; 2:4 semi-sparse on the mlp
+float8_dynamic_quant           Float8DynamicActivationFloat8WeightConfig(PerRow()) on all
+=============================  ===============================================================
+
+The old benchmark fused int8 (or int4 Marlin) with 2:4 in one tensor layout for mlp.lin1;
+those layouts (SemiSparseLayout, MarlinSparseLayout) were removed from torchao before 0.17,
+so the ``*_sparse`` options here combine the two per layer instead (quantized attention, 2:4
+sparse bf16/fp16 mlp). Every option checks its device/dtype needs before touching the model
+and raises :class:`CompressionUnavailableError` naming what is missing; after applying, every
+selected weight must have been replaced by a torchao/sparse tensor, or it raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+COMPRESS_OPTIONS = (
+    "int8_dynamic_quant",
+    "sparse_mlp_only",
+    "sparse",
+    "int8_dynamic_quant_sparse",
+    "int4_weight_only",
+    "int4_weight_only_sparse",
+    "float8_dynamic_quant",
+)
+INT4_GROUP_SIZE = 128
+
+# The inductor settings the old benchmark set when compiling a compressed model.
+INDUCTOR_FLAGS: dict[str, bool] = {
+    "epilogue_fusion": False,
+    "coordinate_descent_tuning": True,
+    "coordinate_descent_check_all_directions": True,
+    "force_fuse_int_mm_with_mul": True,
+    "use_mixed_mm": True,
+}
+
+Filter = Callable[[nn.Module, str], bool]
+
+
+class CompressionUnavailableError(RuntimeError):
+    """The requested option cannot run with this torchao, device or dtype."""
+
+
+def is_linear(module: nn.Module, fqn: str) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def is_mlp_linear(module: nn.Module, fqn: str) -> bool:
+    return isinstance(module, nn.Linear) and fqn.rsplit(".", 2)[-2:-1] == ["mlp"]
+
+
+def is_attn_linear(module: nn.Module, fqn: str) -> bool:
+    return isinstance(module, nn.Linear) and fqn.rsplit(".", 2)[-2:-1] == ["attn"]
+
+
+def _needs(option: str, device: torch.device, dtype: torch.dtype, capability: tuple[int, int],
+           dtypes: tuple[torch.dtype, ...], what: str) -> None:
+    """Raise unless ``device`` is CUDA with compute capability >= ``capability`` and ``dtype``
+    is one of ``dtypes``."""
+    if device.type != "cuda":
+        raise CompressionUnavailableError(
+            f"--compress {option} needs a CUDA GPU ({what}); device is {device}")
+    cap = torch.cuda.get_device_capability(device)
+    if cap < capability:
+        raise CompressionUnavailableError(
+            f"--compress {option} needs compute capability >= {capability} ({what}); "
+            f"{torch.cuda.get_device_name(device)} has {cap}")
+    if dtype not in dtypes:
+        names = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise CompressionUnavailableError(
+            f"--compress {option} needs --use_half {names} ({what}); model dtype is {dtype}")
+
+
+SPARSE_NEEDS = ((8, 0), (torch.float16, torch.bfloat16),
+                "2:4 semi-structured sparse tensors run on CUDA only")
+INT4_NEEDS = ((8, 0), (torch.bfloat16,), "torchao's int4 tile_packed_to_4d (tinygemm) kernel")
+FP8_NEEDS = ((8, 9), (torch.bfloat16,), "float8 tensor cores; per-row scaling takes bf16")
+
+
+def check_support(option: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Raise CompressionUnavailableError if ``option`` cannot run here; return if it can."""
+    if option not in COMPRESS_OPTIONS:
+        raise ValueError(f"unknown --compress {option!r}; choose one of {COMPRESS_OPTIONS}")
+    needs = []
+    if "sparse" in option:
+        needs.append(SPARSE_NEEDS)
+    if option.startswith("int4"):
+        needs.append(INT4_NEEDS)
+    if option.startswith("float8"):
+        needs.append(FP8_NEEDS)
+    for capability, dtypes, what in needs:
+        _needs(option, device, dtype, capability, dtypes, what)
+
+
+def _quantize(module: nn.Module, config, filter_fn: Filter) -> None:
+    from torchao.quantization import quantize_
+
+    quantize_(module, config, filter_fn=filter_fn)
+
+
+def _int8_config():
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    return Int8DynamicActivationInt8WeightConfig()
+
+
+def _int4_config():
+    from torchao.quantization import Int4WeightOnlyConfig
+
+    return Int4WeightOnlyConfig(group_size=INT4_GROUP_SIZE, int4_packing_format="tile_packed_to_4d")
+
+
+def _float8_config():
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+
+
+def _sparsify_24(module: nn.Module, filter_fn: Filter) -> None:
+    """Magnitude 2:4 pruning, then semi-structured sparse weights, on the selected Linears."""
+    from torchao.sparsity.sparse_api import SemiSparseWeightConfig, apply_fake_sparsity, sparsify_
+
+    apply_fake_sparsity(module, filter_fn=filter_fn)
+    sparsify_(module, SemiSparseWeightConfig(), filter_fn=filter_fn)
+
+
+def compression_plan(option: str) -> list[tuple[str, Filter]]:
+    """[(step, filter)] for ``option``; step is 'int8', 'int4', 'float8' or 'sparse24'."""
+    plans = {
+        "int8_dynamic_quant": [("int8", is_linear)],
+        "sparse_mlp_only": [("sparse24", is_mlp_linear)],
+        "sparse": [("sparse24", is_linear)],
+        "int8_dynamic_quant_sparse": [("int8", is_attn_linear), ("sparse24", is_mlp_linear)],
+        "int4_weight_only": [("int4", is_linear)],
+        "int4_weight_only_sparse": [("int4", is_attn_linear), ("sparse24", is_mlp_linear)],
+        "float8_dynamic_quant": [("float8", is_linear)],
+    }
+    if option not in plans:
+        raise ValueError(f"unknown --compress {option!r}; choose one of {COMPRESS_OPTIONS}")
+    return plans[option]
+
+
+def _run_step(module: nn.Module, step: str, filter_fn: Filter) -> None:
+    if step == "sparse24":
+        _sparsify_24(module, filter_fn)
+        return
+    config = {"int8": _int8_config, "int4": _int4_config, "float8": _float8_config}[step]()
+    _quantize(module, config, filter_fn)
+
+
+def selected_linears(module: nn.Module, filter_fn: Filter) -> list[str]:
+    return [name for name, m in module.named_modules() if filter_fn(m, name)]
+
+
+def weight_types(module: nn.Module) -> Counter:
+    """Counter of the Linear weights' tensor class names, e.g. {'Int8Tensor': 48}."""
+    return Counter(type(m.weight).__name__ for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def _is_plain(weight: torch.Tensor) -> bool:
+    return type(weight) in (torch.Tensor, nn.Parameter)
+
+
+def apply_compression(
+    encoder: nn.Module, option: str | None, device: torch.device, dtype: torch.dtype
+) -> Counter:
+    """Compress ``encoder`` in place (it must already be on ``device`` in ``dtype``).
+
+    Returns the Linear weight types afterwards. Raises CompressionUnavailableError before any
+    change when the option cannot run here, and RuntimeError if a selected weight was not
+    replaced.
+    """
+    if option is None:
+        return weight_types(encoder)
+    check_support(option, device, dtype)
+    for step, filter_fn in compression_plan(option):
+        names = selected_linears(encoder, filter_fn)
+        try:
+            _run_step(encoder, step, filter_fn)
+        except (RuntimeError, AssertionError, ImportError, NotImplementedError) as e:
+            raise CompressionUnavailableError(
+                f"--compress {option}: torchao step {step!r} failed: {type(e).__name__}: {e}"
+            ) from e
+        modules = dict(encoder.named_modules())
+        left = [n for n in names if _is_plain(modules[n].weight)]
+        if left:
+            raise RuntimeError(
+                f"--compress {option}: step {step!r} left {len(left)} of {len(names)} selected "
+                f"weights uncompressed (e.g. {left[:3]}); refusing to run uncompressed"
+            )
+    return weight_types(encoder)
+
+
+def set_inductor_flags(flags: dict[str, bool] = INDUCTOR_FLAGS) -> dict[str, bool]:
+    """Set the old benchmark's inductor options that this torch has; warn for each missing one.
+
+    Returns the options actually set.
+    """
+    import torch._inductor.config as inductor_config
+
+    applied = {}
+    for name, value in flags.items():
+        if hasattr(inductor_config, name):
+            setattr(inductor_config, name, value)
+            applied[name] = value
+        else:
+            warnings.warn(
+                f"torch {torch.__version__} has no torch._inductor.config.{name}; not set",
+                stacklevel=2,
+            )
+    return applied
+
+
+def cosine_similarity(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """Cosine similarity of two tensors of equal shape, flattened, in fp32."""
+    a, b = reference.float().flatten(), output.float().flatten()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))

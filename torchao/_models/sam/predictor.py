@@ -1,0 +1,183 @@
+"""SamPredictor: encode an image once, then predict masks for many prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from torchao._models.sam.sam import Sam
+from torchao._models.sam.transforms import ResizeLongestSide
+
+
+class SamPredictor:
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """image: uint8 numpy [H, W, 3] in ``image_format`` ('RGB' or 'BGR')."""
+        check_numpy_image(image)
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(x, tuple(image.shape[:2]))
+
+    @torch.no_grad()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """transformed_image: [1, 3, H, W], values 0..255, longest side = the encoder's img_size."""
+        check_torch_image(transformed_image, self.model.image_encoder.img_size)
+        self.reset_image()
+        self.original_size = tuple(int(s) for s in original_image_size)
+        self.input_size = tuple(transformed_image.shape[-2:])
+        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self.is_image_set = True
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prompts for one object in original-image pixels: point_coords [P, 2] (x, y),
+        point_labels [P], box [4], mask_input [1, 256, 256] (low-res logits).
+
+        Returns masks [M, H, W], iou predictions [M], low-res logits [M, 256, 256] as numpy.
+        """
+        self._check_image_set()
+        coords = labels = boxes = masks = None
+        if point_coords is not None or point_labels is not None:
+            check_points(point_coords, point_labels)
+            coords_np = self.transform.apply_coords(point_coords, self.original_size)
+            coords = torch.as_tensor(coords_np, dtype=torch.float, device=self.device)[None]
+            labels = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            box_np = self.transform.apply_boxes(np.asarray(box), self.original_size)
+            boxes = torch.as_tensor(box_np, dtype=torch.float, device=self.device)
+        if mask_input is not None:
+            masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+        out = self.predict_torch(coords, labels, boxes, masks, multimask_output, return_logits)
+        return tuple(_to_numpy(t[0]) for t in out)
+
+    @torch.no_grad()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched prompts in the resized frame (see ResizeLongestSide): point_coords [B, P, 2],
+        point_labels [B, P], boxes [B, 4], mask_input [B, 1, 256, 256].
+
+        Returns masks [B, M, H, W] (bool unless return_logits), iou [B, M], low-res [B, M, h, w].
+        """
+        self._check_image_set()
+        check_prompt_batch(point_coords, point_labels, boxes, mask_input)
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The encoder output for the current image: [1, C, He, We]."""
+        self._check_image_set()
+        return self.features
+
+    def _check_image_set(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.float() if t.is_floating_point() else t).numpy()
+
+
+def check_numpy_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 with values 0..255, got dtype {image.dtype}")
+
+
+def check_torch_image(image: torch.Tensor, img_size: int) -> None:
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        raise ValueError(f"set_torch_image takes [1, 3, H, W], got {tuple(image.shape)}")
+    if max(image.shape[2:]) != img_size:
+        raise ValueError(
+            f"the longest side of the transformed image must be {img_size}, got "
+            f"{tuple(image.shape[2:])}; resize it with ResizeLongestSide first"
+        )
+    if image.dtype == torch.bool or image.is_complex():
+        raise ValueError(f"image must be real-valued 0..255, got dtype {image.dtype}")
+    lo, hi = image.min().item(), image.max().item()
+    if lo < 0 or hi > 255:
+        raise ValueError(f"image values must be in 0..255, got range [{lo}, {hi}]")
+
+
+def check_points(point_coords, point_labels) -> None:
+    if point_coords is None or point_labels is None:
+        raise ValueError("point_coords and point_labels must be given together")
+    coords, labels = np.asarray(point_coords), np.asarray(point_labels)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"point_coords must be [P, 2], got {coords.shape}")
+    if labels.shape != (coords.shape[0],):
+        raise ValueError(f"point_labels must be [{coords.shape[0]}], got {labels.shape}")
+
+
+def check_prompt_batch(point_coords, point_labels, boxes, mask_input) -> None:
+    """Prompts must agree on the batch size B."""
+    if (point_coords is None) != (point_labels is None):
+        raise ValueError("point_coords and point_labels must be given together")
+    sizes = {}
+    if point_coords is not None:
+        if point_coords.dim() != 3 or point_coords.shape[-1] != 2:
+            raise ValueError(f"point_coords must be [B, P, 2], got {tuple(point_coords.shape)}")
+        if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
+            raise ValueError(
+                f"point_labels must be [B, P] = {tuple(point_coords.shape[:2])}, "
+                f"got {tuple(point_labels.shape)}"
+            )
+        sizes["point_coords"] = point_coords.shape[0]
+    if boxes is not None:
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be [B, 4], got {tuple(boxes.shape)}")
+        sizes["boxes"] = boxes.shape[0]
+    if mask_input is not None:
+        if mask_input.dim() != 4 or mask_input.shape[1] != 1:
+            raise ValueError(f"mask_input must be [B, 1, h, w], got {tuple(mask_input.shape)}")
+        sizes["mask_input"] = mask_input.shape[0]
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"prompt batch sizes disagree: {sizes}")
