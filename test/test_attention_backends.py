@@ -1,0 +1,83 @@
+"""Every attention backend that runs on CPU vs the fp32 reference over real SAM shapes."""
+
+import pytest
+import torch
+from sam_oracle import SMALL, model_pair
+
+from torchao._models.sam import set_attention_backend
+from torchao._models.sam.attention import (
+    AUTO_TABLE,
+    reference_rel_pos_attention,
+    rel_pos_attention,
+    resolve_backend,
+)
+
+CPU_BACKENDS = ["sdpa_bias", "sdpa_aug", "flex", "auto"]
+# (batch, heads, grid, head_dim): vit_b/vit_h head dims, windowed 14x14 and global 64x64 grids,
+# and an odd grid from a non-1024 input
+SHAPES = [
+    (1, 2, (14, 14), 64),
+    (3, 2, (14, 14), 80),
+    (2, 1, (64, 64), 64),
+    (1, 1, (64, 64), 80),
+    (2, 2, (10, 7), 64),
+]
+
+
+def make_inputs(batch, heads, grid, head_dim, seed=0, contiguous=True):
+    g = torch.Generator().manual_seed(seed)
+    n = grid[0] * grid[1]
+    # q, k, v as views of one qkv projection, like the encoder makes them (non-contiguous)
+    qkv = torch.randn(batch, n, 3, heads, head_dim, generator=g).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    if contiguous:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    rel_h = torch.randn(batch, heads, n, grid[0], generator=g)
+    rel_w = torch.randn(batch, heads, n, grid[1], generator=g)
+    return q, k, v, rel_h, rel_w
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_backend_matches_reference(backend, shape, contiguous):
+    inputs = make_inputs(*shape, contiguous=contiguous)
+    ref = reference_rel_pos_attention(*[t.double() for t in inputs]).float()
+    out = rel_pos_attention(*inputs, backend=backend)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_bias_matters():
+    q, k, v, rel_h, rel_w = make_inputs(1, 2, (14, 14), 64)
+    with_bias = rel_pos_attention(q, k, v, rel_h, rel_w, backend="sdpa_bias")
+    no_bias = rel_pos_attention(q, k, v, rel_h * 0, rel_w * 0, backend="sdpa_bias")
+    assert (with_bias - no_bias).abs().max().item() > 0.1
+
+
+def test_auto_resolves_to_a_cpu_backend():
+    for grid in [(14, 14), (64, 64), (10, 7)]:
+        name = resolve_backend("auto", torch.device("cpu"), *grid)
+        assert name in ("sdpa_bias", "sdpa_aug", "flex")
+    assert all(v != "auto" for v in AUTO_TABLE.values())
+
+
+@pytest.mark.parametrize("backend", ["sdpa_aug", "flex"])
+def test_whole_encoder_backends_agree(backend):
+    _, ours = model_pair(SMALL)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        ref = ours.image_encoder(x)
+        set_attention_backend(ours, backend)
+        out = ours.image_encoder(x)
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_env_var_selects_default_backend(monkeypatch):
+    from torchao._models.sam import build_sam_from_config
+
+    monkeypatch.setenv("TORCHAO_SAM_ATTENTION_BACKEND", "sdpa_aug")
+    model = build_sam_from_config(32, 1, 2, (0,), image_size=64)
+    assert model.image_encoder.blocks[0].attn.attention_backend == "sdpa_aug"
+    model = build_sam_from_config(32, 1, 2, (0,), image_size=64, attention_backend="sdpa_bias")
+    assert model.image_encoder.blocks[0].attn.attention_backend == "sdpa_bias"
