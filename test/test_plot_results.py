@@ -1,0 +1,110 @@
+"""Tests for benchmarks/plot_results.py: PNGs from the fixture CSVs in fixtures/regression/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+import matplotlib.image as mpimg  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "plot_results.py"
+FIX = Path(__file__).resolve().parent / "fixtures" / "regression"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+sys.path.insert(0, str(SCRIPT.parent))
+import plot_results  # noqa: E402
+
+
+def assert_valid_png(path: Path, min_bytes: int = 10_000) -> None:
+    """A real, non-trivial PNG: magic bytes, size, decodable with some non-white pixels."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > min_bytes
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    assert (image[..., :3] < 0.5).any()  # something dark (text, bars) was drawn
+
+
+@pytest.mark.parametrize(
+    "csv_name",
+    ["eval_baseline.csv", "eval_pass.csv", "attention_baseline.csv", "encoder_baseline.csv"],
+)
+def test_each_schema_gives_a_png(tmp_path, csv_name):
+    out = plot_results.plot_table(plot_results.load_table(str(FIX / csv_name)), tmp_path)
+    assert out == tmp_path / csv_name.replace(".csv", ".png")
+    assert_valid_png(out)
+
+
+def test_one_panel_per_model(tmp_path):
+    """Two models in the CSV give a figure about twice as tall as one model."""
+    one = tmp_path / "one_model.csv"
+    lines = (FIX / "encoder_baseline.csv").read_text().splitlines()
+    one.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ",vit_b," in ln]]) + "\n")
+    h_two = mpimg.imread(
+        plot_results.plot_table(
+            plot_results.load_table(str(FIX / "encoder_baseline.csv")), tmp_path
+        )
+    ).shape[0]
+    h_one = mpimg.imread(
+        plot_results.plot_table(plot_results.load_table(str(one)), tmp_path)
+    ).shape[0]
+    assert 1.8 < h_two / h_one < 2.2
+
+
+def test_attention_floor_ratios_drawn(tmp_path, monkeypatch):
+    """Bars of the attention chart are labelled with median_ms / floor of their group."""
+    seen: list[str] = []
+    real = plot_results.plt.Axes.bar_label
+
+    def spy(self, container, labels=None, **kw):
+        seen.extend(labels)
+        return real(self, container, labels=labels, **kw)
+
+    monkeypatch.setattr(plot_results.plt.Axes, "bar_label", spy)
+    plot_results.plot_table(plot_results.load_table(str(FIX / "attention_baseline.csv")), tmp_path)
+    # 2 models x 2 layers x 4 non-floor backends; fixture ratios are 3.1, 1.6, 1.2, 1.9.
+    assert len(seen) == 16
+    assert sorted(set(seen)) == ["1.20x", "1.60x", "1.90x", "3.10x"]
+
+
+def test_varying_extra_key_goes_into_group_label():
+    """batch_size is not part of the eval grouping; if it varies it must appear in the labels."""
+    table = plot_results.load_table(str(FIX / "eval_baseline.csv"))
+    spec = plot_results.PLOTS["eval"]
+    keys = plot_results.SCHEMAS[0].keys
+    assert plot_results.full_grouping(table.rows, keys, spec) == ("attention_backend",)
+    rows = [dict(r) for r in table.rows]
+    rows[0]["batch_size"] = "1"
+    assert plot_results.full_grouping(rows, keys, spec) == ("attention_backend", "batch_size")
+
+
+def test_command_line_writes_all_pngs_and_rejects_bad_input(tmp_path):
+    names = ["eval_baseline.csv", "attention_baseline.csv", "encoder_baseline.csv"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *[str(FIX / n) for n in names], "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for n in names:
+        assert_valid_png(tmp_path / n.replace(".csv", ".png"))
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(FIX / "eval_duplicate_key.csv"),
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "duplicated key" in bad.stderr
+    assert not (tmp_path / "eval_duplicate_key.png").exists()
