@@ -2,14 +2,16 @@
 
 Computes, for q, k, v [B, H, N, D], rel_h [B, H, N, Kh], rel_w [B, H, N, Kw], N = Kh * Kw:
 
-    out[b, h, i] = softmax_j(q_i . k_j * D**-0.5 + rel_h[b, h, i, j // Kw] + rel_w[b, h, i, j % Kw]) v_j
+    out[b, h, i] = softmax_j(q_i . k_j * D**-0.5
+                             + rel_h[b, h, i, j // Kw] + rel_w[b, h, i, j % Kw]) v_j
 
 Formulations (``FORMULATIONS``; see benchmarks/flex_attention.md for their speed on H100):
 
 - ``score_mod``: the straightforward one; a score_mod reads rel_h and rel_w by (q_idx, kv_idx).
 - ``aug``: both terms folded into the head dim, q' = [q * D**-0.5, rel_h, rel_w],
   k' = [k, onehot(j // Kw), onehot(j % Kw)], scale 1, no score_mod.
-- ``hybrid_h``: rel_h folded into the head dim (q' = [q * D**-0.5, rel_h], k' = [k, onehot(j // Kw)]),
+- ``hybrid_h``: rel_h folded into the head dim (q' = [q * D**-0.5, rel_h],
+  k' = [k, onehot(j // Kw)]),
   rel_w added by a score_mod; with BLOCK_N == Kw every key tile reads one contiguous
   [BLOCK_M, Kw] slab of rel_w.
 - ``hybrid_w``: rel_w folded, rel_h in the score_mod (one value per query row per key tile
