@@ -191,15 +191,19 @@ def index_rows(table: Table, keys: Sequence[str]) -> dict[tuple[str, ...], dict[
     return out
 
 
-def normalize_gpu(name: str) -> str:
-    """CPU runs may write an empty gpu_name or 'cpu': treat both as 'cpu'."""
-    return "cpu" if name.strip().lower() in ("", "cpu") else name.strip()
+def gpu_of(row: dict[str, str]) -> str:
+    """The row's GPU; 'cpu' for an empty or 'cpu' gpu_name, or for a row with device=cpu
+    (eval_combo writes the CPU architecture, e.g. x86_64, as gpu_name on CPU)."""
+    name = row[GPU_COLUMN].strip()
+    if name.lower() in ("", "cpu") or row.get("device", "").strip().lower() == "cpu":
+        return "cpu"
+    return name
 
 
 def check_same_gpu(baseline: Table, current: Table) -> None:
     """Raise unless both files name exactly the same set of GPUs."""
-    b = sorted({normalize_gpu(r[GPU_COLUMN]) for r in baseline.rows})
-    c = sorted({normalize_gpu(r[GPU_COLUMN]) for r in current.rows})
+    b = sorted({gpu_of(r) for r in baseline.rows})
+    c = sorted({gpu_of(r) for r in current.rows})
     if b != c:
         raise InputError(
             f"GPU mismatch: baseline {baseline.path} was measured on {b}, current {current.path} "

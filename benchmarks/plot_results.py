@@ -33,6 +33,7 @@ from check_regression import (  # noqa: E402
     Table,
     check_columns,
     detect_schema,
+    gpu_of,
     index_rows,
     load_table,
     parse_value,
@@ -64,10 +65,10 @@ PLOTS: dict[str, PlotSpec] = {
 
 
 def label(row: dict[str, str], cols: Sequence[str]) -> str:
-    """'v' for one column, 'c1=v1, c2=v2' for several."""
+    """'v' for one column, 'c1=v1, c2=v2' for several; an empty value shows as 'none'."""
     if len(cols) == 1:
-        return row[cols[0]]
-    return ", ".join(f"{c}={row[c]}" for c in cols)
+        return row[cols[0]] or "none"
+    return ", ".join(f"{c}={row[c] or 'none'}" for c in cols)
 
 
 def full_grouping(rows: Sequence[dict[str, str]], keys: Sequence[str], spec: PlotSpec) -> tuple:
@@ -133,7 +134,7 @@ def plot_table(table: Table, out_dir: Path) -> Path:
     fig, axes = plt.subplots(
         len(facets), 1, figsize=(max(6.0, 1.6 * n_groups), 3.6 * len(facets)), squeeze=False
     )
-    gpus = ordered([r["gpu_name"] or "cpu" for r in table.rows])
+    gpus = ordered([gpu_of(r) for r in table.rows])
     for ax, facet in zip(axes[:, 0], facets, strict=True):
         rows = [r for r in table.rows if r[spec.facet] == facet]
         draw_panel(ax, rows, group_cols, spec, table.path)

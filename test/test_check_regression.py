@@ -103,7 +103,8 @@ def test_unknown_metric_is_input_error(capsys):
     assert "median_ms" in err and "eval schema" in err
 
 
-def test_cpu_smoke_compares_miou_only_and_empty_gpu_equals_cpu(capsys):
+def test_cpu_smoke_compares_miou_only_whatever_the_cpu(capsys):
+    # Baseline gpu_name is empty, current has eval_combo's CPU architecture (x86_64).
     # img/s halves in cpu_eval_current.csv, which must not matter with --metrics mIoU.
     code, out, _ = check(
         capsys, "cpu_eval_baseline.csv", "cpu_eval_current.csv", "--metrics", "mIoU"
@@ -112,6 +113,15 @@ def test_cpu_smoke_compares_miou_only_and_empty_gpu_equals_cpu(capsys):
     assert "+0.0002" in out
     code, _, _ = check(capsys, "cpu_eval_baseline.csv", "cpu_eval_current.csv")
     assert code == cr.EXIT_BAD_INPUT  # memory(MiB) is 0 on CPU: no relative comparison
+
+
+def test_gpu_of_treats_cpu_rows_alike():
+    gpu = "NVIDIA H100 80GB HBM3"
+    assert cr.gpu_of({"gpu_name": "", "device": "cpu"}) == "cpu"
+    assert cr.gpu_of({"gpu_name": "cpu"}) == "cpu"
+    assert cr.gpu_of({"gpu_name": "x86_64", "device": "cpu"}) == "cpu"
+    assert cr.gpu_of({"gpu_name": "x86_64"}) == "x86_64"
+    assert cr.gpu_of({"gpu_name": f" {gpu} ", "device": "cuda"}) == gpu
 
 
 def test_gpu_mismatch_fails_unless_allowed(capsys):

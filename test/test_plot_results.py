@@ -72,6 +72,14 @@ def test_attention_floor_ratios_drawn(tmp_path, monkeypatch):
     assert sorted(set(seen)) == ["1.20x", "1.60x", "1.90x", "3.10x"]
 
 
+def test_labels_show_empty_values_as_none():
+    row = {"compress": "", "attention_backend": "flash_4"}
+    assert plot_results.label(row, ["compress"]) == "none"
+    assert plot_results.label(row, ["attention_backend", "compress"]) == (
+        "attention_backend=flash_4, compress=none"
+    )
+
+
 def test_varying_extra_key_goes_into_group_label():
     """batch_size is not part of the eval grouping; if it varies it must appear in the labels."""
     table = plot_results.load_table(str(FIX / "eval_baseline.csv"))
