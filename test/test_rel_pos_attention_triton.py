@@ -1,0 +1,229 @@
+"""Tests of the flash_4 Triton kernel (torchao/_models/sam/kernels/rel_pos_attention_triton.py).
+
+Tolerances (max abs error vs the fp32 reference on the same low-precision inputs):
+bf16 <= 2e-2, fp16 <= 5e-3. Inputs are N(0, 1) for q, k, v, rel_h, rel_w.
+GPU tests run every config in CONFIGS forced; CPU tests run the kernel under the Triton
+interpreter in a subprocess (TRITON_INTERPRET must be set before triton is imported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from torchao._models.sam.attention import UnsupportedInputError, reference_rel_pos_attention
+from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+
+TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def make_inputs(b, h, kh, kw, d, dtype, device, qkv_view=True, seed=0):
+    """q, k, v [B, H, N, D] (strided views of one [B, N, 3, H, D] tensor), rel_h, rel_w."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    n = kh * kw
+    if qkv_view:
+        qkv = torch.randn(b, n, 3, h, d, generator=g, device=device).to(dtype)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+    else:
+        q, k, v = (torch.randn(b, h, n, d, generator=g, device=device).to(dtype) for _ in "qkv")
+    rel_h = torch.randn(b, h, n, kh, generator=g, device=device).to(dtype)
+    rel_w = torch.randn(b, h, n, kw, generator=g, device=device).to(dtype)
+    return q, k, v, rel_h, rel_w
+
+
+def max_err(out: torch.Tensor, inputs) -> float:
+    ref = reference_rel_pos_attention(*[t.float() for t in inputs])
+    assert out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    return (out.float() - ref).abs().max().item()
+
+
+# ------------------------------------------------------------------------------ CPU tests
+
+
+def test_cpu_tensors_raise_clear_error():
+    inputs = make_inputs(1, 2, 3, 4, 64, torch.bfloat16, "cpu")
+    with pytest.raises(UnsupportedInputError, match="CUDA tensors only"):
+        rpa.triton_rel_pos_attention(*inputs)
+
+
+def test_head_dim_split_has_no_big_pad():
+    assert rpa.split_head_dim(64) == (64, 0)
+    assert rpa.split_head_dim(80) == (64, 16)  # vit_h: 64 + 16, not a 128-wide pad
+    assert rpa.split_head_dim(72) == (64, 16)  # remainder 8 padded to 16 and masked
+    with pytest.raises(UnsupportedInputError):
+        rpa.split_head_dim(8)
+
+
+def test_plan_modes():
+    by_n = {c.block_n: c for c in rpa.CONFIGS}
+    global_plan = rpa.make_plan(by_n[64], 64, 64, 64)
+    assert global_plan.row_mode and global_plan.hoist_w and global_plan.even_n
+    row_slice = rpa.make_plan(by_n[32], 64, 64, 64)
+    assert row_slice.row_mode and not row_slice.hoist_w
+    window = rpa.make_plan(by_n[256], 14, 14, 80)
+    assert not window.row_mode and not window.even_n and window.kh_pad == window.kw_pad == 16
+    with pytest.raises(UnsupportedInputError, match="cannot run"):
+        rpa.make_plan(by_n[64], 200, 130, 64)  # Kw % 64 != 0 and too big for one-hot
+    assert rpa.valid_configs(64, 64, 80) == rpa.CONFIGS
+
+
+def test_default_config_is_a_candidate():
+    for grid in [(64, 64), (14, 14), (10, 7), (32, 48)]:
+        assert rpa.default_config(*grid, 64) in rpa.valid_configs(*grid, 64)
+
+
+def test_cache_path_uses_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert rpa.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert str(rpa.cache_path()).startswith(os.path.expanduser("~"))
+
+
+INTERPRETER_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+    from torchao._models.sam.attention import reference_rel_pos_attention
+    cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72)]
+    errs = []
+    for cfg in rpa.CONFIGS:
+        for i, (b, h, kh, kw, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            n = kh * kw
+            qkv = torch.randn(b, n, 3, h, d, generator=g).half()
+            q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+            rel_h = torch.randn(b, h, n, kh, generator=g).half()
+            rel_w = torch.randn(b, h, n, kw, generator=g).half()
+            out = rpa.run_with_config(q, k, v, rel_h, rel_w, cfg)
+            ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
+            errs.append([cfg.name(), [b, h, kh, kw, d], (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_kernel_under_triton_interpreter():
+    """Every config, row and one-hot modes, D = 64/72/80, tails, batch > 1, strided views."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT"))
+    errs = json.loads(line[len("RESULT") :])
+    assert len(errs) == 4 * len(rpa.CONFIGS)
+    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
+    assert not bad, bad
+
+
+# ------------------------------------------------------------------------------ GPU tests
+
+GRIDS = [(14, 14), (64, 64), (10, 7)]
+HEAD_DIMS = {"vit_b": 64, "vit_h": 80}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("cfg", rpa.CONFIGS, ids=lambda c: c.name())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
+@pytest.mark.parametrize("model", list(HEAD_DIMS))
+def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
+    inputs = make_inputs(batch, 2, *grid, HEAD_DIMS[model], dtype, "cuda", seed=batch)
+    out = rpa.run_with_config(*inputs, cfg)
+    assert out.dtype == dtype
+    assert max_err(out, inputs) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("model", list(HEAD_DIMS))
+def test_contiguous_inputs_and_real_head_count(model):
+    heads = {"vit_b": 12, "vit_h": 16}[model]
+    inputs = make_inputs(1, heads, 14, 14, HEAD_DIMS[model], torch.bfloat16, "cuda", qkv_view=False)
+    out = rpa.triton_rel_pos_attention(*inputs)
+    assert max_err(out, inputs) <= TOL[torch.bfloat16]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_fp32_raises():
+    inputs = make_inputs(1, 2, 14, 14, 64, torch.float32, "cuda")
+    with pytest.raises(UnsupportedInputError, match="fp32 is not supported"):
+        rpa.triton_rel_pos_attention(*inputs)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(rpa, "_chosen", {})
+    inputs = make_inputs(2, 3, 10, 7, 64, torch.bfloat16, "cuda")
+    out = rpa.triton_rel_pos_attention(*inputs)
+    assert max_err(out, inputs) <= TOL[torch.bfloat16]
+    path = tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
+    assert path.is_file()
+    entry = json.loads(path.read_text())[rpa.cache_key(inputs[0], 10, 7)]
+    assert rpa.TileConfig(**entry["config"]) in rpa.valid_configs(10, 7, 64)
+    assert set(entry["times_ms"]) == {c.name() for c in rpa.valid_configs(10, 7, 64)}
+    # A fresh process state reads the choice back from the file instead of re-timing.
+    monkeypatch.setattr(rpa, "_chosen", {})
+    monkeypatch.setattr(rpa, "tune", lambda *a, **k: pytest.fail("re-tuned despite cache"))
+    assert rpa.choose_config(*inputs) == rpa.TileConfig(**entry["config"])
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_forced_config_is_used():
+    inputs = make_inputs(1, 2, 14, 14, 80, torch.float16, "cuda")
+    try:
+        for cfg in rpa.CONFIGS:
+            rpa.set_forced_config(cfg)
+            assert rpa.choose_config(*inputs) == cfg
+            assert max_err(rpa.triton_rel_pos_attention(*inputs), inputs) <= TOL[torch.float16]
+    finally:
+        rpa.set_forced_config(None)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_custom_op_opcheck():
+    inputs = make_inputs(1, 2, 14, 14, 64, torch.bfloat16, "cuda")
+    torch.library.opcheck(torch.ops.torchao_sam.rel_pos_attention.default, inputs)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_works_under_torch_compile_without_graph_break():
+    torch.manual_seed(0)
+    b, heads, kh, kw, d = 2, 4, 14, 14, 80
+    n, dim = kh * kw, heads * d
+    qkv_proj = torch.nn.Linear(dim, 3 * dim, device="cuda", dtype=torch.bfloat16)
+    rel_h = torch.randn(b, heads, n, kh, device="cuda", dtype=torch.bfloat16)
+    rel_w = torch.randn(b, heads, n, kw, device="cuda", dtype=torch.bfloat16)
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        qkv = qkv_proj(x).reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+        out = rpa.triton_rel_pos_attention(qkv[0], qkv[1], qkv[2], rel_h, rel_w)
+        return out.transpose(1, 2).reshape(b, n, dim) * 2.0
+
+    x = torch.randn(b, n, dim, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(block, fullgraph=True)
+    with torch.no_grad():
+        expected, got = block(x), compiled(x)
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=0)

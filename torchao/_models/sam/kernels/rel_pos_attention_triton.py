@@ -1,0 +1,470 @@
+"""Fused Triton attention with SAM's decomposed relative-position bias (the ``flash_4`` backend).
+
+Computes, for q, k, v [B, H, N, D] (any strides) and rel_h [B, H, N, Kh], rel_w [B, H, N, Kw]
+with N = Kh * Kw (tokens row-major on a Kh x Kw grid):
+
+    out[b,h,i] = softmax_j(q_i.k_j / sqrt(D) + rel_h[b,h,i, j // Kw] + rel_w[b,h,i, j % Kw]) v_j
+
+One program handles BLOCK_M query rows of one (b, h) and walks the keys BLOCK_N at a time with an
+online (FlashAttention-style) softmax in base 2. The bias is added in one of two ways, fixed per
+launch by the tile config and the grid:
+
+- row mode (``Kw % BLOCK_N == 0``): a key tile lies inside one grid row, so rel_h adds one value
+  per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]. When
+  ``BLOCK_N == Kw`` that slice is the same for every tile and is loaded once (the 64x64 case).
+- one-hot mode (any other tile or grid, e.g. 14x14 windows, tails): the rows rel_h[i, :Kh] and
+  rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the bias tile by two
+  small matrix products with one-hot matrices built in registers: an exact gather (each output
+  is one product with 1.0) that runs on the tensor cores. Needs max(Kh, Kw) <= 128.
+
+Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
+masked remainder part (64 + 16), so no padded copy of q, k, v is made and no FLOPs are spent on
+a 128-wide pad. Inference forward only; bf16 and fp16 on CUDA.
+
+Tile configs come from ``CONFIGS``; the one used per (GPU, shape, dtype) is chosen by timing the
+valid candidates on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
+``~/.cache/torchao_sam``) as JSON. ``set_forced_config`` / ``run_with_config`` pin a config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+from torchao._models.sam.attention import (
+    UnsupportedInputError,
+    check_inputs,
+    reference_rel_pos_attention,
+)
+
+__all__ = [
+    "CONFIGS",
+    "TileConfig",
+    "UnsupportedInputError",
+    "cache_path",
+    "default_config",
+    "reference_rel_pos_attention",
+    "run_with_config",
+    "set_forced_config",
+    "triton_rel_pos_attention",
+    "tune",
+]
+
+LOG2E = 1.4426950408889634
+MAX_ONEHOT_GRID = 128  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
+SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _rel_pos_attn_fwd(
+    Q, K, V, RH, RW, Out,
+    sqb, sqh, sqn, sqd,
+    skb, skh, skn, skd,
+    svb, svh, svn, svd,
+    shb, shh, shn, shk,
+    swb, swh, swn, swk,
+    sob, soh, son, sod,
+    H, N, KW, D, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
+    KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
+    ROW_MODE: tl.constexpr, HOIST_W: tl.constexpr,
+    EVEN_N: tl.constexpr,
+):  # fmt: skip
+    """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
+
+    D0: power-of-two part of the head dim; D1: padded remainder, masked to D (unused unless HAS_D1).
+    """
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    Q += b * sqb + h * sqh
+    K += b * skb + h * skh
+    V += b * svb + h * svh
+    RH += b * shb + h * shh
+    RW += b * swb + h * swh
+    Out += b * sob + h * soh
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d0 = tl.arange(0, D0)
+    offs_d1 = D0 + tl.arange(0, D1)
+    m_ok = offs_m < N
+    d1_ok = offs_d1 < D
+
+    q0 = tl.load(Q + offs_m[:, None] * sqn + offs_d0[None, :] * sqd, mask=m_ok[:, None], other=0.0)
+    if HAS_D1:
+        q1 = tl.load(
+            Q + offs_m[:, None] * sqn + offs_d1[None, :] * sqd,
+            mask=m_ok[:, None] & d1_ok[None, :],
+            other=0.0,
+        )
+    # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
+    if ROW_MODE:
+        if HOIST_W:
+            rw_tile = (
+                tl.load(
+                    RW + offs_m[:, None] * swn + offs_n0[None, :] * swk,
+                    mask=m_ok[:, None],
+                    other=0.0,
+                ).to(tl.float32)
+                * 1.4426950408889634
+            )
+    else:
+        offs_kh = tl.arange(0, KH_PAD)
+        offs_kw = tl.arange(0, KW_PAD)
+        rh_rows = tl.load(
+            RH + offs_m[:, None] * shn + offs_kh[None, :] * shk,
+            mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
+            other=0.0,
+        ).to(Q.dtype.element_ty)
+        rw_rows = tl.load(
+            RW + offs_m[:, None] * swn + offs_kw[None, :] * swk,
+            mask=m_ok[:, None] & (offs_kw[None, :] < KW),
+            other=0.0,
+        ).to(Q.dtype.element_ty)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
+    if HAS_D1:
+        acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
+
+    for start in range(0, N, BLOCK_N):
+        offs_n = start + offs_n0
+        n_ok = offs_n < N
+        if EVEN_N:
+            k0 = tl.load(K + offs_n[:, None] * skn + offs_d0[None, :] * skd)
+        else:
+            k0 = tl.load(
+                K + offs_n[:, None] * skn + offs_d0[None, :] * skd, mask=n_ok[:, None], other=0.0
+            )
+        qk = tl.dot(q0, tl.trans(k0))
+        if HAS_D1:
+            k1 = tl.load(
+                K + offs_n[:, None] * skn + offs_d1[None, :] * skd,
+                mask=n_ok[:, None] & d1_ok[None, :],
+                other=0.0,
+            )
+            qk = tl.dot(q1, tl.trans(k1), qk)
+        if ROW_MODE:
+            row = start // KW
+            rh = tl.load(RH + offs_m * shn + row * shk, mask=m_ok, other=0.0).to(tl.float32)
+            if HOIST_W:
+                s = qk * qk_scale + rw_tile
+            else:
+                c0 = start % KW
+                rw = tl.load(
+                    RW + offs_m[:, None] * swn + (c0 + offs_n0)[None, :] * swk,
+                    mask=m_ok[:, None],
+                    other=0.0,
+                ).to(tl.float32)
+                s = qk * qk_scale + rw * 1.4426950408889634
+            s = s + (rh * 1.4426950408889634)[:, None]
+        else:
+            onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
+            onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
+            bias = tl.dot(rh_rows, onehot_h)
+            bias = tl.dot(rw_rows, onehot_w, bias)
+            s = qk * qk_scale + bias * 1.4426950408889634
+        if not EVEN_N:
+            s = tl.where(n_ok[None, :], s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p = p.to(Q.dtype.element_ty)
+        if EVEN_N:
+            v0 = tl.load(V + offs_n[:, None] * svn + offs_d0[None, :] * svd)
+        else:
+            v0 = tl.load(
+                V + offs_n[:, None] * svn + offs_d0[None, :] * svd, mask=n_ok[:, None], other=0.0
+            )
+        acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
+        if HAS_D1:
+            v1 = tl.load(
+                V + offs_n[:, None] * svn + offs_d1[None, :] * svd,
+                mask=n_ok[:, None] & d1_ok[None, :],
+                other=0.0,
+            )
+            acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
+        m_i = m_new
+
+    inv_l = 1.0 / l_i
+    out0 = (acc0 * inv_l[:, None]).to(Out.dtype.element_ty)
+    tl.store(Out + offs_m[:, None] * son + offs_d0[None, :] * sod, out0, mask=m_ok[:, None])
+    if HAS_D1:
+        out1 = (acc1 * inv_l[:, None]).to(Out.dtype.element_ty)
+        tl.store(
+            Out + offs_m[:, None] * son + offs_d1[None, :] * sod,
+            out1,
+            mask=m_ok[:, None] & d1_ok[None, :],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile configs and launch plans
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One launch configuration of the kernel."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def name(self) -> str:
+        return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}"
+
+
+# The candidate set timed on a cold call (small on purpose: each is one compile).
+CONFIGS: list[TileConfig] = [
+    TileConfig(128, 64, 4, 3),  # 64x64 grid: one key tile = one grid row (rel_w hoisted)
+    TileConfig(128, 64, 8, 3),
+    TileConfig(64, 64, 4, 3),
+    TileConfig(128, 32, 4, 3),  # row mode with a per-tile rel_w slice
+    TileConfig(64, 128, 4, 2),  # one-hot mode: 14x14 window in two key tiles
+    TileConfig(64, 256, 8, 2),  # one-hot mode: a whole 14x14 window in one key tile
+]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Compile-time choices for one (config, shape)."""
+
+    d0: int
+    d1: int
+    kh_pad: int
+    kw_pad: int
+    row_mode: bool
+    hoist_w: bool
+    even_n: bool
+
+
+def _pow2_at_least(x: int, low: int = 16) -> int:
+    return max(low, 1 << (x - 1).bit_length())
+
+
+def split_head_dim(d: int) -> tuple[int, int]:
+    """D -> (D0, D1): D0 the largest power of two <= D, D1 the padded remainder (0 if none)."""
+    if not 16 <= d <= 256:
+        raise UnsupportedInputError(f"flash_4 supports head dims 16..256, got {d}")
+    d0 = 1 << (d.bit_length() - 1)
+    rest = d - d0
+    return d0, (_pow2_at_least(rest) if rest else 0)
+
+
+def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
+    """Pick row or one-hot mode for this config and grid; raise if neither applies."""
+    d0, d1 = split_head_dim(d)
+    n = kh * kw
+    row_mode = kw % config.block_n == 0
+    if not row_mode and max(kh, kw) > MAX_ONEHOT_GRID:
+        raise UnsupportedInputError(
+            f"flash_4 config {config.name()} cannot run a {kh}x{kw} grid: needs Kw % BLOCK_N == 0 "
+            f"or max(Kh, Kw) <= {MAX_ONEHOT_GRID}"
+        )
+    return LaunchPlan(
+        d0=d0,
+        d1=d1,
+        kh_pad=_pow2_at_least(kh),
+        kw_pad=_pow2_at_least(kw),
+        row_mode=row_mode,
+        hoist_w=row_mode and kw == config.block_n,
+        even_n=n % config.block_n == 0,
+    )
+
+
+def valid_configs(kh: int, kw: int, d: int) -> list[TileConfig]:
+    """Candidates that can run this grid; a shape with none is unsupported."""
+    out = []
+    for cfg in CONFIGS:
+        try:
+            make_plan(cfg, kh, kw, d)
+        except UnsupportedInputError:
+            continue
+        out.append(cfg)
+    if not out:
+        raise UnsupportedInputError(f"flash_4 has no tile config for a {kh}x{kw} grid")
+    return out
+
+
+def default_config(kh: int, kw: int, d: int) -> TileConfig:
+    """Fixed heuristic (used while capturing CUDA graphs or with autotuning off)."""
+    candidates = valid_configs(kh, kw, d)
+    if kw % 64 == 0:
+        return CONFIGS[0]
+    if kh * kw <= 256:
+        return CONFIGS[5] if CONFIGS[5] in candidates else candidates[-1]
+    return CONFIGS[4] if CONFIGS[4] in candidates else candidates[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and launch
+
+
+def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
+    """Raise UnsupportedInputError for inputs the kernel cannot run; return (Kh, Kw)."""
+    kh, kw = check_inputs(q, k, v, rel_h, rel_w)
+    tensors = (q, k, v, rel_h, rel_w)
+    if not _INTERPRET and any(t.device.type != "cuda" for t in tensors):
+        raise UnsupportedInputError(
+            "flash_4 (Triton) runs on CUDA tensors only; got devices "
+            f"{sorted({str(t.device) for t in tensors})}. Use backend 'sdpa_bias' or 'sdpa_aug'."
+        )
+    if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise UnsupportedInputError(
+            f"flash_4 needs q, k, v all bfloat16 or all float16, got {q.dtype}, {k.dtype}, "
+            f"{v.dtype}; cast first (fp32 is not supported)"
+        )
+    if v.shape[-1] != q.shape[-1]:
+        raise UnsupportedInputError("flash_4 needs v's head dim equal to q's")
+    split_head_dim(q.shape[-1])
+    valid_configs(kh, kw, q.shape[-1])
+    return kh, kw
+
+
+def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
+    """Launch the kernel with one tile config (no tuning); returns contiguous [B, H, N, D]."""
+    kh, kw = validate(q, k, v, rel_h, rel_w)
+    b, h, n, d = q.shape
+    plan = make_plan(config, kh, kw, d)
+    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    grid = (triton.cdiv(n, config.block_m), b * h)
+    _rel_pos_attn_fwd[grid](
+        q, k, v, rel_h, rel_w, out,
+        *q.stride(), *k.stride(), *v.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
+        h, n, kw, d, d**-0.5 * LOG2E,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
+        D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
+        ROW_MODE=plan.row_mode, HOIST_W=plan.hoist_w,
+        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Config choice: forced > in-memory > JSON cache file > timing the candidates (or the heuristic)
+
+AUTOTUNE_ENV = "TORCHAO_SAM_FLASH4_AUTOTUNE"  # "0": never time on a cold call, use the heuristic
+_forced_config: TileConfig | None = None
+_chosen: dict[str, TileConfig] = {}
+_lock = threading.Lock()
+
+
+def set_forced_config(config: TileConfig | None) -> None:
+    """Pin every call to ``config`` (None: back to tuned/cached choices). For tests and tuning."""
+    global _forced_config
+    _forced_config = config
+
+
+def cache_path() -> Path:
+    """$XDG_CACHE_HOME/torchao_sam/rel_pos_attention_triton.json (default base ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "torchao_sam" / "rel_pos_attention_triton.json"
+
+
+def cache_key(q: torch.Tensor, kh: int, kw: int) -> str:
+    b, h, _, d = q.shape
+    gpu = torch.cuda.get_device_name(q.device) if q.is_cuda else "cpu"
+    dtype = str(q.dtype).removeprefix("torch.")
+    return f"{gpu}|triton-{triton.__version__}|{dtype}|B{b}|H{h}|{kh}x{kw}|D{d}"
+
+
+def _read_cache() -> dict:
+    path = cache_path()
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a corrupt or unreadable cache only costs a re-tune; it is rewritten below
+
+
+def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float]) -> None:
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _read_cache()
+    data[key] = {"config": asdict(config), "times_ms": times_ms}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
+    """Time every valid candidate on these inputs (median of triton's do_bench), keep the best.
+
+    Records the choice in memory and, with ``save``, in the JSON cache file.
+    """
+    kh, kw = validate(q, k, v, rel_h, rel_w)
+    times = {}
+    for cfg in valid_configs(kh, kw, q.shape[-1]):
+        fn = lambda cfg=cfg: run_with_config(q, k, v, rel_h, rel_w, cfg)
+        times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
+    best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
+    key = cache_key(q, kh, kw)
+    _chosen[key] = best
+    if save:
+        _write_cache_entry(key, best, times)
+    return best
+
+
+def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
+    """The config a call runs with (see the section comment for the order)."""
+    if _forced_config is not None:
+        return _forced_config
+    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+    key = cache_key(q, kh, kw)
+    with _lock:
+        if key in _chosen:
+            return _chosen[key]
+        entry = _read_cache().get(key)
+        if entry is not None:
+            cfg = TileConfig(**entry["config"])
+            if cfg in valid_configs(kh, kw, q.shape[-1]):
+                _chosen[key] = cfg
+                return cfg
+        no_timing = _INTERPRET or not q.is_cuda or torch.cuda.is_current_stream_capturing()
+        if no_timing or os.environ.get(AUTOTUNE_ENV, "1") == "0":
+            return default_config(kh, kw, q.shape[-1])
+        return tune(q, k, v, rel_h, rel_w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point: a custom op so torch.compile treats the kernel as one opaque call
+
+
+@torch.library.custom_op("torchao_sam::rel_pos_attention", mutates_args=())
+def _rel_pos_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    config = choose_config(q, k, v, rel_h, rel_w)
+    return run_with_config(q, k, v, rel_h, rel_w, config)
+
+
+@_rel_pos_attention_op.register_fake
+def _(q, k, v, rel_h, rel_w):
+    b, h, n, d = q.shape
+    return q.new_empty((b, h, n, d))
+
+
+def triton_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
+    """Fused rel-pos attention. q, k, v [B, H, N, D]; rel_h [B, H, N, Kh]; rel_w [B, H, N, Kw].
+
+    Returns a contiguous [B, H, N, D] tensor in q's dtype. Raises UnsupportedInputError for CPU
+    tensors, dtypes other than bf16/fp16, head dims outside 16..256, and grids no config can run.
+    """
+    validate(q, k, v, rel_h, rel_w)
+    return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)
