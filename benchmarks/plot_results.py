@@ -153,13 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("csvs", nargs="+", help="results CSVs: " + ", ".join(s.name for s in SCHEMAS))
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
-    try:
-        for path in args.csvs:
+    failed = 0
+    for path in args.csvs:  # a bad CSV is reported and does not stop the others
+        try:
             print(plot_table(load_table(path), args.out_dir))
-    except InputError as e:
-        print(f"plot_results: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        except InputError as e:
+            print(f"plot_results: error: {e}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ class Sample:
 @dataclass
 class Batch:
     """B images, resized and padded: uint8 images [B, 3, Sh, Sw]; per image, input_sizes
-    (h, w) after resizing, original_sizes (H, W), points [M_i, 2] in the resized frame and
-    ground-truth masks bool [M_i, H, W]."""
+    (h, w) after resizing, original_sizes (H, W), points [M_i, 2] in the resized frame,
+    ground-truth masks bool [M_i, H, W] and annotation ids [M_i]."""
 
     img_ids: list[int]
     images: torch.Tensor
@@ -49,6 +49,7 @@ class Batch:
     original_sizes: list[tuple[int, int]]
     points: list[torch.Tensor]
     gt_masks: list[torch.Tensor]
+    ann_ids: list[np.ndarray]
 
 
 def point_for_mask(mask: np.ndarray) -> np.ndarray:
@@ -143,7 +144,7 @@ class CocoPointDataset(torch.utils.data.Dataset):
         if not os.path.isfile(path):
             raise DataError(f"image file for COCO image id {img_id} not found: {path}")
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
 
     def load_mask(self, ann_id: int, hw: tuple[int, int]) -> np.ndarray:
         ann = self.coco.anns[int(ann_id)]
@@ -225,6 +226,7 @@ class Collate:
                 for s in samples
             ],
             gt_masks=[torch.from_numpy(s.masks) for s in samples],
+            ann_ids=[s.ann_ids for s in samples],
         )
 
 
