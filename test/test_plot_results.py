@@ -102,17 +102,13 @@ def test_command_line_writes_all_pngs_and_rejects_bad_input(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for n in names:
         assert_valid_png(tmp_path / n.replace(".csv", ".png"))
+    bad_then_good = [str(FIX / "eval_duplicate_key.csv"), str(FIX / "eval_pass.csv")]
     bad = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            str(FIX / "eval_duplicate_key.csv"),
-            "--out-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, str(SCRIPT), *bad_then_good, "--out-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert bad.returncode == 2 and "duplicated key" in bad.stderr
     assert not (tmp_path / "eval_duplicate_key.png").exists()
+    assert_valid_png(tmp_path / "eval_pass.png")  # the bad file did not stop the good one
