@@ -227,16 +227,19 @@ def extra_plan(shape_name: str) -> list[tuple[str, Callable, dict | None]]:
     if shape_name.endswith("global"):
         for cfg in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2)]:
             items.append(("flex_hybrid_h", module_variant("hybrid_h"), opts(*cfg)))
-        for cfg in [(128, 64, 8, 3), (128, 128, 8, 2)]:
+        for cfg in [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)]:
+            items.append(("flex_score_mod", module_variant("score_mod"), opts(*cfg)))
+        for cfg in [(128, 64, 8, 3), (64, 64, 4, 2)]:
             items.append(("flex_aug", module_variant("aug"), opts(*cfg)))
         items.append(("flex_hybrid_h_t", compiled(hybrid_h_t), None))
         items.append(("flex_score_mod_t", compiled(score_mod_t), None))
         items.append(("flex_score_mod_cat", compiled(score_mod_cat), None))
         items.append(("flex_aug_pow2", compiled(aug_pow2), None))
     else:
-        for cfg in [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)]:
+        for cfg in [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (32, 32, 4, 2)]:
             items.append(("flex_aug", module_variant("aug"), opts(*cfg)))
         items.append(("flex_aug_pad256", compiled(aug_pad256), None))
+        items.append(("flex_score_mod", module_variant("score_mod"), opts(64, 64, 4, 2)))
     return items
 
 
