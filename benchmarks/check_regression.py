@@ -232,11 +232,11 @@ def judge(kind: str, base: float, cur: float, t: Thresholds, where: str) -> tupl
     rel = cur / base - 1.0
     change = f"{rel * 100:+.1f}%"
     if kind == "throughput":
-        return change, f">=-{t.max_slowdown:.0%}", -rel <= t.max_slowdown + EPS
+        return change, f">=-{t.max_slowdown * 100:g}%", -rel <= t.max_slowdown + EPS
     if kind == "time":
-        return change, f"<=+{t.max_slowdown:.0%}", rel <= t.max_slowdown + EPS
+        return change, f"<=+{t.max_slowdown * 100:g}%", rel <= t.max_slowdown + EPS
     if kind == "memory":
-        return change, f"<=+{t.max_memory_growth:.0%}", rel <= t.max_memory_growth + EPS
+        return change, f"<=+{t.max_memory_growth * 100:g}%", rel <= t.max_memory_growth + EPS
     raise ValueError(f"unknown metric kind {kind!r}")
 
 
