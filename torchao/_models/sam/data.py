@@ -191,8 +191,9 @@ def _read_cache(path: str, ann_ids: np.ndarray) -> np.ndarray | None:
         warnings.warn(f"point cache {path} is unreadable ({e}); rebuilding it", stacklevel=2)
         return None
     if not np.array_equal(cached_ids, ann_ids) or points.shape != (len(ann_ids), 2):
-        warnings.warn(f"point cache {path} does not match the annotations; rebuilding it",
-                      stacklevel=2)
+        warnings.warn(
+            f"point cache {path} does not match the annotations; rebuilding it", stacklevel=2
+        )
         return None
     return points
 
