@@ -9,8 +9,8 @@ import torch
 
 from torchao._models.sam import data as data_mod
 from torchao._models.sam.data import (
-    Collate,
     CocoPointDataset,
+    Collate,
     DataError,
     cached_points,
     point_for_mask,
