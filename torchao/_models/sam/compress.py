@@ -70,26 +70,38 @@ def is_attn_linear(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Linear) and fqn.rsplit(".", 2)[-2:-1] == ["attn"]
 
 
-def _needs(option: str, device: torch.device, dtype: torch.dtype, capability: tuple[int, int],
-           dtypes: tuple[torch.dtype, ...], what: str) -> None:
+def _needs(
+    option: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    capability: tuple[int, int],
+    dtypes: tuple[torch.dtype, ...],
+    what: str,
+) -> None:
     """Raise unless ``device`` is CUDA with compute capability >= ``capability`` and ``dtype``
     is one of ``dtypes``."""
     if device.type != "cuda":
         raise CompressionUnavailableError(
-            f"--compress {option} needs a CUDA GPU ({what}); device is {device}")
+            f"--compress {option} needs a CUDA GPU ({what}); device is {device}"
+        )
     cap = torch.cuda.get_device_capability(device)
     if cap < capability:
         raise CompressionUnavailableError(
             f"--compress {option} needs compute capability >= {capability} ({what}); "
-            f"{torch.cuda.get_device_name(device)} has {cap}")
+            f"{torch.cuda.get_device_name(device)} has {cap}"
+        )
     if dtype not in dtypes:
         names = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
         raise CompressionUnavailableError(
-            f"--compress {option} needs --use_half {names} ({what}); model dtype is {dtype}")
+            f"--compress {option} needs --use_half {names} ({what}); model dtype is {dtype}"
+        )
 
 
-SPARSE_NEEDS = ((8, 0), (torch.float16, torch.bfloat16),
-                "2:4 semi-structured sparse tensors run on CUDA only")
+SPARSE_NEEDS = (
+    (8, 0),
+    (torch.float16, torch.bfloat16),
+    "2:4 semi-structured sparse tensors run on CUDA only",
+)
 INT4_NEEDS = ((8, 0), (torch.bfloat16,), "torchao's int4 tile_packed_to_4d (tinygemm) kernel")
 FP8_NEEDS = ((8, 9), (torch.bfloat16,), "float8 tensor cores; per-row scaling takes bf16")
 

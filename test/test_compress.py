@@ -1,0 +1,150 @@
+"""--compress options on a shrunk SAM image encoder: applied (torchao tensor types, outputs close
+to the uncompressed encoder) or refused with a clear error."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from torchao._models.sam import build_sam_from_config
+from torchao._models.sam.compress import (
+    COMPRESS_OPTIONS,
+    CompressionUnavailableError,
+    apply_compression,
+    check_support,
+    compression_plan,
+    cosine_similarity,
+    is_attn_linear,
+    is_mlp_linear,
+    set_inductor_flags,
+    weight_types,
+)
+
+CPU = torch.device("cpu")
+CUDA_ONLY = [o for o in COMPRESS_OPTIONS if o != "int8_dynamic_quant"]
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def tiny_encoder(
+    dtype: torch.dtype = torch.float32, device: str = "cpu", embed_dim: int = 64
+) -> torch.nn.Module:
+    """2 blocks (one windowed, one global) on 128x128 images: 8 Linear layers."""
+    torch.manual_seed(0)
+    sam = build_sam_from_config(embed_dim, 2, 2, (1,), image_size=128, window_size=4)
+    return sam.image_encoder.to(device=device, dtype=dtype).eval()
+
+
+def encoder_input(dtype: torch.dtype, device: str = "cpu") -> torch.Tensor:
+    return torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+
+
+def test_filters_select_mlp_and_attention_linears():
+    enc = tiny_encoder()
+    mlp = [n for n, m in enc.named_modules() if is_mlp_linear(m, n)]
+    attn = [n for n, m in enc.named_modules() if is_attn_linear(m, n)]
+    assert mlp == [
+        "blocks.0.mlp.lin1",
+        "blocks.0.mlp.lin2",
+        "blocks.1.mlp.lin1",
+        "blocks.1.mlp.lin2",
+    ]
+    assert attn == [
+        "blocks.0.attn.qkv",
+        "blocks.0.attn.proj",
+        "blocks.1.attn.qkv",
+        "blocks.1.attn.proj",
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_dynamic_quant_replaces_weights_and_stays_close(dtype):
+    enc = tiny_encoder(dtype)
+    x = encoder_input(dtype)
+    with torch.no_grad():
+        ref = enc(x)
+        types = apply_compression(enc, "int8_dynamic_quant", CPU, dtype)
+        out = enc(x)
+    assert dict(types) == {"Int8Tensor": 8}  # 4 Linear layers per block, 2 blocks
+    cos = cosine_similarity(ref, out)
+    print(f"int8_dynamic_quant {dtype}: cosine similarity to the uncompressed encoder {cos:.5f}")
+    assert cos > 0.99
+
+
+@pytest.mark.parametrize("option", CUDA_ONLY)
+def test_cuda_only_options_are_refused_on_cpu_before_any_change(option):
+    enc = tiny_encoder(torch.bfloat16)
+    before = copy.deepcopy(enc.state_dict())
+    with pytest.raises(CompressionUnavailableError, match=f"--compress {option} needs a CUDA GPU"):
+        apply_compression(enc, option, CPU, torch.bfloat16)
+    assert dict(weight_types(enc)) == {"Parameter": 8}
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(ValueError, match="unknown --compress"):
+        check_support("int2", CPU, torch.float32)
+
+
+def test_every_option_has_a_plan():
+    steps = {o: [s for s, _ in compression_plan(o)] for o in COMPRESS_OPTIONS}
+    assert steps["int8_dynamic_quant_sparse"] == ["int8", "sparse24"]
+    assert steps["int4_weight_only_sparse"] == ["int4", "sparse24"]
+    assert steps["float8_dynamic_quant"] == ["float8"]
+
+
+def test_none_leaves_the_encoder_alone():
+    enc = tiny_encoder()
+    assert dict(apply_compression(enc, None, CPU, torch.float32)) == {"Parameter": 8}
+
+
+def test_inductor_flags_set_existing_names_and_warn_for_missing():
+    import torch._inductor.config as cfg
+
+    old = cfg.coordinate_descent_tuning
+    try:
+        with pytest.warns(UserWarning, match="no torch._inductor.config.no_such_flag_xyz"):
+            applied = set_inductor_flags(
+                {"coordinate_descent_tuning": True, "no_such_flag_xyz": True}
+            )
+        assert applied == {"coordinate_descent_tuning": True}
+        assert cfg.coordinate_descent_tuning is True
+    finally:
+        cfg.coordinate_descent_tuning = old
+
+
+def test_inductor_flags_of_the_old_benchmark_exist_in_this_torch():
+    import torch._inductor.config as cfg
+
+    olds = {n: getattr(cfg, n) for n in ("epilogue_fusion", "coordinate_descent_tuning")}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            applied = set_inductor_flags()
+        print(
+            f"torch {torch.__version__}: set {applied}; missing: {[str(w.message) for w in caught]}"
+        )
+        assert "epilogue_fusion" in applied and "coordinate_descent_tuning" in applied
+    finally:
+        for n, v in olds.items():
+            setattr(cfg, n, v)
+
+
+@pytest.mark.gpu
+@NEEDS_CUDA
+@pytest.mark.parametrize("option", COMPRESS_OPTIONS)
+def test_options_on_gpu_apply_or_refuse_clearly(option):
+    enc = tiny_encoder(torch.bfloat16, "cuda", embed_dim=128)  # int4 groups of 128
+    x = encoder_input(torch.bfloat16, "cuda")
+    with torch.no_grad():
+        ref = enc(x)
+        try:
+            types = apply_compression(enc, option, torch.device("cuda"), torch.bfloat16)
+        except CompressionUnavailableError as e:
+            pytest.skip(f"refused on this GPU: {e}")
+        out = enc(x)
+    assert "Parameter" not in types or option.endswith("mlp_only")
+    cos = cosine_similarity(ref, out)
+    print(f"{option}: {dict(types)} cosine {cos:.4f}")
+    assert cos > 0.9

@@ -1,0 +1,185 @@
+"""The SAM benchmark end to end on synthetic data with a shrunk model (CPU)."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from torchao._models.sam.eval_combo import COLUMNS, build_parser, main
+
+# mIoU may differ between attention backends by float rounding flipping a few mask pixels;
+# on these runs it is in practice identical.
+BACKEND_MIOU_TOL = 1e-4
+
+
+def run(tmp_path, *flags: str) -> dict:
+    """main() on 4 synthetic images with the --tiny model; returns the row."""
+    argv = [
+        "--synthetic",
+        "4",
+        "--device",
+        "cpu",
+        "--tiny",
+        "--batch_size",
+        "2",
+        "--warmup_batches",
+        "1",
+        "--synthetic_dir",
+        str(tmp_path / "syn"),
+        "--output_csv_path",
+        str(tmp_path / "results.csv"),
+        *flags,
+    ]
+    return main(build_parser().parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A directory whose synthetic data and random checkpoint are reused across tests."""
+    return tmp_path_factory.mktemp("eval")
+
+
+@pytest.fixture(scope="module")
+def baseline(shared):
+    return run(shared, "--attention_backend", "sdpa_bias")
+
+
+def test_row_schema_and_csv(tmp_path, capsys):
+    row = run(tmp_path, "--print_header", "--output_json_path", str(tmp_path / "row.json"))
+    assert list(row) == COLUMNS
+    assert row["device"] == "cpu" and row["num_images"] == 4 and row["num_batches"] == 2
+    assert row["num_annotations"] > 4 and 0.0 <= row["mIoU"] <= 1.0
+    assert row["img_s(avg)"] > 0 and row["batch_ms(avg)/batch_size"] > 0
+    assert row["torch_version"] == torch.__version__
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == COLUMNS and len(rows) == 2
+    assert rows[1][COLUMNS.index("mIoU")] == str(row["mIoU"])
+    assert rows[1][COLUMNS.index("compress")] == "None"
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == ",".join(COLUMNS)
+    with open(tmp_path / "row.json") as f:
+        assert json.load(f)["mIoU"] == row["mIoU"]
+    run(tmp_path)  # a second run appends one row under the same header
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert len(list(csv.reader(f))) == 3
+
+
+def test_results_are_deterministic(shared, baseline):
+    again = run(shared, "--attention_backend", "sdpa_bias")
+    assert again["mIoU"] == baseline["mIoU"]
+
+
+@pytest.mark.parametrize("backend", ["sdpa_aug", "flex"])
+def test_miou_equal_across_attention_backends(shared, baseline, backend):
+    row = run(shared, "--attention_backend", backend)
+    print(f"{backend}: mIoU {row['mIoU']} vs sdpa_bias {baseline['mIoU']}")
+    assert row["mIoU"] == pytest.approx(baseline["mIoU"], abs=BACKEND_MIOU_TOL)
+
+
+def test_padding_mode_and_batch_size_do_not_change_miou(shared, baseline):
+    unpadded = run(shared, "--attention_backend", "sdpa_bias", "--pad_input_image_batch", "False")
+    assert unpadded["mIoU"] == pytest.approx(baseline["mIoU"], abs=1e-6)
+    ones = run(shared, "--attention_backend", "sdpa_bias", "--batch_size", "3")
+    assert ones["mIoU"] == pytest.approx(baseline["mIoU"], abs=1e-6)
+    assert ones["num_batches"] == 2  # 3 + 1 images
+
+
+def test_rel_pos_off_changes_the_result(shared, baseline):
+    row = run(shared, "--attention_backend", "sdpa_bias", "--use_rel_pos", "False")
+    assert row["use_rel_pos"] is False
+    assert row["mIoU"] != baseline["mIoU"]  # the random rel-pos tables are far from zero
+
+
+def test_int8_compression_runs_end_to_end(shared, baseline):
+    row = run(shared, "--attention_backend", "sdpa_bias", "--compress", "int8_dynamic_quant")
+    assert row["compress"] == "int8_dynamic_quant"
+    print(f"int8_dynamic_quant mIoU {row['mIoU']} vs {baseline['mIoU']}")
+    assert row["mIoU"] == pytest.approx(baseline["mIoU"], abs=0.05)
+
+
+def test_cuda_only_compression_is_refused_on_cpu(shared):
+    from torchao._models.sam.compress import CompressionUnavailableError
+
+    with pytest.raises(CompressionUnavailableError, match="sparse needs a CUDA GPU"):
+        run(shared, "--compress", "sparse", "--use_half", "bfloat16")
+
+
+def test_bad_flag_combinations_stop_with_a_message(tmp_path):
+    with pytest.raises(SystemExit, match="--memory_path records CUDA memory"):
+        run(tmp_path, "--memory_path", str(tmp_path / "m.pickle"))
+    with pytest.raises(SystemExit, match="--sam_checkpoint_base_path is required"):
+        main(build_parser().parse_args(["--coco_root_dir", str(tmp_path), "--device", "cpu"]))
+
+
+def test_bf16_and_debug_masks_and_profile(shared, tmp_path):
+    debug = tmp_path / "debug"
+    trace = tmp_path / "trace.json"
+    row = run(
+        shared,
+        "--use_half",
+        "bfloat16",
+        "--mask_debug_out_dir",
+        str(debug),
+        "--profile_path",
+        str(trace),
+        "--limit",
+        "2",
+    )
+    assert row["use_half"] == "torch.bfloat16" and row["num_images"] == 2
+    assert len(os.listdir(debug)) == row["num_annotations"]
+    assert trace.stat().st_size > 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_one_process(shared, baseline, tmp_path):
+    csv_path = tmp_path / "dist.csv"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "torchao._models.sam.eval_combo",
+        "--synthetic",
+        "4",
+        "--device",
+        "cpu",
+        "--tiny",
+        "--batch_size",
+        "2",
+        "--warmup_batches",
+        "1",
+        "--attention_backend",
+        "sdpa_bias",
+        "--synthetic_dir",
+        str(shared / "syn"),
+        "--output_csv_path",
+        str(csv_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1  # only rank 0 writes
+    row = rows[0]
+    assert row["world_size"] == "2" and row["num_images"] == "4"
+    assert int(row["num_annotations"]) == baseline["num_annotations"]
+    assert float(row["mIoU"]) == pytest.approx(baseline["mIoU"], abs=1e-6)
