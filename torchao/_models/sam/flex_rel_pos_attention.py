@@ -35,9 +35,22 @@ from torchao._models.sam.attention import UnsupportedInputError, check_inputs
 
 FORMULATIONS = ("score_mod", "aug", "hybrid_h", "hybrid_w")
 
-# Per (formulation, grid kind) defaults, filled from the H100 measurements in
-# benchmarks/flex_attention.md. "global" is the 64x64 grid, "window" the 14x14 grid.
-DEFAULT_FORMULATION: dict[str, str] = {"global": "hybrid_h", "window": "aug", "other": "aug"}
+# What a call runs when no formulation is given, keyed by (grid kind, head dim): the fastest
+# formulation and kernel options measured on H100 (benchmarks/flex_attention.md). "global" is
+# the 64x64 grid, "window" the 14x14 grid; other grids or head dims run ``aug`` with flex's own
+# kernel choice. Kernel options only apply on CUDA.
+TUNED: dict[tuple[str, int], tuple[str, dict]] = {
+    ("global", 64): ("hybrid_w", {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}),
+    ("global", 80): ("aug", {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}),
+    ("window", 64): ("aug", {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}),
+    ("window", 80): ("aug", {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 3}),
+}
+FALLBACK: tuple[str, dict] = ("aug", {})
+
+
+def default_choice(kh: int, kw: int, d: int) -> tuple[str, dict]:
+    """(formulation, kernel_options) used when the caller names no formulation."""
+    return TUNED.get((grid_kind(kh, kw), d), FALLBACK)
 
 
 def grid_kind(kh: int, kw: int) -> str:
@@ -116,6 +129,7 @@ def _formulate(q, k, v, rel_h, rel_w, formulation, kernel_options):
 # Eager CUDA calls go through this compiled wrapper (the closures are built inside it, so
 # dynamo sees them as part of the graph instead of guarding on new function objects).
 _compiled_formulate = torch.compile(_formulate, dynamic=False, fullgraph=True)
+RECOMPILE_LIMIT = 64
 
 
 def flex_rel_pos_attention(
@@ -130,17 +144,25 @@ def flex_rel_pos_attention(
     """softmax(q k^T / sqrt(D) + rel_h[.., j // Kw] + rel_w[.., j % Kw]) v via FlexAttention.
 
     q, k, v: [B, H, N, D]; rel_h: [B, H, N, Kh]; rel_w: [B, H, N, Kw]; N = Kh * Kw.
-    formulation: one of ``FORMULATIONS`` (default: ``DEFAULT_FORMULATION`` by grid).
-    kernel_options: passed to flex_attention (BLOCK_M, BLOCK_N, num_warps, num_stages, ...).
+    formulation: one of ``FORMULATIONS``; None picks the measured best (``default_choice``).
+    kernel_options: passed to flex_attention (BLOCK_M, BLOCK_N, num_warps, num_stages, ...);
+        None with no formulation uses the tuned options on CUDA.
     Returns [B, H, N, D] in q's dtype.
     """
     kh, kw = check_inputs(q, k, v, rel_h, rel_w)
-    if formulation is None:
-        formulation = DEFAULT_FORMULATION[grid_kind(kh, kw)]
-    if formulation not in FORMULATIONS:
-        raise ValueError(f"unknown flex formulation {formulation!r}; choose one of {FORMULATIONS}")
     if q.device.type not in ("cpu", "cuda"):
         raise UnsupportedInputError(f"flex backend runs on cpu or cuda, got {q.device.type}")
+    if formulation is None:
+        formulation, tuned_options = default_choice(kh, kw, q.shape[-1])
+        if kernel_options is None and q.device.type == "cuda":
+            kernel_options = tuned_options
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"unknown flex formulation {formulation!r}; choose one of {FORMULATIONS}")
     if torch.compiler.is_compiling() or q.device.type == "cpu":
         return _formulate(q, k, v, rel_h, rel_w, formulation, kernel_options)
-    return _compiled_formulate(q, k, v, rel_h, rel_w, formulation, kernel_options)
+    # One graph per (shapes, dtype, formulation, options): allow many, and fail loudly rather
+    # than let dynamo fall back to eager flex (dense scores) when the limit is reached.
+    with torch._dynamo.config.patch(
+        recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+    ):
+        return _compiled_formulate(q, k, v, rel_h, rel_w, formulation, kernel_options)
