@@ -243,12 +243,61 @@ def extra_plan(shape_name: str) -> list[tuple[str, Callable, dict | None]]:
     return items
 
 
+def refine_plan(shape_name: str) -> list[tuple[str, Callable, dict | None]]:
+    """Second round: references, the module default, and sweeps around the first round's best."""
+    base = baselines()
+    items = [(n, base[n], None) for n in ("sdpa_floor", "flash_4") if n in base]
+    items.append(("flex_no_bias", compiled(no_bias_flex), None))
+    items.append(("flex_default", module_variant_default(), None))
+
+    def opts(bm, bn, w, s):
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
+
+    sweeps = {
+        "vit_b_global": (
+            "hybrid_w",
+            [
+                (128, 64, 4, 3),
+                (64, 64, 4, 3),
+                (128, 64, 8, 2),
+                (128, 64, 8, 4),
+                (128, 128, 8, 3),
+                (64, 64, 4, 2),
+            ],
+        ),
+        "vit_h_global": ("hybrid_w", [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)]),
+        "vit_b_window": (
+            "aug",
+            [(128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 8, 3), (64, 64, 8, 3), (128, 128, 8, 2)],
+        ),
+        "vit_h_window": (
+            "aug",
+            [(64, 32, 4, 2), (128, 32, 8, 3), (64, 32, 8, 3), (64, 64, 8, 3), (64, 16, 4, 3)],
+        ),
+    }
+    formulation, cfgs = sweeps[shape_name]
+    for cfg in cfgs:
+        items.append((f"flex_{formulation}", module_variant(formulation), opts(*cfg)))
+    if shape_name == "vit_h_global":
+        for cfg in [(128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 8, 3)]:
+            items.append(("flex_aug", module_variant("aug"), opts(*cfg)))
+    return items
+
+
+def module_variant_default() -> Callable:
+    def fn(q, k, v, rel_h, rel_w, opts):
+        return flex_rel_pos_attention(q, k, v, rel_h, rel_w)
+
+    return fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=".")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--budget-s", type=float, default=330.0)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--phase", default="all", choices=["all", "refine"])
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     # every (shape, formulation, kernel_options) is its own graph of one compiled wrapper
@@ -262,12 +311,16 @@ def main() -> None:
         writer.writerow(head + ["rel_err", "first_call_s", "error"])
         shapes = args.shapes.split(",")
         phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
+        if args.phase == "refine":
+            phases = [(sh, "refine") for sh in shapes]
         for shape_name, phase in phases:
             inputs = make_inputs(SHAPES[shape_name], dtype)
             if phase == "base":
                 items = base_plan()
                 kernel_only = sdpa_aug_kernel_only(inputs)
                 items.insert(2, ("sdpa_aug_kernel", lambda *a, _k=kernel_only: _k(), None))
+            elif phase == "refine":
+                items = refine_plan(shape_name)
             else:
                 items = extra_plan(shape_name)
             for name, fn, opts in items:

@@ -4,7 +4,8 @@ kernel (ncu -k regex:triton_tem) can be inspected. CUDA only; needs only torch.
 
     TORCH_LOGS=output_code python benchmarks/repro/inspect_flex_score_mod.py --variant score_mod
 Variants: score_mod (rel_h and rel_w gathered in the score_mod), hybrid_h (rel_h folded into
-q/k, rel_w in the score_mod), no_bias (flex_attention without a score_mod).
+q/k, rel_w in the score_mod), hybrid_w (rel_w folded, rel_h in the score_mod), no_bias
+(flex_attention without a score_mod).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def hybrid_h_variant(q, k, v, rel_h, rel_w):
     return flex_attention(q2, k2, v, score_mod=mod, scale=1.0)
 
 
+def hybrid_w_variant(q, k, v, rel_h, rel_w):
+    onehot = F.one_hot(torch.arange(N, device=q.device) % KW, KW).to(q.dtype)
+    q2 = torch.cat([q * D**-0.5, rel_w], dim=-1)
+    k2 = torch.cat([k, onehot.expand(B, H, N, KW)], dim=-1)
+
+    def mod(s, b, h, qi, ki):
+        return s + rel_h[b, h, qi, ki // KW]
+
+    return flex_attention(q2, k2, v, score_mod=mod, scale=1.0)
+
+
 def no_bias_variant(q, k, v, rel_h, rel_w):
     return flex_attention(q, k, v)
 
@@ -44,6 +56,7 @@ def no_bias_variant(q, k, v, rel_h, rel_w):
 VARIANTS = {
     "score_mod": score_mod_variant,
     "hybrid_h": hybrid_h_variant,
+    "hybrid_w": hybrid_w_variant,
     "no_bias": no_bias_variant,
 }
 
