@@ -65,14 +65,17 @@ def test_head_dim_split_has_no_big_pad():
 def test_plan_modes():
     by_n = {c.block_n: c for c in rpa.CONFIGS}
     global_plan = rpa.make_plan(by_n[64], 64, 64, 64)
-    assert global_plan.row_mode and global_plan.hoist_w and global_plan.even_n
+    assert global_plan.bias_mode == rpa.ROW and global_plan.hoist_w and global_plan.even_n
     row_slice = rpa.make_plan(by_n[32], 64, 64, 64)
-    assert row_slice.row_mode and not row_slice.hoist_w
+    assert row_slice.bias_mode == rpa.ROW and not row_slice.hoist_w
     window = rpa.make_plan(by_n[256], 14, 14, 80)
-    assert not window.row_mode and not window.even_n and window.kh_pad == window.kw_pad == 16
-    with pytest.raises(UnsupportedInputError, match="cannot run"):
-        rpa.make_plan(by_n[64], 200, 130, 64)  # Kw % 64 != 0 and too big for one-hot
-    assert rpa.valid_configs(64, 64, 80) == rpa.CONFIGS
+    assert window.bias_mode == rpa.ONEHOT and not window.even_n
+    assert window.kh_pad == window.kw_pad == 16
+    assert rpa.make_plan(by_n[128], 64, 64, 64).bias_mode == rpa.GATHER
+    assert rpa.make_plan(by_n[64], 10, 70, 64).bias_mode == rpa.GATHER
+    # Gather mode is only timed where no faster mode exists.
+    assert all(rpa.bias_mode(c, 64, 64) == rpa.ROW for c in rpa.valid_configs(64, 64, 80))
+    assert rpa.valid_configs(10, 70, 64) == rpa.CONFIGS
 
 
 def test_default_config_is_a_candidate():
@@ -94,7 +97,8 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     import torch
     from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
     from torchao._models.sam.attention import reference_rel_pos_attention
-    cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72)]
+    cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72),
+             (1, 1, 3, 40, 64)]
     errs = []
     for cfg in rpa.CONFIGS:
         for i, (b, h, kh, kw, d) in enumerate(cases):
@@ -113,7 +117,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 
 
 def test_kernel_under_triton_interpreter():
-    """Every config, row and one-hot modes, D = 64/72/80, tails, batch > 1, strided views."""
+    """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
     env = dict(os.environ, TRITON_INTERPRET="1")
     res = subprocess.run(
         [sys.executable, "-c", INTERPRETER_SCRIPT],
@@ -125,14 +129,14 @@ def test_kernel_under_triton_interpreter():
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT"))
     errs = json.loads(line[len("RESULT") :])
-    assert len(errs) == 4 * len(rpa.CONFIGS)
+    assert len(errs) == 5 * len(rpa.CONFIGS)
     bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
     assert not bad, bad
 
 
 # ------------------------------------------------------------------------------ GPU tests
 
-GRIDS = [(14, 14), (64, 64), (10, 7)]
+GRIDS = [(14, 14), (64, 64), (10, 7), (8, 40)]  # (8, 40): gather mode for every config
 HEAD_DIMS = {"vit_b": 64, "vit_h": 80}
 
 

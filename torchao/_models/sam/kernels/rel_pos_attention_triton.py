@@ -12,10 +12,12 @@ launch by the tile config and the grid:
 - row mode (``Kw % BLOCK_N == 0``): a key tile lies inside one grid row, so rel_h adds one value
   per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]. When
   ``BLOCK_N == Kw`` that slice is the same for every tile and is loaded once (the 64x64 case).
-- one-hot mode (any other tile or grid, e.g. 14x14 windows, tails): the rows rel_h[i, :Kh] and
-  rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the bias tile by two
-  small matrix products with one-hot matrices built in registers: an exact gather (each output
-  is one product with 1.0) that runs on the tensor cores. Needs max(Kh, Kw) <= 128.
+- one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
+  rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
+  bias tile by two small matrix products with one-hot matrices built in registers: an exact
+  gather (each output is one product with 1.0) that runs on the tensor cores.
+- gather mode (everything else, e.g. a 64x64 grid with BLOCK_N = 128): per key tile, gathered
+  loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
 Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
 masked remainder part (64 + 16), so no padded copy of q, k, v is made and no FLOPs are spent on
@@ -58,7 +60,8 @@ __all__ = [
 ]
 
 LOG2E = 1.4426950408889634
-MAX_ONEHOT_GRID = 128  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
+MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
+ROW, ONEHOT, GATHER = 0, 1, 2  # bias modes
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -72,14 +75,17 @@ def _rel_pos_attn_fwd(
     shb, shh, shn, shk,
     swb, swh, swn, swk,
     sob, soh, son, sod,
-    H, N, KW, D, qk_scale,
+    H, qk_scale,
+    N: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
-    ROW_MODE: tl.constexpr, HOIST_W: tl.constexpr,
+    BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr,
     EVEN_N: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
+
+    N, KW, D are compile-time constants (a handful of values in SAM: 4096/196 tokens, D 64/80).
 
     D0: power-of-two part of the head dim; D1: padded remainder, masked to D (unused unless HAS_D1).
     """
@@ -109,7 +115,7 @@ def _rel_pos_attn_fwd(
             other=0.0,
         )
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
-    if ROW_MODE:
+    if BIAS_MODE == 0:
         if HOIST_W:
             rw_tile = (
                 tl.load(
@@ -119,7 +125,7 @@ def _rel_pos_attn_fwd(
                 ).to(tl.float32)
                 * 1.4426950408889634
             )
-    else:
+    if BIAS_MODE == 1:
         offs_kh = tl.arange(0, KH_PAD)
         offs_kw = tl.arange(0, KW_PAD)
         rh_rows = tl.load(
@@ -156,7 +162,7 @@ def _rel_pos_attn_fwd(
                 other=0.0,
             )
             qk = tl.dot(q1, tl.trans(k1), qk)
-        if ROW_MODE:
+        if BIAS_MODE == 0:  # row mode
             row = start // KW
             rh = tl.load(RH + offs_m * shn + row * shk, mask=m_ok, other=0.0).to(tl.float32)
             if HOIST_W:
@@ -170,12 +176,21 @@ def _rel_pos_attn_fwd(
                 ).to(tl.float32)
                 s = qk * qk_scale + rw * 1.4426950408889634
             s = s + (rh * 1.4426950408889634)[:, None]
-        else:
+        elif BIAS_MODE == 1:  # one-hot mode
             onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
             bias = tl.dot(rh_rows, onehot_h)
             bias = tl.dot(rw_rows, onehot_w, bias)
             s = qk * qk_scale + bias * 1.4426950408889634
+        else:  # gather mode
+            mn_ok = m_ok[:, None] & n_ok[None, :]
+            rh = tl.load(
+                RH + offs_m[:, None] * shn + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0
+            )
+            rw = tl.load(
+                RW + offs_m[:, None] * swn + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0
+            )
+            s = qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * 1.4426950408889634
         if not EVEN_N:
             s = tl.where(n_ok[None, :], s, float("-inf"))
 
@@ -236,7 +251,7 @@ CONFIGS: list[TileConfig] = [
     TileConfig(64, 64, 4, 3),
     TileConfig(128, 32, 4, 3),  # row mode with a per-tile rel_w slice
     TileConfig(64, 128, 4, 2),  # one-hot mode: 14x14 window in two key tiles
-    TileConfig(64, 256, 8, 2),  # one-hot mode: a whole 14x14 window in one key tile
+    TileConfig(64, 256, 8, 1),  # one-hot mode: a whole 14x14 window in one key tile
 ]
 
 
@@ -248,7 +263,7 @@ class LaunchPlan:
     d1: int
     kh_pad: int
     kw_pad: int
-    row_mode: bool
+    bias_mode: int  # ROW, ONEHOT or GATHER
     hoist_w: bool
     even_n: bool
 
@@ -266,39 +281,35 @@ def split_head_dim(d: int) -> tuple[int, int]:
     return d0, (_pow2_at_least(rest) if rest else 0)
 
 
+def bias_mode(config: TileConfig, kh: int, kw: int) -> int:
+    """ROW if key tiles never straddle grid rows, ONEHOT for small grids, else GATHER."""
+    if kw % config.block_n == 0:
+        return ROW
+    if max(kh, kw) <= MAX_ONEHOT_GRID:
+        return ONEHOT
+    return GATHER
+
+
 def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
-    """Pick row or one-hot mode for this config and grid; raise if neither applies."""
+    """Compile-time choices for this config and shape (every config runs every grid)."""
     d0, d1 = split_head_dim(d)
-    n = kh * kw
-    row_mode = kw % config.block_n == 0
-    if not row_mode and max(kh, kw) > MAX_ONEHOT_GRID:
-        raise UnsupportedInputError(
-            f"flash_4 config {config.name()} cannot run a {kh}x{kw} grid: needs Kw % BLOCK_N == 0 "
-            f"or max(Kh, Kw) <= {MAX_ONEHOT_GRID}"
-        )
+    mode = bias_mode(config, kh, kw)
     return LaunchPlan(
         d0=d0,
         d1=d1,
         kh_pad=_pow2_at_least(kh),
         kw_pad=_pow2_at_least(kw),
-        row_mode=row_mode,
-        hoist_w=row_mode and kw == config.block_n,
-        even_n=n % config.block_n == 0,
+        bias_mode=mode,
+        hoist_w=mode == ROW and kw == config.block_n,
+        even_n=(kh * kw) % config.block_n == 0,
     )
 
 
 def valid_configs(kh: int, kw: int, d: int) -> list[TileConfig]:
-    """Candidates that can run this grid; a shape with none is unsupported."""
-    out = []
-    for cfg in CONFIGS:
-        try:
-            make_plan(cfg, kh, kw, d)
-        except UnsupportedInputError:
-            continue
-        out.append(cfg)
-    if not out:
-        raise UnsupportedInputError(f"flash_4 has no tile config for a {kh}x{kw} grid")
-    return out
+    """Candidates timed for this shape: gather mode is skipped where a faster mode exists."""
+    modes = {cfg: bias_mode(cfg, kh, kw) for cfg in CONFIGS}
+    fast = [cfg for cfg in CONFIGS if modes[cfg] != GATHER]
+    return fast or list(CONFIGS)
 
 
 def default_config(kh: int, kw: int, d: int) -> TileConfig:
@@ -332,7 +343,6 @@ def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     if v.shape[-1] != q.shape[-1]:
         raise UnsupportedInputError("flash_4 needs v's head dim equal to q's")
     split_head_dim(q.shape[-1])
-    valid_configs(kh, kw, q.shape[-1])
     return kh, kw
 
 
@@ -346,10 +356,10 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     _rel_pos_attn_fwd[grid](
         q, k, v, rel_h, rel_w, out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
-        h, n, kw, d, d**-0.5 * LOG2E,
+        h, d**-0.5 * LOG2E, N=n, KW=kw, D=d,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
-        ROW_MODE=plan.row_mode, HOIST_W=plan.hoist_w,
+        BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w,
         EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out
@@ -464,7 +474,8 @@ def triton_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     """Fused rel-pos attention. q, k, v [B, H, N, D]; rel_h [B, H, N, Kh]; rel_w [B, H, N, Kw].
 
     Returns a contiguous [B, H, N, D] tensor in q's dtype. Raises UnsupportedInputError for CPU
-    tensors, dtypes other than bf16/fp16, head dims outside 16..256, and grids no config can run.
+    tensors, dtypes other than bf16/fp16 (fp32 included), and head dims outside 16..256; any
+    grid Kh x Kw runs (gather mode where neither row nor one-hot mode applies).
     """
     validate(q, k, v, rel_h, rel_w)
     return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)
