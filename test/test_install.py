@@ -13,6 +13,7 @@ import venv
 from pathlib import Path
 
 import pytest
+
 import torchao
 
 REPO = Path(__file__).resolve().parents[1]
