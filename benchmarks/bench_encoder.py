@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import append_rows, cuda_median_ms, environment, peak_mem_mib
 
 from torchao._models.sam import sam_model_registry, set_attention_backend
-from torchao._models.sam.image_encoder import Attention, Block
+from torchao._models.sam.image_encoder import Attention, compile_image_encoder
 
 BACKENDS = ["sdpa_nobias", "sdpa_bias", "sdpa_aug", "flash_4", "flex", "auto"]
 
@@ -38,22 +38,9 @@ def build_encoder(model: str, backend: str, dtype: torch.dtype) -> torch.nn.Modu
     return encoder
 
 
-def compile_encoder(encoder: torch.nn.Module, scope: str, mode: str | None):
-    """scope 'encoder': one graph for the whole encoder; 'block': each Block compiled (identical
-    blocks share their compiled code, so compile time does not grow with depth)."""
-    if scope == "encoder":
-        return torch.compile(encoder, mode=mode)
-    if scope == "block":
-        for m in encoder.modules():
-            if isinstance(m, Block):
-                m.compile(mode=mode)
-        return encoder
-    return encoder
-
-
 def bench(model, backend, batch, dtype, scope, mode, iters) -> dict[str, object]:
     encoder = build_encoder(model, backend, dtype)
-    fn_model = compile_encoder(encoder, scope, mode)
+    fn_model = compile_image_encoder(encoder, scope, mode) if scope != "none" else encoder
     x = torch.randn(batch, 3, 1024, 1024, device="cuda", dtype=dtype)
 
     def fn():

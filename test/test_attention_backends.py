@@ -7,6 +7,7 @@ from sam_oracle import SMALL, model_pair
 from torchao._models.sam import set_attention_backend
 from torchao._models.sam.attention import (
     AUTO_TABLE,
+    BACKENDS,
     reference_rel_pos_attention,
     rel_pos_attention,
     resolve_backend,
@@ -55,11 +56,15 @@ def test_bias_matters():
     assert (with_bias - no_bias).abs().max().item() > 0.1
 
 
-def test_auto_resolves_to_a_cpu_backend():
+def test_auto_resolves_to_a_backend_the_input_supports():
     for grid in [(14, 14), (64, 64), (10, 7)]:
-        name = resolve_backend("auto", torch.device("cpu"), *grid)
-        assert name in ("sdpa_bias", "sdpa_aug", "flex")
-    assert all(v != "auto" for v in AUTO_TABLE.values())
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            name = resolve_backend("auto", torch.device("cpu"), *grid, dtype)
+            assert name in ("sdpa_bias", "sdpa_aug", "flex")
+            assert resolve_backend("auto", torch.device("cuda"), *grid, dtype) in BACKENDS
+        # flash_4 takes bf16/fp16 only: fp32 on CUDA must resolve elsewhere
+        assert resolve_backend("auto", torch.device("cuda"), *grid, torch.float32) != "flash_4"
+    assert all(v in BACKENDS and v != "auto" for v in AUTO_TABLE.values())
 
 
 @pytest.mark.parametrize("backend", ["sdpa_aug", "flex"])

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from torchao._models.sam import build_sam_from_config
 from torchao._models.sam.eval_combo import COLUMNS, build_parser, main
 
 # mIoU may differ between attention backends by float rounding flipping a few mask pixels;
@@ -183,3 +184,18 @@ def test_two_process_torchrun_equals_one_process(shared, baseline, tmp_path):
     assert row["world_size"] == "2" and row["num_images"] == "4"
     assert int(row["num_annotations"]) == baseline["num_annotations"]
     assert float(row["mIoU"]) == pytest.approx(baseline["mIoU"], abs=1e-6)
+
+
+def test_compile_image_encoder_scopes():
+    from torchao._models.sam.image_encoder import Block, compile_image_encoder
+
+    def encoder():
+        return build_sam_from_config(64, 2, 2, [1], image_size=64, window_size=2).image_encoder
+
+    blocks = compile_image_encoder(encoder(), "block")
+    assert blocks._compiled_call_impl is None
+    assert all(m._compiled_call_impl is not None for m in blocks.modules() if isinstance(m, Block))
+    whole = compile_image_encoder(encoder(), "encoder")
+    assert whole._compiled_call_impl is not None
+    with pytest.raises(ValueError, match="compile scope"):
+        compile_image_encoder(encoder(), "layer")

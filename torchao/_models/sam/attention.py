@@ -120,16 +120,23 @@ _IMPLEMENTATIONS = {
     "flex": _flex,
 }
 
-# What ``auto`` runs, keyed by (device type, window kind). Filled from the committed GPU
-# benchmark (benchmarks/results/attention.csv); "global" is the 64x64 grid of 1024 inputs,
-# "window" the 14x14 grid, "other" any other grid.
-AUTO_TABLE: dict[tuple[str, str], str] = {
-    ("cpu", "global"): "sdpa_bias",
-    ("cpu", "window"): "sdpa_bias",
-    ("cpu", "other"): "sdpa_bias",
-    ("cuda", "global"): "sdpa_aug",
-    ("cuda", "window"): "sdpa_aug",
-    ("cuda", "other"): "sdpa_aug",
+# What ``auto`` runs, keyed by (device type, grid kind, dtype class). Filled from the committed
+# H100 benchmarks (benchmarks/results/attention.csv, encoder.csv); "global" is the 64x64 grid of
+# 1024 inputs, "window" the 14x14 grid, "other" any other grid (tested on the GPU by
+# test_gpu_encoder.py::test_non_1024_input_grid). "half" is bf16/fp16; flash_4 does not take fp32,
+# so fp32 on CUDA runs the reference. CPU runs the reference (flex's CPU path is dense).
+AUTO_TABLE: dict[tuple[str, str, str], str] = {
+    **{
+        ("cpu", kind, dt): "sdpa_bias"
+        for kind in ("global", "window", "other")
+        for dt in ("half", "fp32")
+    },
+    ("cuda", "global", "half"): "flash_4",
+    ("cuda", "window", "half"): "flash_4",
+    ("cuda", "other", "half"): "flash_4",
+    ("cuda", "global", "fp32"): "sdpa_bias",
+    ("cuda", "window", "fp32"): "sdpa_bias",
+    ("cuda", "other", "fp32"): "sdpa_bias",
 }
 
 
@@ -141,13 +148,16 @@ def grid_kind(kh: int, kw: int) -> str:
     return "other"
 
 
-def resolve_backend(backend: str, device: torch.device, kh: int, kw: int) -> str:
+def resolve_backend(
+    backend: str, device: torch.device, kh: int, kw: int, dtype: torch.dtype = torch.float32
+) -> str:
     """Map a requested backend name to the one that runs (only ``auto`` changes)."""
     check_backend_name(backend)
     if backend != "auto":
         return backend
     device_type = "cuda" if device.type == "cuda" else "cpu"
-    return AUTO_TABLE[(device_type, grid_kind(kh, kw))]
+    dtype_class = "half" if dtype in (torch.bfloat16, torch.float16) else "fp32"
+    return AUTO_TABLE[(device_type, grid_kind(kh, kw), dtype_class)]
 
 
 def rel_pos_attention(q, k, v, rel_h, rel_w, backend: str = "auto") -> torch.Tensor:
@@ -157,7 +167,7 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, backend: str = "auto") -> torch.Ten
     Returns [B, heads, N, D] in q's dtype.
     """
     kh, kw = check_inputs(q, k, v, rel_h, rel_w)
-    name = resolve_backend(backend, q.device, kh, kw)
+    name = resolve_backend(backend, q.device, kh, kw, q.dtype)
     return _IMPLEMENTATIONS[name](q, k, v, rel_h, rel_w)
 
 

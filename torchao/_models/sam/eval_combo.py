@@ -33,6 +33,7 @@ from torchao._models.sam.attention import BACKENDS
 from torchao._models.sam.build_sam import ENCODER_CONFIGS
 from torchao._models.sam.compress import COMPRESS_OPTIONS, apply_compression, set_inductor_flags
 from torchao._models.sam.data import Batch, CocoPointDataset, make_loader
+from torchao._models.sam.image_encoder import compile_image_encoder
 from torchao._models.sam.metrics import IoUAccumulator, mask_iou
 from torchao._models.sam.synthetic import (
     SyntheticSpec,
@@ -85,6 +86,9 @@ COLUMNS = [
     "gpu_name",
     "world_size",
     "num_annotations",
+    "compile_scope",
+    "inductor_flags",
+    "warmup_s",
 ]
 
 
@@ -130,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_json_path", default=None)
     p.add_argument("--output_csv_path", default="results.csv")
     p.add_argument("--attention_backend", choices=BACKENDS, default="auto")
+    p.add_argument(
+        "--compile_scope",
+        choices=("encoder", "block"),
+        default="encoder",
+        help="with --use_compile: one graph for the encoder, or one per Block (faster compile)",
+    )
+    p.add_argument(
+        "--inductor_flags",
+        choices=("old_benchmark", "none"),
+        default="old_benchmark",
+        help="with --compress and --use_compile: set the old benchmark's inductor options",
+    )
     p.add_argument(
         "--warmup_batches",
         type=int,
@@ -303,9 +319,9 @@ def compress_and_compile(predictor: SamPredictor, args: argparse.Namespace) -> N
             file=sys.stderr,
         )
     if args.use_compile != "False":
-        if args.compress:
+        if args.compress and args.inductor_flags == "old_benchmark":
             print(f"inductor flags set: {set_inductor_flags()}", file=sys.stderr)
-        sam.image_encoder.compile(mode=args.use_compile)
+        compile_image_encoder(sam.image_encoder, args.compile_scope, args.use_compile)
     if args.use_compile_decoder:
         mode = "default" if args.use_compile == "False" else args.use_compile
         # dynamic: the number of prompts per image varies; one graph for all counts.
@@ -409,6 +425,7 @@ class EvalStats:
     num_images: int = 0
     num_batches: int = 0
     seconds: float = 0.0
+    warmup_seconds: float = 0.0  # untimed warm-up runs, compilation included
     batch_seconds: list[float] = field(default_factory=list)
 
 
@@ -448,7 +465,10 @@ def run_eval(predictor: SamPredictor, loader, args: argparse.Namespace, d: Dist)
     bar = tqdm(loader, desc=f"SAM eval rank {d.rank}", disable=not d.is_main, file=sys.stderr)
     for index, batch in enumerate(bar):
         if index == 0 and args.warmup_batches > 0:
+            start = time.perf_counter()
             warm_up(predictor, batch, sizes, args.warmup_batches)
+            synchronize(predictor.device)
+            stats.warmup_seconds = time.perf_counter() - start
         masks, seconds = timed_step(predictor, batch)
         score_batch(stats, batch, masks, seconds, args.mask_debug_out_dir)
         if index == 0:
@@ -488,6 +508,7 @@ def reduce_stats(stats: EvalStats, device: torch.device, d: Dist) -> dict[str, f
     sums = [stats.ious.total, stats.ious.count, stats.num_images, stats.num_batches, stats.seconds]
     out = dict(zip(["iou_total", "count", "images", "batches", "seconds"], sums))
     out["max_seconds"] = stats.seconds
+    out["warmup_seconds"] = stats.warmup_seconds
     if d.world_size > 1:
         reduce_device = device if device.type == "cuda" else torch.device("cpu")
         t = torch.tensor(sums, dtype=torch.float64, device=reduce_device)
@@ -496,6 +517,7 @@ def reduce_stats(stats: EvalStats, device: torch.device, d: Dist) -> dict[str, f
         dist.all_reduce(m, op=dist.ReduceOp.MAX)
         out = dict(zip(["iou_total", "count", "images", "batches", "seconds"], t.tolist()))
         out["max_seconds"] = float(m.item())
+        out["warmup_seconds"] = reduce_max(stats.warmup_seconds, device, d)
     return out
 
 
@@ -564,6 +586,11 @@ def make_row(
         "gpu_name": device_name(device),
         "world_size": d.world_size,
         "num_annotations": count,
+        "compile_scope": args.compile_scope if args.use_compile != "False" else None,
+        "inductor_flags": args.inductor_flags
+        if args.compress and args.use_compile != "False"
+        else None,
+        "warmup_s": round(totals["warmup_seconds"], 1),
     }
     assert list(row) == COLUMNS
     return row

@@ -242,3 +242,18 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 1)
+
+
+def compile_image_encoder(encoder: nn.Module, scope: str, mode: str | None = None) -> nn.Module:
+    """torch.compile the encoder in place. scope "encoder": one graph for the whole encoder;
+    "block": each Block compiled on its own (identical blocks share their compiled code, so
+    compile time does not grow with depth; windowed and global blocks make two graphs)."""
+    if scope == "encoder":
+        encoder.compile(mode=mode)
+    elif scope == "block":
+        for m in encoder.modules():
+            if isinstance(m, Block):
+                m.compile(mode=mode)
+    else:
+        raise ValueError(f"compile scope must be 'encoder' or 'block', got {scope!r}")
+    return encoder

@@ -30,6 +30,7 @@ valid candidates on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -353,6 +354,9 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     plan = make_plan(config, kh, kw, d)
     out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
     grid = (triton.cdiv(n, config.block_m), b * h)
+    # A single key tile has nothing to pipeline; triton 3.6 miscompiled that case with the
+    # split head dim (10x7 grid, D 80, m64_n128_w4_s2 gave errors ~2 on H100), so use 1 stage.
+    stages = 1 if n <= config.block_n else config.num_stages
     _rel_pos_attn_fwd[grid](
         q, k, v, rel_h, rel_w, out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
@@ -360,7 +364,7 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w,
-        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
+        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=stages,
     )  # fmt: skip
     return out
 
@@ -386,9 +390,14 @@ def cache_path() -> Path:
     return Path(base) / "torchao_sam" / "rel_pos_attention_triton.json"
 
 
+@functools.cache
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def cache_key(q: torch.Tensor, kh: int, kw: int) -> str:
     b, h, _, d = q.shape
-    gpu = torch.cuda.get_device_name(q.device) if q.is_cuda else "cpu"
+    gpu = _device_name(q.device)
     dtype = str(q.dtype).removeprefix("torch.")
     return f"{gpu}|triton-{triton.__version__}|{dtype}|B{b}|H{h}|{kh}x{kw}|D{d}"
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU runs behind the committed results and baselines, one stage per argument:
+#   bash benchmarks/gpu_suite.sh OUT_DIR STAGE [STAGE ...]
+# Stages:
+#   tests        pytest -m gpu (every GPU test; 6 workers share the GPU, correctness only)
+#   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
+#   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
+#   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
+#                each Block compiled (default mode)
+#   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
+# Each stage writes under OUT_DIR; a stage that fails is reported and the next one runs.
+set -uo pipefail
+out="${1:?OUT_DIR}"
+shift
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py="${PYTHON:-python3}"
+
+stage_tests() {
+  "$py" -m pytest -m gpu -q -p no:cacheprovider -n 6 --timeout 300 --durations 25 \
+    test/ 2>&1 | tee "$out/pytest_gpu.log"
+}
+
+stage_attention() {
+  "$py" benchmarks/bench_attention.py --models ${MODELS:-vit_b vit_l vit_h} \
+    --batches ${BATCHES:-1 8 16 32} --out "$out/attention.csv" 2>&1 | tee -a "$out/attention.log"
+}
+
+stage_encoder() {
+  "$py" benchmarks/bench_encoder.py --models ${MODELS:-vit_b vit_h} --batch 16 \
+    --backends ${BACKENDS:-sdpa_nobias sdpa_bias sdpa_aug flash_4 flex auto} \
+    --out "$out/encoder.csv" 2>&1 | tee -a "$out/encoder.log"
+}
+
+stage_eval() {
+  for model in ${MODELS:-vit_b vit_h}; do
+    for backend in ${BACKENDS:-auto}; do
+      for compress in ${COMPRESS:-none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant}; do
+        flags=()
+        [[ "$compress" != none ]] && flags=(--compress "$compress")
+        "$py" -m torchao._models.sam.eval_combo --synthetic 32 --sam_model_type "$model" \
+          --batch_size 16 --use_half bfloat16 --use_compile "${COMPILE:-default}" \
+          --attention_backend "$backend" --output_csv_path "$out/eval_synthetic.csv" \
+          --compile_scope block --inductor_flags "${INDUCTOR_FLAGS:-none}" --seed 0 \
+          "${flags[@]}" 2>&1 | tail -n 4 | tee -a "$out/eval.log"
+      done
+    done
+  done
+}
+
+stage_baselines() {  # the workflow's eval subset; its attention/encoder baselines are the
+  # attention and encoder stages' CSVs (same commands)
+  local csv="$out/h100_eval_synthetic.csv"
+  common=(--synthetic 32 --sam_model_type vit_b --batch_size 8 --use_half bfloat16 --seed 0
+    --output_csv_path "$csv")
+  for backend in sdpa_bias sdpa_aug flash_4 flex; do
+    "$py" -m torchao._models.sam.eval_combo "${common[@]}" --attention_backend "$backend" \
+      2>&1 | tail -n 4 | tee -a "$out/baselines.log"
+  done
+  "$py" -m torchao._models.sam.eval_combo "${common[@]}" --attention_backend flash_4 \
+    --compress int8_dynamic_quant 2>&1 | tail -n 4 | tee -a "$out/baselines.log"
+}
+
+for stage in "$@"; do
+  echo "=== stage $stage $(date -u +%T)"
+  t0=$SECONDS
+  "stage_$stage" || echo "!!! stage $stage failed"
+  echo "=== stage $stage took $((SECONDS - t0)) s"
+done
