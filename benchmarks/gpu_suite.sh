@@ -2,7 +2,7 @@
 # The GPU runs behind the committed results and baselines, one stage per argument:
 #   bash benchmarks/gpu_suite.sh OUT_DIR STAGE [STAGE ...]
 # Stages:
-#   tests        pytest -m gpu (every GPU test; 6 workers share the GPU, correctness only)
+#   tests        pytest -m gpu (every GPU test; 5 workers share the GPU, correctness only)
 #   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
@@ -16,9 +16,10 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"
 
-stage_tests() {
-  "$py" -m pytest -m gpu -q -p no:cacheprovider -n 6 --timeout 300 --durations 25 \
-    test/ 2>&1 | tee "$out/pytest_gpu.log"
+stage_tests() {  # 5 workers, 2 inductor compile threads each: with 8 workers x 16 threads
+  # the H100 host's full-suite runs stalled near the end three times
+  TORCHINDUCTOR_COMPILE_THREADS=2 "$py" -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark \
+    -n 5 --durations 5 test/ 2>&1 | tee "$out/pytest_gpu.log"
 }
 
 stage_attention() {
@@ -53,12 +54,10 @@ stage_baselines() {  # the workflow's eval subset; its attention/encoder baselin
   local csv="$out/h100_eval_synthetic.csv"
   common=(--synthetic 32 --sam_model_type vit_b --batch_size 8 --use_half bfloat16 --seed 0
     --output_csv_path "$csv")
-  for backend in sdpa_bias sdpa_aug flash_4 flex; do
+  for backend in sdpa_aug flash_4; do
     "$py" -m torchao._models.sam.eval_combo "${common[@]}" --attention_backend "$backend" \
       2>&1 | tail -n 4 | tee -a "$out/baselines.log"
   done
-  "$py" -m torchao._models.sam.eval_combo "${common[@]}" --attention_backend flash_4 \
-    --compress int8_dynamic_quant 2>&1 | tail -n 4 | tee -a "$out/baselines.log"
 }
 
 for stage in "$@"; do
