@@ -18,18 +18,15 @@ from torchao._models.sam.eval_combo import COLUMNS, build_parser, main
 BACKEND_MIOU_TOL = 1e-4
 
 
+# 4 synthetic images, the shrunk model, batches of 2, one warm-up run
+TINY_FLAGS = ["--synthetic", "4", "--device", "cpu", "--tiny", "--batch_size", "2"]
+TINY_FLAGS += ["--warmup_batches", "1"]
+
+
 def run(tmp_path, *flags: str) -> dict:
     """main() on 4 synthetic images with the --tiny model; returns the row."""
     argv = [
-        "--synthetic",
-        "4",
-        "--device",
-        "cpu",
-        "--tiny",
-        "--batch_size",
-        "2",
-        "--warmup_batches",
-        "1",
+        *TINY_FLAGS,
         "--synthetic_dir",
         str(tmp_path / "syn"),
         "--output_csv_path",
@@ -158,15 +155,7 @@ def test_two_process_torchrun_equals_one_process(shared, baseline, tmp_path):
         str(free_port()),
         "-m",
         "torchao._models.sam.eval_combo",
-        "--synthetic",
-        "4",
-        "--device",
-        "cpu",
-        "--tiny",
-        "--batch_size",
-        "2",
-        "--warmup_batches",
-        "1",
+        *TINY_FLAGS,
         "--attention_backend",
         "sdpa_bias",
         "--synthetic_dir",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
-from torchao._models.sam.attention import UnsupportedInputError, check_inputs
+from torchao._models.sam.attention import UnsupportedInputError, check_inputs, grid_kind
 
 FORMULATIONS = ("score_mod", "aug", "hybrid_h", "hybrid_w")
 
@@ -51,14 +51,6 @@ FALLBACK: tuple[str, dict] = ("aug", {})
 def default_choice(kh: int, kw: int, d: int) -> tuple[str, dict]:
     """(formulation, kernel_options) used when the caller names no formulation."""
     return TUNED.get((grid_kind(kh, kw), d), FALLBACK)
-
-
-def grid_kind(kh: int, kw: int) -> str:
-    if (kh, kw) == (64, 64):
-        return "global"
-    if (kh, kw) == (14, 14):
-        return "window"
-    return "other"
 
 
 def _onehot_keys(n: int, kw: int, parts: str, like: torch.Tensor) -> torch.Tensor:
