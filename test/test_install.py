@@ -29,6 +29,11 @@ def run(*args: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def pip_install(python: str, *args: str, cwd: Path | None = None) -> str:
+    """pip install -q --no-deps ARGS with the venv's interpreter (nothing from the network)."""
+    return run(python, "-m", "pip", "install", "-q", "--no-deps", *args, cwd=cwd)
+
+
 def digest_tree(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -66,17 +71,7 @@ def env(tmp_path_factory):
     )
     # torch, pip, setuptools from this environment, after the venv's own site-packages
     (site / "zz_parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run(
-        python,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-deps",
-        "--no-index",
-        "--ignore-installed",
-        *map(str, wheels.glob("torchao-*.whl")),
-    )
+    pip_install(python, "--no-index", "--ignore-installed", *map(str, wheels.glob("torchao-*.whl")))
     src = tmp / "src"
     shutil.copytree(
         REPO,
@@ -90,17 +85,7 @@ def env(tmp_path_factory):
 
 def install_and_probe(python: str, site: Path, src: Path, *pip_args: str) -> list[str]:
     before = digest_tree(site / "torchao")
-    run(
-        python,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-deps",
-        "--no-build-isolation",
-        *pip_args,
-        cwd=src,
-    )
+    pip_install(python, "--no-build-isolation", *pip_args, cwd=src)
     lines = run(python, "-c", PROBE, cwd=site.parent).splitlines()[-3:]
     assert Path(lines[1]) == site / "torchao" / "quantization" / "__init__.py"
     assert lines[2] == "build_sam_vit_b"
