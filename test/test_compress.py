@@ -17,11 +17,13 @@ from torchao._models.sam.compress import (
     cosine_similarity,
     is_attn_linear,
     is_mlp_linear,
+    restrict_plan,
     set_inductor_flags,
     weight_types,
 )
 
 CPU = torch.device("cpu")
+LAYER_NAMES = {"mlp": ("lin1", "lin2"), "attn": ("qkv", "proj")}
 CUDA_ONLY = [o for o in COMPRESS_OPTIONS if o != "int8_dynamic_quant"]
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -80,6 +82,23 @@ def test_cuda_only_options_are_refused_on_cpu_before_any_change(option):
     assert dict(weight_types(enc)) == {"Parameter": 8}
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("layers", ["mlp", "attn"])
+def test_layers_limit_int8_to_one_group(layers):
+    enc = tiny_encoder()
+    apply_compression(enc, "int8_dynamic_quant", CPU, torch.float32, layers=layers)
+    quantized = [n for n, m in enc.named_modules() if type(m).__name__ == "Linear"
+                 and type(m.weight).__name__ == "Int8Tensor"]  # fmt: skip
+    assert quantized == [f"blocks.{b}.{layers}.{n}" for b in (0, 1) for n in LAYER_NAMES[layers]]
+
+
+def test_layers_that_select_nothing_are_refused():
+    convs = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match="selects no Linear"):
+        apply_compression(convs, "int8_dynamic_quant", CPU, torch.float32, layers="mlp")
+    with pytest.raises(ValueError, match="layers must be one of"):
+        restrict_plan(compression_plan("sparse"), "lin3")
 
 
 def test_unknown_option_is_refused():

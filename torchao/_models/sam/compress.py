@@ -169,6 +169,21 @@ def compression_plan(option: str) -> list[tuple[str, Filter]]:
     return plans[option]
 
 
+LAYER_FILTERS: dict[str, Filter] = {"all": is_linear, "mlp": is_mlp_linear, "attn": is_attn_linear}
+
+
+def restrict_plan(plan: list[tuple[str, Filter]], layers: str) -> list[tuple[str, Filter]]:
+    """The plan's steps with each filter limited to ``layers``' Linears."""
+    if layers not in LAYER_FILTERS:
+        raise ValueError(f"layers must be one of {tuple(LAYER_FILTERS)}, got {layers!r}")
+    keep = LAYER_FILTERS[layers]
+    return [(step, _both(f, keep)) for step, f in plan]
+
+
+def _both(a: Filter, b: Filter) -> Filter:
+    return lambda m, fqn: a(m, fqn) and b(m, fqn)
+
+
 def _run_step(module: nn.Module, step: str, filter_fn: Filter) -> None:
     if step == "sparse24":
         _sparsify_24(module, filter_fn)
@@ -191,9 +206,15 @@ def _is_plain(weight: torch.Tensor) -> bool:
 
 
 def apply_compression(
-    encoder: nn.Module, option: str | None, device: torch.device, dtype: torch.dtype
+    encoder: nn.Module,
+    option: str | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    layers: str = "all",
 ) -> Counter:
     """Compress ``encoder`` in place (it must already be on ``device`` in ``dtype``).
+
+    ``layers`` ("all", "mlp" or "attn") keeps only the option's steps on those Linears.
 
     Returns the Linear weight types afterwards. Raises CompressionUnavailableError before any
     change when the option cannot run here, and RuntimeError if a selected weight was not
@@ -202,8 +223,15 @@ def apply_compression(
     if option is None:
         return weight_types(encoder)
     check_support(option, device, dtype)
-    for step, filter_fn in compression_plan(option):
-        names = selected_linears(encoder, filter_fn)
+    steps = [
+        (step, f, selected_linears(encoder, f))
+        for step, f in restrict_plan(compression_plan(option), layers)
+    ]
+    if not any(names for _, _, names in steps):
+        raise ValueError(f"--compress {option} on layers={layers!r} selects no Linear layer")
+    for step, filter_fn, names in steps:
+        if not names:
+            continue
         try:
             _run_step(encoder, step, filter_fn)
         except (RuntimeError, AssertionError, ImportError, NotImplementedError) as e:

@@ -1,0 +1,245 @@
+"""Compiled image-encoder img/s, compile time and accuracy per torchao compress option, on the GPU.
+
+Every (model, option, layers) case runs in its own process with a time limit, so an option whose
+compile runs long is recorded as ``status=timeout`` instead of stopping the sweep. Accuracy is
+against the same encoder uncompressed in bf16 (same random weights and input): cosine similarity
+of the encoder output, and IoU of the mask decoder's masks for fixed point prompts.
+
+    python benchmarks/bench_compress.py --models vit_b vit_h \\
+        --options none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant \\
+        --out benchmarks/results/compress.csv --profile-out benchmarks/results/compress_profile.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import append_rows, cuda_median_ms, environment, first_call_s, peak_mem_mib
+
+from torchao._models.sam import sam_model_registry, set_attention_backend
+from torchao._models.sam.compress import (
+    COMPRESS_OPTIONS,
+    LAYER_FILTERS,
+    apply_compression,
+    cosine_similarity,
+    set_inductor_flags,
+)
+from torchao._models.sam.image_encoder import compile_image_encoder
+
+OPTIONS = ("none", *COMPRESS_OPTIONS)
+POINTS_PER_IMAGE = 4
+RESULT_COLUMNS = (
+    "status",
+    "img_s",
+    "median_batch_ms",
+    "peak_mem_mib",
+    "compress_s",
+    "compile_s",
+    "cosine_vs_bf16",
+    "mask_iou_vs_bf16",
+    "mask_positive_frac",
+    "weight_types",
+)
+
+
+def build_sam(model: str, backend: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        sam = sam_model_registry[model]()
+    sam = sam.to(torch.bfloat16).eval()
+    set_attention_backend(sam, backend)
+    return sam
+
+
+@torch.no_grad()
+def decoder_masks(sam: torch.nn.Module, embeddings: torch.Tensor, seed: int) -> torch.Tensor:
+    """Low-res masks [B, P, 256, 256] (bool) for P fixed random single-point prompts per image."""
+    device = embeddings.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    size = sam.image_encoder.img_size
+    masks = []
+    for emb in embeddings:
+        coords = torch.rand(POINTS_PER_IMAGE, 1, 2, device=device, generator=g) * size
+        labels = torch.ones(POINTS_PER_IMAGE, 1, device=device, dtype=torch.int)
+        sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, _ = sam.mask_decoder(
+            image_embeddings=emb[None],
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        masks.append(low_res[:, 0] > 0)
+    return torch.stack(masks)
+
+
+def mask_agreement(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    """(mean IoU over masks whose union is non-empty, fraction of positive reference pixels)."""
+    inter = (ref & out).flatten(2).sum(-1).float()
+    union = (ref | out).flatten(2).sum(-1).float()
+    keep = union > 0
+    miou = float((inter[keep] / union[keep]).mean()) if keep.any() else float("nan")
+    return miou, float(ref.float().mean())
+
+
+def profile_top(fn, n: int) -> list[tuple[str, float, int]]:
+    """Top ``n`` CUDA kernels of one call of ``fn``: (name, ms, calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return [(e.key[:160], e.self_device_time_total / 1e3, e.count) for e in events[:n]]
+
+
+def run_case(args: argparse.Namespace) -> None:
+    """One (model, option, layers) case in this process: append its row (and profile rows)."""
+    model, option, layers = args.models[0], args.options[0], args.layers[0]
+    sam = build_sam(model, args.backend, args.seed)
+    encoder = sam.image_encoder
+    torch.manual_seed(args.seed + 1)
+    x = torch.randn(args.batch, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        reference = encoder(x)
+    ref_masks = decoder_masks(sam, reference, args.seed)
+    t0 = time.perf_counter()
+    types = apply_compression(
+        encoder, None if option == "none" else option, torch.device("cuda"), torch.bfloat16, layers
+    )
+    compress_s = time.perf_counter() - t0
+    if args.inductor_flags == "old_benchmark":
+        set_inductor_flags()
+    compile_image_encoder(encoder, "block", args.compile_mode)
+
+    def fn():
+        with torch.no_grad():
+            return encoder(x)
+
+    compile_s = first_call_s(fn)
+    ms = cuda_median_ms(fn, warmup=3, iters=args.iters)
+    out = fn()
+    miou, positive = mask_agreement(ref_masks, decoder_masks(sam, out, args.seed))
+    row = {
+        **case_key(args, model, option, layers),
+        "status": "ok",
+        "img_s": round(args.batch / ms * 1e3, 2),
+        "median_batch_ms": round(ms, 3),
+        "peak_mem_mib": round(peak_mem_mib(fn), 1),
+        "compress_s": round(compress_s, 1),
+        "compile_s": round(compile_s, 1),
+        "cosine_vs_bf16": round(cosine_similarity(reference, out), 6),
+        "mask_iou_vs_bf16": round(miou, 4),
+        "mask_positive_frac": round(positive, 4),
+        "weight_types": " ".join(f"{k}:{v}" for k, v in sorted(types.items())),
+    }
+    append_rows(args.out, [row])
+    print(row, flush=True)
+    if args.profile_out:
+        key = case_key(args, model, option, layers)
+        top = profile_top(fn, args.profile_top)
+        rows = [
+            {**key, "batch_ms": row["median_batch_ms"], "rank": i, "kernel": k, "ms": round(t, 3),
+             "calls": c}
+            for i, (k, t, c) in enumerate(top)
+        ]  # fmt: skip
+        append_rows(args.profile_out, rows)
+    from torch._dynamo.utils import compile_times
+
+    print(compile_times(repr="str"), file=sys.stderr, flush=True)
+
+
+def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> dict[str, object]:
+    import torchao
+
+    return {
+        **environment(),
+        "torchao": torchao.__version__,
+        "model": model,
+        "batch": args.batch,
+        "backend": args.backend,
+        "compress": option,
+        "layers": layers if option != "none" else "",
+        "inductor_flags": args.inductor_flags,
+        "compile_mode": f"block:{args.compile_mode or 'default'}",
+    }
+
+
+def case_argv(args: argparse.Namespace, model: str, option: str, layers: str) -> list[str]:
+    argv = [sys.executable, __file__, "--case", "--models", model, "--options", option]
+    argv += ["--layers", layers, "--batch", str(args.batch), "--backend", args.backend]
+    argv += ["--inductor-flags", args.inductor_flags, "--iters", str(args.iters)]
+    argv += ["--seed", str(args.seed), "--out", args.out, "--profile-top", str(args.profile_top)]
+    if args.profile_out:
+        argv += ["--profile-out", args.profile_out]
+    if args.compile_mode:
+        argv += ["--compile-mode", args.compile_mode]
+    return argv
+
+
+def cases(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(model, option, layers) in order; 'none' runs once per model whatever ``--layers``."""
+    out = []
+    for model in args.models:
+        for option in args.options:
+            for layers in ["all"] if option == "none" else args.layers:
+                out.append((model, option, layers))
+    return out
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Run every case in a subprocess; stop starting cases when ``--budget-s`` is spent."""
+    deadline = time.monotonic() + args.budget_s
+    for model, option, layers in cases(args):
+        left = deadline - time.monotonic()
+        if left < 30:
+            print(f"SKIPPED (budget) {model} {option} {layers}", flush=True)
+            continue
+        limit = min(args.case_timeout_s, left)
+        print(f"=== {model} {option} layers={layers} (limit {limit:.0f} s)", flush=True)
+        try:
+            proc = subprocess.run(case_argv(args, model, option, layers), timeout=limit)
+            status = None if proc.returncode == 0 else f"failed rc={proc.returncode}"
+        except subprocess.TimeoutExpired:
+            status = f"timeout after {limit:.0f} s"
+        if status:
+            blank = dict.fromkeys(RESULT_COLUMNS, "")
+            row = {**case_key(args, model, option, layers), **blank, "status": status}
+            append_rows(args.out, [row])
+            print(f"!!! {model} {option} {layers}: {status}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    models = ["vit_b", "vit_l", "vit_h"]
+    p.add_argument("--models", nargs="+", default=["vit_b", "vit_h"], choices=models)
+    p.add_argument("--options", nargs="+", default=list(OPTIONS), choices=OPTIONS)
+    p.add_argument("--layers", nargs="+", default=["all"], choices=list(LAYER_FILTERS))
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--inductor-flags", default="none", choices=["none", "old_benchmark"])
+    p.add_argument("--compile-mode", default=None)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--case-timeout-s", type=float, default=300)
+    p.add_argument("--budget-s", type=float, default=3600, help="stop starting cases after this")
+    p.add_argument("--out", default="benchmarks/results/compress.csv")
+    p.add_argument("--profile-out", default=None, help="CSV of each case's top CUDA kernels")
+    p.add_argument("--profile-top", type=int, default=12)
+    p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_compress.py needs a CUDA GPU")
+    run_case(args) if args.case else sweep(args)
+
+
+if __name__ == "__main__":
+    main()
