@@ -13,6 +13,7 @@ of the encoder output, and IoU of the mask decoder's masks for fixed point promp
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from bench_utils import append_rows, cuda_median_ms, environment, first_call_s, 
 from torchao._models.sam import sam_model_registry, set_attention_backend
 from torchao._models.sam.compress import (
     COMPRESS_OPTIONS,
+    INDUCTOR_PRESETS,
     LAYER_FILTERS,
     apply_compression,
     cosine_similarity,
@@ -104,6 +106,8 @@ def profile_top(fn, n: int) -> list[tuple[str, float, int]]:
 def run_case(args: argparse.Namespace) -> None:
     """One (model, option, layers) case in this process: append its row (and profile rows)."""
     model, option, layers = args.models[0], args.options[0], args.layers[0]
+    # Where a case that runs out of time is stuck: every thread's stack, shortly before the kill.
+    faulthandler.dump_traceback_later(max(args.case_timeout_s - 10, 1), exit=False)
     sam = build_sam(model, args.backend, args.seed)
     encoder = sam.image_encoder
     torch.manual_seed(args.seed + 1)
@@ -116,8 +120,7 @@ def run_case(args: argparse.Namespace) -> None:
         encoder, None if option == "none" else option, torch.device("cuda"), torch.bfloat16, layers
     )
     compress_s = time.perf_counter() - t0
-    if args.inductor_flags == "old_benchmark":
-        set_inductor_flags()
+    set_inductor_flags(INDUCTOR_PRESETS[args.inductor_flags])
     compile_image_encoder(encoder, "block", args.compile_mode)
 
     def fn():
@@ -125,6 +128,7 @@ def run_case(args: argparse.Namespace) -> None:
             return encoder(x)
 
     compile_s = first_call_s(fn)
+    faulthandler.cancel_dump_traceback_later()
     ms = cuda_median_ms(fn, warmup=3, iters=args.iters)
     out = fn()
     miou, positive = mask_agreement(ref_masks, decoder_masks(sam, out, args.seed))
@@ -152,9 +156,10 @@ def run_case(args: argparse.Namespace) -> None:
             for i, (k, t, c) in enumerate(top)
         ]  # fmt: skip
         append_rows(args.profile_out, rows)
-    from torch._dynamo.utils import compile_times
+    from torch._dynamo.utils import compile_times, counters
 
     print(compile_times(repr="str"), file=sys.stderr, flush=True)
+    print({k: dict(v) for k, v in counters.items() if v}, file=sys.stderr, flush=True)
 
 
 def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> dict[str, object]:
@@ -173,8 +178,11 @@ def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> 
     }
 
 
-def case_argv(args: argparse.Namespace, model: str, option: str, layers: str) -> list[str]:
+def case_argv(
+    args: argparse.Namespace, model: str, option: str, layers: str, limit_s: float
+) -> list[str]:
     argv = [sys.executable, __file__, "--case", "--models", model, "--options", option]
+    argv += ["--case-timeout-s", str(limit_s)]
     argv += ["--layers", layers, "--batch", str(args.batch), "--backend", args.backend]
     argv += ["--inductor-flags", args.inductor_flags, "--iters", str(args.iters)]
     argv += ["--seed", str(args.seed), "--out", args.out, "--profile-top", str(args.profile_top)]
@@ -206,7 +214,7 @@ def sweep(args: argparse.Namespace) -> None:
         limit = min(args.case_timeout_s, left)
         print(f"=== {model} {option} layers={layers} (limit {limit:.0f} s)", flush=True)
         try:
-            proc = subprocess.run(case_argv(args, model, option, layers), timeout=limit)
+            proc = subprocess.run(case_argv(args, model, option, layers, limit), timeout=limit)
             status = None if proc.returncode == 0 else f"failed rc={proc.returncode}"
         except subprocess.TimeoutExpired:
             status = f"timeout after {limit:.0f} s"
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", nargs="+", default=["all"], choices=list(LAYER_FILTERS))
     p.add_argument("--backend", default="auto")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--inductor-flags", default="none", choices=["none", "old_benchmark"])
+    p.add_argument("--inductor-flags", default="none", choices=list(INDUCTOR_PRESETS))
     p.add_argument("--compile-mode", default=None)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

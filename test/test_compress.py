@@ -31,9 +31,12 @@ NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def tiny_encoder(
     dtype: torch.dtype = torch.float32, device: str = "cpu", embed_dim: int = 64
 ) -> torch.nn.Module:
-    """2 blocks (one windowed, one global) on 128x128 images: 8 Linear layers."""
+    """2 blocks (one windowed, one global) on 128x128 images: 8 Linear layers.
+
+    Windows of 3 on the 8x8 grid pad it to 9x9 with zeros, as SAM pads 64x64 to 70x70 for 14.
+    """
     torch.manual_seed(0)
-    sam = build_sam_from_config(embed_dim, 2, 2, (1,), image_size=128, window_size=4)
+    sam = build_sam_from_config(embed_dim, 2, 2, (1,), image_size=128, window_size=3)
     return sam.image_encoder.to(device=device, dtype=dtype).eval()
 
 
@@ -71,6 +74,16 @@ def test_int8_dynamic_quant_replaces_weights_and_stays_close(dtype):
     cos = cosine_similarity(ref, out)
     print(f"int8_dynamic_quant {dtype}: cosine similarity to the uncompressed encoder {cos:.5f}")
     assert cos > 0.99
+
+
+def test_compression_leaves_inductor_options_alone():
+    """torchao's configs would switch on coordinate descent tuning process-wide; ours must not."""
+    import torch._inductor.config as cfg
+
+    before = cfg.get_config_copy()
+    apply_compression(tiny_encoder(), "int8_dynamic_quant", CPU, torch.float32)
+    changed = {k for k, v in cfg.get_config_copy().items() if before[k] != v}
+    assert changed == set(), changed
 
 
 @pytest.mark.parametrize("option", CUDA_ONLY)
@@ -156,6 +169,9 @@ def test_inductor_flags_of_the_old_benchmark_exist_in_this_torch():
 def test_options_on_gpu_apply_or_refuse_clearly(option):
     enc = tiny_encoder(torch.bfloat16, "cuda", embed_dim=128)  # int4 groups of 128
     x = encoder_input(torch.bfloat16, "cuda")
+    import torch._inductor.config as cfg
+
+    before = cfg.get_config_copy()
     with torch.no_grad():
         ref = enc(x)
         try:
@@ -164,6 +180,8 @@ def test_options_on_gpu_apply_or_refuse_clearly(option):
             pytest.skip(f"refused on this GPU: {e}")
         out = enc(x)
     assert "Parameter" not in types or option.endswith("mlp_only")
+    assert cfg.get_config_copy() == before, "compression changed inductor options"
+    assert torch.isfinite(out).all(), f"{option}: non-finite outputs"
     cos = cosine_similarity(ref, out)
     print(f"{option}: {dict(types)} cosine {cos:.4f}")
     assert cos > 0.9

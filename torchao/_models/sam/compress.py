@@ -20,6 +20,12 @@ so the ``*_sparse`` options here combine the two per layer instead (quantized at
 sparse bf16/fp16 mlp). Every option checks its device/dtype needs before touching the model
 and raises :class:`CompressionUnavailableError` naming what is missing; after applying, every
 selected weight must have been replaced by a torchao/sparse tensor, or it raises.
+
+torchao's quantization configs set process-wide inductor options by default
+(``set_inductor_config=True``: coordinate descent tuning in all directions, among others). On
+the H100 that tuning alone kept the vit_b int8 encoder compiling past 150 s, so every config
+here passes ``set_inductor_config=False``; inductor options come only from
+:data:`INDUCTOR_PRESETS` through the benchmarks' ``--inductor_flags``.
 """
 
 from __future__ import annotations
@@ -41,14 +47,28 @@ COMPRESS_OPTIONS = (
     "float8_dynamic_quant",
 )
 INT4_GROUP_SIZE = 128
+FLOAT8_AMAX_LOWER_BOUND = 1e-12
 
 # The inductor settings the old benchmark set when compiling a compressed model.
-INDUCTOR_FLAGS: dict[str, bool] = {
+INDUCTOR_FLAGS: dict[str, bool | str] = {
     "epilogue_fusion": False,
     "coordinate_descent_tuning": True,
     "coordinate_descent_check_all_directions": True,
     "force_fuse_int_mm_with_mul": True,
     "use_mixed_mm": True,
+}
+# Named sets of inductor options for ``--inductor_flags``. Inductor autotunes Triton templates
+# for ``_int_mm`` and ``_scaled_mm`` even without max-autotune; ``aten_gemm`` turns those
+# templates off so quantized matmuls run cuBLAS/CUTLASS through aten (no gemm autotuning);
+# ``autotune_gemm`` autotunes every matmul against Triton templates (torch 2.11 needs it for
+# Triton ``_int_mm``; cuBLAS runs int8 on the H100 with sm80 kernels); ``coordinate_descent``
+# tunes each fused pointwise/reduction kernel's block sizes (one direction at a time).
+INDUCTOR_PRESETS: dict[str, dict[str, bool | str]] = {
+    "none": {},
+    "old_benchmark": INDUCTOR_FLAGS,
+    "aten_gemm": {"max_autotune_gemm_backends": "ATEN"},
+    "autotune_gemm": {"max_autotune_gemm": True},
+    "coordinate_descent": {"coordinate_descent_tuning": True},
 }
 
 Filter = Callable[[nn.Module, str], bool]
@@ -130,19 +150,27 @@ def _quantize(module: nn.Module, config, filter_fn: Filter) -> None:
 def _int8_config():
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
-    return Int8DynamicActivationInt8WeightConfig()
+    return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
 
 
 def _int4_config():
     from torchao.quantization import Int4WeightOnlyConfig
 
-    return Int4WeightOnlyConfig(group_size=INT4_GROUP_SIZE, int4_packing_format="tile_packed_to_4d")
+    return Int4WeightOnlyConfig(
+        group_size=INT4_GROUP_SIZE,
+        int4_packing_format="tile_packed_to_4d",
+        set_inductor_config=False,
+    )
 
 
 def _float8_config():
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
-    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    # A lower bound on each row's amax: rows of zeros (the encoder's window padding) would
+    # otherwise get scale 0 and quantize to 0/0 = NaN.
+    return Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow(), activation_value_lb=FLOAT8_AMAX_LOWER_BOUND, set_inductor_config=False
+    )
 
 
 def _sparsify_24(module: nn.Module, filter_fn: Filter) -> None:
@@ -248,7 +276,7 @@ def apply_compression(
     return weight_types(encoder)
 
 
-def set_inductor_flags(flags: dict[str, bool] = INDUCTOR_FLAGS) -> dict[str, bool]:
+def set_inductor_flags(flags: dict[str, bool | str] = INDUCTOR_FLAGS) -> dict[str, bool | str]:
     """Set the old benchmark's inductor options that this torch has; warn for each missing one.
 
     Returns the options actually set.

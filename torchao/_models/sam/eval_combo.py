@@ -31,7 +31,12 @@ from tqdm import tqdm
 from torchao._models.sam import SamPredictor, build_sam_from_config, cast_predictor
 from torchao._models.sam.attention import BACKENDS
 from torchao._models.sam.build_sam import ENCODER_CONFIGS
-from torchao._models.sam.compress import COMPRESS_OPTIONS, apply_compression, set_inductor_flags
+from torchao._models.sam.compress import (
+    COMPRESS_OPTIONS,
+    INDUCTOR_PRESETS,
+    apply_compression,
+    set_inductor_flags,
+)
 from torchao._models.sam.data import Batch, CocoPointDataset, make_loader
 from torchao._models.sam.image_encoder import compile_image_encoder
 from torchao._models.sam.metrics import IoUAccumulator, mask_iou
@@ -142,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--inductor_flags",
-        choices=("old_benchmark", "none"),
+        choices=tuple(INDUCTOR_PRESETS),
         default="old_benchmark",
-        help="with --compress and --use_compile: set the old benchmark's inductor options",
+        help="with --compress and --use_compile: a named set of inductor options (compress.py)",
     )
     p.add_argument(
         "--warmup_batches",
@@ -319,8 +324,9 @@ def compress_and_compile(predictor: SamPredictor, args: argparse.Namespace) -> N
             file=sys.stderr,
         )
     if args.use_compile != "False":
-        if args.compress and args.inductor_flags == "old_benchmark":
-            print(f"inductor flags set: {set_inductor_flags()}", file=sys.stderr)
+        if args.compress and args.inductor_flags != "none":
+            flags = set_inductor_flags(INDUCTOR_PRESETS[args.inductor_flags])
+            print(f"inductor flags set: {flags}", file=sys.stderr)
         compile_image_encoder(sam.image_encoder, args.compile_scope, args.use_compile)
     if args.use_compile_decoder:
         mode = "default" if args.use_compile == "False" else args.use_compile
