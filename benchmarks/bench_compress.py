@@ -168,13 +168,14 @@ def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> 
     return {
         **environment(),
         "torchao": torchao.__version__,
+        "run": args.run,
         "model": model,
         "batch": args.batch,
         "backend": args.backend,
         "compress": option,
         "layers": layers if option != "none" else "",
         "inductor_flags": args.inductor_flags,
-        "compile_mode": f"block:{args.compile_mode or 'default'}",
+        "compile": f"block:{args.compile_mode or 'default'}",
     }
 
 
@@ -186,6 +187,7 @@ def case_argv(
     argv += ["--layers", layers, "--batch", str(args.batch), "--backend", args.backend]
     argv += ["--inductor-flags", args.inductor_flags, "--iters", str(args.iters)]
     argv += ["--seed", str(args.seed), "--out", args.out, "--profile-top", str(args.profile_top)]
+    argv += ["--run", args.run]
     if args.profile_out:
         argv += ["--profile-out", args.profile_out]
     if args.compile_mode:
@@ -242,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results/compress.csv")
     p.add_argument("--profile-out", default=None, help="CSV of each case's top CUDA kernels")
     p.add_argument("--profile-top", type=int, default=12)
+    p.add_argument(
+        "--run",
+        default=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        help="label of this sweep in the CSV; compare img/s only between rows of one run",
+    )
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -91,7 +91,20 @@ SCHEMAS: tuple[Schema, ...] = (
         keys=("model", "batch", "backend", "compile_mode"),
         metrics=(Metric("img_s", "throughput"), Metric("peak_mem_mib", "memory")),
     ),
+    Schema(
+        name="compress",
+        signature="weight_types",
+        keys=("model", "batch", "backend", "compress", "layers", "inductor_flags", "compile"),
+        metrics=(Metric("img_s", "throughput"), Metric("peak_mem_mib", "memory")),
+    ),
 )
+# A CSV with this column marks rows that did not measure (e.g. "timeout after 150 s").
+STATUS_COLUMN = "status"
+
+
+def measured(row: dict[str, str]) -> bool:
+    """False for a row whose status column says it did not finish."""
+    return row.get(STATUS_COLUMN, "ok") == "ok"
 
 
 @dataclass(frozen=True)
@@ -255,6 +268,11 @@ def compare(
         crow = cur_rows.get(key)
         if crow is None:
             results.append(Result(key, "-", "present", "absent", "-", "-", "MISSING"))
+            continue
+        if not measured(brow):
+            continue  # nothing to compare against
+        if not measured(crow):
+            results.append(Result(key, "-", "ok", crow[STATUS_COLUMN], "-", "-", "FAIL"))
             continue
         for m in metrics:
             bwhere = f"{baseline.path} {key} {m.column}"

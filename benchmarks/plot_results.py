@@ -8,7 +8,10 @@ Each CSV gives one ``<csv stem>.png`` with one panel per model:
 - eval: img/s(avg) grouped by attention_backend, one bar per compress option;
 - attention: median_ms grouped by (layer, batch), one bar per backend, and the no-bias SDPA
   floor (backend ``sdpa_nobias``) drawn as a dashed line over its group, bars labelled x floor;
-- encoder: img/s grouped by backend, one bar per compile_mode.
+- encoder: img/s grouped by backend, one bar per compile_mode;
+- compress: img/s grouped by (run, inductor_flags), one bar per compress option, each labelled
+  with its ratio to the uncompressed bf16 row (``compress=none``) of its group; rows whose
+  status is not ``ok`` (timeouts) are listed on stderr, not drawn.
 Key columns that vary but are not part of the chart's grouping are added to the group labels,
 so no two rows ever share a bar. The CSV kind is detected as in ``check_regression.py``.
 """
@@ -29,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_regression import (  # noqa: E402
     SCHEMAS,
+    STATUS_COLUMN,
     InputError,
     Table,
     check_columns,
@@ -36,31 +40,36 @@ from check_regression import (  # noqa: E402
     gpu_of,
     index_rows,
     load_table,
+    measured,
     parse_value,
 )
-
-FLOOR_BACKEND = "sdpa_nobias"
 
 
 @dataclass(frozen=True)
 class PlotSpec:
-    """How one CSV kind is drawn: panels by ``facet``, x groups by ``group``, bars by ``hue``."""
+    """How one CSV kind is drawn: panels by ``facet``, x groups by ``group``, bars by ``hue``.
+
+    ``floor`` = (column, value): the row of each group with that value is drawn as a dashed line
+    and every other bar is labelled with its ratio to it.
+    """
 
     facet: str
     group: tuple[str, ...]
     hue: tuple[str, ...]
     value: str
     ylabel: str
-    floor_backend: str | None = None
+    floor: tuple[str, str] | None = None
 
 
 PLOTS: dict[str, PlotSpec] = {
     "eval": PlotSpec("sam_model_type", ("attention_backend",), ("compress",), "img_s(avg)",
                      "images / s (higher is better)"),
     "attention": PlotSpec("model", ("layer", "batch"), ("backend",), "median_ms",
-                          "median ms (lower is better)", floor_backend=FLOOR_BACKEND),
+                          "median ms (lower is better)", floor=("backend", "sdpa_nobias")),
     "encoder": PlotSpec("model", ("backend",), ("compile_mode",), "img_s",
                         "images / s (higher is better)"),
+    "compress": PlotSpec("model", ("run", "inductor_flags"), ("compress", "layers"), "img_s",
+                         "images / s (higher is better)", floor=("compress", "none")),
 }  # fmt: skip
 
 
@@ -86,35 +95,36 @@ def ordered(values: Sequence[str]) -> list[str]:
 def draw_panel(ax, rows: Sequence[dict[str, str]], group_cols, spec: PlotSpec, where: str) -> None:
     """Grouped bars of ``spec.value`` on one axes; floor line and x-floor labels if set."""
     floors = {}
-    if spec.floor_backend:
+    if spec.floor:
+        column, value = spec.floor
         floors = {
             label(r, group_cols): parse_value(r[spec.value], f"{where} {spec.value}")
             for r in rows
-            if r["backend"] == spec.floor_backend
+            if r[column] == value
         }
-        rows = [r for r in rows if r["backend"] != spec.floor_backend]
-    groups = ordered([label(r, group_cols) for r in rows])
+        rows = [r for r in rows if r[column] != value]
+    groups = ordered([label(r, group_cols) for r in rows] + list(floors))
     hues = ordered([label(r, spec.hue) for r in rows])
-    width = 0.8 / len(hues)
+    width = 0.8 / max(len(hues), 1)
     for h_i, hue in enumerate(hues):
         mine = [r for r in rows if label(r, spec.hue) == hue]
         names = [label(r, group_cols) for r in mine]
         xs = [groups.index(g) - 0.4 + width * (h_i + 0.5) for g in names]
         ys = [parse_value(r[spec.value], f"{where} {spec.value}") for r in mine]
         bars = ax.bar(xs, ys, width=width, label=hue)
-        if spec.floor_backend:  # label each bar with its ratio to the group's floor
+        if spec.floor:  # label each bar with its ratio to the group's floor
             texts = [f"{y / floors[g]:.2f}x" if g in floors else "" for y, g in zip(ys, names)]
             ax.bar_label(bars, labels=texts, fontsize=7, padding=2)
         else:
             ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7, padding=2)
-    no_floor = [g for g in groups if spec.floor_backend and g not in floors]
+    no_floor = [g for g in groups if spec.floor and g not in floors]
     if no_floor:
-        print(f"plot_results: note: {where}: no {spec.floor_backend} row for {no_floor}",
+        print(f"plot_results: note: {where}: no {spec.floor} row for {no_floor}",
               file=sys.stderr)  # fmt: skip
     for g_i, group in enumerate(groups):
         if group in floors:
             ax.hlines(floors[group], g_i - 0.45, g_i + 0.45, colors="black", linestyles="--",
-                      label=f"floor ({spec.floor_backend})" if g_i == 0 else None)  # fmt: skip
+                      label="=".join(spec.floor) if g_i == 0 else None)  # fmt: skip
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_ylabel(spec.ylabel)
     ax.legend(fontsize=7, title=", ".join(spec.hue), title_fontsize=7)
@@ -127,7 +137,7 @@ def plot_table(table: Table, out_dir: Path) -> Path:
     spec = PLOTS[schema.name]
     value_metric = [m for m in schema.metrics if m.column == spec.value]
     check_columns(table, schema, value_metric)
-    index_rows(table, schema.keys)  # duplicated keys are an input error here too
+    index_rows(table, ordered([*schema.keys, *spec.group]))  # a repeated bar is an error
     group_cols = full_grouping(table.rows, schema.keys, spec)
     facets = ordered([r[spec.facet] for r in table.rows])
     n_groups = len({label(r, group_cols) for r in table.rows})
@@ -135,8 +145,12 @@ def plot_table(table: Table, out_dir: Path) -> Path:
         len(facets), 1, figsize=(max(6.0, 1.6 * n_groups), 3.6 * len(facets)), squeeze=False
     )
     gpus = ordered([gpu_of(r) for r in table.rows])
+    for r in table.rows:
+        if not measured(r):
+            print(f"plot_results: not drawn: {label(r, group_cols)} {label(r, spec.hue)}: "
+                  f"{r[STATUS_COLUMN]}", file=sys.stderr)  # fmt: skip
     for ax, facet in zip(axes[:, 0], facets, strict=True):
-        rows = [r for r in table.rows if r[spec.facet] == facet]
+        rows = [r for r in table.rows if r[spec.facet] == facet and measured(r)]
         draw_panel(ax, rows, group_cols, spec, table.path)
         ax.set_title(f"{spec.facet}={facet}", fontsize=10)
     fig.suptitle(f"{Path(table.path).name}: {spec.value} on {', '.join(gpus)}", fontsize=11)

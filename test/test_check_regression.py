@@ -191,6 +191,16 @@ def test_encoder_schema(capsys):
     assert "img_s" in fails[0] and "-10.0%" in fails[0]
 
 
+def test_compress_schema_fails_a_row_that_timed_out(capsys):
+    code, out, _ = check(capsys, "compress_baseline.csv", "compress_baseline.csv")
+    assert code == cr.EXIT_PASS and out.startswith("compress CSV")
+    code, out, _ = check(capsys, "compress_baseline.csv", "compress_timeout.csv")
+    fails = status_lines(out, "FAIL")
+    assert code == cr.EXIT_REGRESSION and len(fails) == 1
+    assert "int8_dynamic_quant" in fails[0] and "timeout after 150 s" in fails[0]
+    assert len(status_lines(out, "PASS")) == 4  # none and float8: img_s and peak_mem_mib
+
+
 def test_change_of_exactly_the_threshold_passes():
     t = cr.Thresholds()
     assert cr.judge("throughput", 100.0, 95.0, t, "x")[2]

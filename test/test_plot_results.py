@@ -32,7 +32,13 @@ def assert_valid_png(path: Path, min_bytes: int = 10_000) -> None:
 
 @pytest.mark.parametrize(
     "csv_name",
-    ["eval_baseline.csv", "eval_pass.csv", "attention_baseline.csv", "encoder_baseline.csv"],
+    [
+        "eval_baseline.csv",
+        "eval_pass.csv",
+        "attention_baseline.csv",
+        "encoder_baseline.csv",
+        "compress_baseline.csv",
+    ],
 )
 def test_each_schema_gives_a_png(tmp_path, csv_name):
     out = plot_results.plot_table(plot_results.load_table(str(FIX / csv_name)), tmp_path)
@@ -70,6 +76,27 @@ def test_attention_floor_ratios_drawn(tmp_path, monkeypatch):
     # 2 models x 2 layers x 4 non-floor backends; fixture ratios are 3.1, 1.6, 1.2, 1.9.
     assert len(seen) == 16
     assert sorted(set(seen)) == ["1.20x", "1.60x", "1.90x", "3.10x"]
+
+
+def test_compress_bars_are_ratios_to_bf16_of_their_run_and_timeouts_are_not_drawn(
+    tmp_path, monkeypatch, capsys
+):
+    seen: list[str] = []
+    real = plot_results.plt.Axes.bar_label
+
+    def spy(self, container, labels=None, **kw):
+        seen.extend(labels)
+        return real(self, container, labels=labels, **kw)
+
+    monkeypatch.setattr(plot_results.plt.Axes, "bar_label", spy)
+    both = tmp_path / "compress_two_runs.csv"
+    lines = [(FIX / n).read_text().splitlines() for n in ("compress_baseline.csv",
+                                                          "compress_timeout.csv")]  # fmt: skip
+    both.write_text("\n".join([*lines[0], *lines[1][1:]]) + "\n")
+    assert_valid_png(plot_results.plot_table(plot_results.load_table(str(both)), tmp_path))
+    # run a: int8 80/100, float8 120/100; run b: float8 119/101, int8 timed out.
+    assert seen == ["0.80x", "1.20x", "1.18x"]
+    assert "not drawn" in capsys.readouterr().err
 
 
 def test_labels_show_empty_values_as_none():
