@@ -10,6 +10,7 @@ import torch
 from torchao._models.sam import build_sam_from_config
 from torchao._models.sam.compress import (
     COMPRESS_OPTIONS,
+    INDUCTOR_PRESETS,
     CompressionUnavailableError,
     apply_compression,
     check_support,
@@ -144,6 +145,23 @@ def test_inductor_flags_set_existing_names_and_warn_for_missing():
         assert cfg.coordinate_descent_tuning is True
     finally:
         cfg.coordinate_descent_tuning = old
+
+
+@pytest.mark.parametrize("preset", sorted(INDUCTOR_PRESETS))
+def test_every_inductor_preset_names_options_this_torch_has(preset):
+    import torch._inductor.config as cfg
+
+    flags = INDUCTOR_PRESETS[preset]
+    assert [name for name in flags if not hasattr(cfg, name)] == []
+
+
+def test_eval_combo_takes_the_presets_and_sets_nothing_by_default():
+    from torchao._models.sam.eval_combo import build_parser
+
+    assert build_parser().parse_args([]).inductor_flags == "none"
+    assert INDUCTOR_PRESETS["none"] == {}
+    for preset in INDUCTOR_PRESETS:
+        assert build_parser().parse_args(["--inductor_flags", preset]).inductor_flags == preset
 
 
 def test_inductor_flags_of_the_old_benchmark_exist_in_this_torch():

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--inductor_flags",
         choices=tuple(INDUCTOR_PRESETS),
-        default="old_benchmark",
+        default="none",
         help="with --compress and --use_compile: a named set of inductor options (compress.py)",
     )
     p.add_argument(
