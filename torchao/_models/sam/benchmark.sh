@@ -4,6 +4,7 @@
 # Usage: bash benchmark.sh [CHECKPOINT_DIR] [COCO_DIR]     (run setup.sh first)
 # Environment: MODEL (vit_h), BATCH_SIZE (32), COMPILE (max-autotune), LIMIT (all images),
 #   BACKENDS ("sdpa_bias sdpa_aug flash_4 flex"), OUT (results.csv), EXTRA (more flags),
+#   COMPRESS (the rows above; e.g. add float8_dynamic_quant on an H100),
 #   SYNTHETIC=N to run on N synthetic images with random weights instead of COCO.
 # PYTHON picks the interpreter (python). Under torchrun, set LAUNCH="torchrun --nproc_per_node 8" (one results row per run).
 set -uo pipefail
@@ -14,6 +15,7 @@ MODEL="${MODEL:-vit_h}"
 BATCH_SIZE="${BATCH_SIZE:-32}"
 COMPILE="${COMPILE:-max-autotune}"
 BACKENDS="${BACKENDS:-sdpa_bias sdpa_aug flash_4 flex}"
+COMPRESS="${COMPRESS:-none int8_dynamic_quant sparse_mlp_only sparse int4_weight_only_sparse}"
 OUT="${OUT:-results.csv}"
 LAUNCH="${LAUNCH:-${PYTHON:-python}}"
 
@@ -31,7 +33,7 @@ fi
 
 failed=0
 for backend in $BACKENDS; do
-  for compress in none int8_dynamic_quant sparse_mlp_only sparse int4_weight_only_sparse; do
+  for compress in $COMPRESS; do
     flags=(--attention_backend "$backend")
     if [[ "$compress" != none ]]; then
       flags+=(--compress "$compress")
