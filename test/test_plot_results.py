@@ -62,8 +62,9 @@ def test_one_panel_per_model(tmp_path):
     assert 1.8 < h_two / h_one < 2.2
 
 
-def test_attention_floor_ratios_drawn(tmp_path, monkeypatch):
-    """Bars of the attention chart are labelled with median_ms / floor of their group."""
+@pytest.fixture
+def bar_labels(monkeypatch) -> list[str]:
+    """Every bar label drawn while the test runs, in drawing order."""
     seen: list[str] = []
     real = plot_results.plt.Axes.bar_label
 
@@ -72,30 +73,27 @@ def test_attention_floor_ratios_drawn(tmp_path, monkeypatch):
         return real(self, container, labels=labels, **kw)
 
     monkeypatch.setattr(plot_results.plt.Axes, "bar_label", spy)
+    return seen
+
+
+def test_attention_floor_ratios_drawn(tmp_path, bar_labels):
+    """Bars of the attention chart are labelled with median_ms / floor of their group."""
     plot_results.plot_table(plot_results.load_table(str(FIX / "attention_baseline.csv")), tmp_path)
     # 2 models x 2 layers x 4 non-floor backends; fixture ratios are 3.1, 1.6, 1.2, 1.9.
-    assert len(seen) == 16
-    assert sorted(set(seen)) == ["1.20x", "1.60x", "1.90x", "3.10x"]
+    assert len(bar_labels) == 16
+    assert sorted(set(bar_labels)) == ["1.20x", "1.60x", "1.90x", "3.10x"]
 
 
 def test_compress_bars_are_ratios_to_bf16_of_their_run_and_timeouts_are_not_drawn(
-    tmp_path, monkeypatch, capsys
+    tmp_path, bar_labels, capsys
 ):
-    seen: list[str] = []
-    real = plot_results.plt.Axes.bar_label
-
-    def spy(self, container, labels=None, **kw):
-        seen.extend(labels)
-        return real(self, container, labels=labels, **kw)
-
-    monkeypatch.setattr(plot_results.plt.Axes, "bar_label", spy)
     both = tmp_path / "compress_two_runs.csv"
     lines = [(FIX / n).read_text().splitlines() for n in ("compress_baseline.csv",
                                                           "compress_timeout.csv")]  # fmt: skip
     both.write_text("\n".join([*lines[0], *lines[1][1:]]) + "\n")
     assert_valid_png(plot_results.plot_table(plot_results.load_table(str(both)), tmp_path))
     # run a: int8 80/100, float8 120/100; run b: float8 119/101, int8 timed out.
-    assert seen == ["0.80x", "1.20x", "1.18x"]
+    assert bar_labels == ["0.80x", "1.20x", "1.18x"]
     assert "not drawn" in capsys.readouterr().err
 
 
