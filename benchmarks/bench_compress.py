@@ -34,6 +34,7 @@ from torchao._models.sam.compress import (
     set_inductor_flags,
 )
 from torchao._models.sam.image_encoder import compile_image_encoder
+from torchao._models.sam.metrics import mask_iou
 
 OPTIONS = ("none", *COMPRESS_OPTIONS)
 POINTS_PER_IMAGE = 4
@@ -84,10 +85,10 @@ def decoder_masks(sam: torch.nn.Module, embeddings: torch.Tensor, seed: int) -> 
 
 def mask_agreement(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
     """(mean IoU over masks whose union is non-empty, fraction of positive reference pixels)."""
-    inter = (ref & out).flatten(2).sum(-1).float()
-    union = (ref | out).flatten(2).sum(-1).float()
-    keep = union > 0
-    miou = float((inter[keep] / union[keep]).mean()) if keep.any() else float("nan")
+    ref_flat, out_flat = ref.flatten(0, 1), out.flatten(0, 1)
+    keep = (ref_flat | out_flat).flatten(1).any(1)
+    ious = mask_iou(out_flat[keep], ref_flat[keep])
+    miou = float(ious.mean()) if keep.any() else float("nan")
     return miou, float(ref.float().mean())
 
 
@@ -132,8 +133,9 @@ def run_case(args: argparse.Namespace) -> None:
     ms = cuda_median_ms(fn, warmup=3, iters=args.iters)
     out = fn()
     miou, positive = mask_agreement(ref_masks, decoder_masks(sam, out, args.seed))
+    key = case_key(args, model, option, layers)
     row = {
-        **case_key(args, model, option, layers),
+        **key,
         "status": "ok",
         "img_s": round(args.batch / ms * 1e3, 2),
         "median_batch_ms": round(ms, 3),
@@ -148,7 +150,6 @@ def run_case(args: argparse.Namespace) -> None:
     append_rows(args.out, [row])
     print(row, flush=True)
     if args.profile_out:
-        key = case_key(args, model, option, layers)
         top = profile_top(fn, args.profile_top)
         rows = [
             {**key, "batch_ms": row["median_batch_ms"], "rank": i, "kernel": k, "ms": round(t, 3),

@@ -171,7 +171,7 @@ def test_inductor_flags_of_the_old_benchmark_exist_in_this_torch():
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            applied = set_inductor_flags()
+            applied = set_inductor_flags(INDUCTOR_PRESETS["old_benchmark"])
         print(
             f"torch {torch.__version__}: set {applied}; missing: {[str(w.message) for w in caught]}"
         )

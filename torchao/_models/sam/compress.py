@@ -57,12 +57,11 @@ INDUCTOR_FLAGS: dict[str, bool | str] = {
     "force_fuse_int_mm_with_mul": True,
     "use_mixed_mm": True,
 }
-# Named sets of inductor options for ``--inductor_flags``. Inductor autotunes Triton templates
-# for ``_int_mm`` and ``_scaled_mm`` even without max-autotune; ``aten_gemm`` turns those
-# templates off so quantized matmuls run cuBLAS/CUTLASS through aten (no gemm autotuning);
-# ``autotune_gemm`` autotunes every matmul against Triton templates (torch 2.11 needs it for
-# Triton ``_int_mm``; cuBLAS runs int8 on the H100 with sm80 kernels); ``coordinate_descent``
-# tunes each fused pointwise/reduction kernel's block sizes (one direction at a time).
+# Named sets of inductor options for ``--inductor_flags``, as tried on the H100 (torch 2.11):
+# ``aten_gemm`` keeps every matmul on aten (no Triton gemm templates); ``autotune_gemm``
+# autotunes every matmul against Triton templates (without it, torch 2.11 runs ``_int_mm`` on
+# cuBLAS, which uses sm80 int8 kernels on the H100); ``coordinate_descent`` tunes each fused
+# pointwise/reduction kernel's block sizes, one direction at a time.
 INDUCTOR_PRESETS: dict[str, dict[str, bool | str]] = {
     "none": {},
     "old_benchmark": INDUCTOR_FLAGS,
@@ -276,8 +275,8 @@ def apply_compression(
     return weight_types(encoder)
 
 
-def set_inductor_flags(flags: dict[str, bool | str] = INDUCTOR_FLAGS) -> dict[str, bool | str]:
-    """Set the old benchmark's inductor options that this torch has; warn for each missing one.
+def set_inductor_flags(flags: dict[str, bool | str]) -> dict[str, bool | str]:
+    """Set the inductor options of ``flags`` that this torch has; warn for each missing one.
 
     Returns the options actually set.
     """

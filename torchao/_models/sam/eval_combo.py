@@ -324,7 +324,7 @@ def compress_and_compile(predictor: SamPredictor, args: argparse.Namespace) -> N
             file=sys.stderr,
         )
     if args.use_compile != "False":
-        if args.compress and args.inductor_flags != "none":
+        if args.compress:
             flags = set_inductor_flags(INDUCTOR_PRESETS[args.inductor_flags])
             print(f"inductor flags set: {flags}", file=sys.stderr)
         compile_image_encoder(sam.image_encoder, args.compile_scope, args.use_compile)
