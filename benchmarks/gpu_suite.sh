@@ -6,7 +6,7 @@
 #   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
-#                each Block compiled (default mode)
+#                each Block compiled (default mode); each run stops after EVAL_TIMEOUT_S (300)
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
 # Each stage writes under OUT_DIR; a stage that fails is reported and the next one runs.
 set -uo pipefail
@@ -39,7 +39,8 @@ stage_eval() {
       for compress in ${COMPRESS:-none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant}; do
         flags=()
         [[ "$compress" != none ]] && flags=(--compress "$compress")
-        "$py" -m torchao._models.sam.eval_combo --synthetic 32 --sam_model_type "$model" \
+        echo "--- $model / $backend / $compress $(date -u +%T)" | tee -a "$out/eval.log"
+        timeout "${EVAL_TIMEOUT_S:-300}" "$py" -m torchao._models.sam.eval_combo --synthetic 32 --sam_model_type "$model" \
           --batch_size 16 --use_half bfloat16 --use_compile "${COMPILE:-default}" \
           --attention_backend "$backend" --output_csv_path "$out/eval_synthetic.csv" \
           --compile_scope block --inductor_flags "${INDUCTOR_FLAGS:-none}" --seed 0 \
