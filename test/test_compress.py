@@ -125,6 +125,7 @@ def test_every_option_has_a_plan():
     assert steps["int8_dynamic_quant_sparse"] == ["int8", "sparse24"]
     assert steps["int4_weight_only_sparse"] == ["int4", "sparse24"]
     assert steps["float8_dynamic_quant"] == ["float8"]
+    assert steps["float8_dynamic_quant_fused_gelu"] == ["float8", "fuse_gelu"]
 
 
 def test_none_leaves_the_encoder_alone():

@@ -2,17 +2,20 @@
 
 Each option maps to today's torchao API (>= 0.17):
 
-=============================  ===============================================================
-option                         what runs
-=============================  ===============================================================
-int8_dynamic_quant             Int8DynamicActivationInt8WeightConfig on every Linear
-sparse_mlp_only                2:4 magnitude pruning + SemiSparseWeightConfig on mlp.lin1/lin2
-sparse                         the same on every Linear
-int8_dynamic_quant_sparse      int8 dynamic on attn.qkv/proj; 2:4 semi-sparse on the mlp
-int4_weight_only               Int4WeightOnlyConfig(group_size=128, tile_packed_to_4d) on all
-int4_weight_only_sparse        int4 weight-only on attn.qkv/proj; 2:4 semi-sparse on the mlp
-float8_dynamic_quant           Float8DynamicActivationFloat8WeightConfig(PerRow()) on all
-=============================  ===============================================================
+===============================  ===============================================================
+option                           what runs
+===============================  ===============================================================
+int8_dynamic_quant               Int8DynamicActivationInt8WeightConfig on every Linear
+sparse_mlp_only                  2:4 magnitude pruning + SemiSparseWeightConfig on mlp.lin1/lin2
+sparse                           the same on every Linear
+int8_dynamic_quant_sparse        int8 dynamic on attn.qkv/proj; 2:4 semi-sparse on the mlp
+int4_weight_only                 Int4WeightOnlyConfig(group_size=128, tile_packed_to_4d) on all
+int4_weight_only_sparse          int4 weight-only on attn.qkv/proj; 2:4 semi-sparse on the mlp
+float8_dynamic_quant             Float8DynamicActivationFloat8WeightConfig(PerRow()) on all
+float8_dynamic_quant_fused_gelu  float8_dynamic_quant, then every encoder MLPBlock becomes a
+                                 Float8GeluMLP: GELU and lin2's row-wise fp8 activation
+                                 quantization in one Triton kernel (float8_mlp.py)
+===============================  ===============================================================
 
 The old benchmark fused int8 (or int4 Marlin) with 2:4 in one tensor layout for mlp.lin1;
 those layouts (SemiSparseLayout, MarlinSparseLayout) were removed from torchao before 0.17,
@@ -45,6 +48,7 @@ COMPRESS_OPTIONS = (
     "int4_weight_only",
     "int4_weight_only_sparse",
     "float8_dynamic_quant",
+    "float8_dynamic_quant_fused_gelu",
 )
 INT4_GROUP_SIZE = 128
 FLOAT8_AMAX_LOWER_BOUND = 1e-12
@@ -181,7 +185,8 @@ def _sparsify_24(module: nn.Module, filter_fn: Filter) -> None:
 
 
 def compression_plan(option: str) -> list[tuple[str, Filter]]:
-    """[(step, filter)] for ``option``; step is 'int8', 'int4', 'float8' or 'sparse24'."""
+    """[(step, filter)] for ``option``; step is 'int8', 'int4', 'float8', 'sparse24' or
+    'fuse_gelu' (float8 MLPBlocks -> Float8GeluMLP; its filter only decides whether it runs)."""
     plans = {
         "int8_dynamic_quant": [("int8", is_linear)],
         "sparse_mlp_only": [("sparse24", is_mlp_linear)],
@@ -190,6 +195,7 @@ def compression_plan(option: str) -> list[tuple[str, Filter]]:
         "int4_weight_only": [("int4", is_linear)],
         "int4_weight_only_sparse": [("int4", is_attn_linear), ("sparse24", is_mlp_linear)],
         "float8_dynamic_quant": [("float8", is_linear)],
+        "float8_dynamic_quant_fused_gelu": [("float8", is_linear), ("fuse_gelu", is_mlp_linear)],
     }
     if option not in plans:
         raise ValueError(f"unknown --compress {option!r}; choose one of {COMPRESS_OPTIONS}")
@@ -214,6 +220,11 @@ def _both(a: Filter, b: Filter) -> Filter:
 def _run_step(module: nn.Module, step: str, filter_fn: Filter) -> None:
     if step == "sparse24":
         _sparsify_24(module, filter_fn)
+        return
+    if step == "fuse_gelu":
+        from torchao._models.sam.float8_mlp import fuse_float8_gelu_mlps
+
+        fuse_float8_gelu_mlps(module)
         return
     config = {"int8": _int8_config, "int4": _int4_config, "float8": _float8_config}[step]()
     _quantize(module, config, filter_fn)
