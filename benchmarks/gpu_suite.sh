@@ -8,6 +8,9 @@
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
 #                each Block compiled (default mode); each run stops after EVAL_TIMEOUT_S (300)
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
+#   ncu          Nsight Compute profile of the attention kernels (profile_attention_ncu.sh)
+#   fp8          fused GELU + fp8 quantization (bench_fp8_quant.py), then bench_compress.py on
+#                bf16, float8_dynamic_quant and float8_dynamic_quant_fused_gelu (vit_b, vit_h)
 # Each stage writes under OUT_DIR; a stage that fails is reported and the next one runs.
 set -uo pipefail
 out="${1:?OUT_DIR}"
@@ -59,6 +62,19 @@ stage_baselines() {  # the workflow's eval subset; its attention/encoder baselin
     "$py" -m torchao._models.sam.eval_combo "${common[@]}" --attention_backend "$backend" \
       2>&1 | tail -n 4 | tee -a "$out/baselines.log"
   done
+}
+
+stage_ncu() {
+  PYTHON="$py" bash benchmarks/profile_attention_ncu.sh "$out/ncu" \
+    "${NCU_SHAPES:-vit_b_global,vit_h_global,vit_b_window}" "${NCU_BACKENDS:-floor,flash_4,flex}"
+  rm -f "$out/ncu/profile.ncu-rep" "$out/ncu/ncu_raw_page.csv"  # large; summary.csv is kept
+}
+
+stage_fp8() {
+  "$py" benchmarks/bench_fp8_quant.py --out "$out/fp8_quant.csv" 2>&1 | tee -a "$out/fp8.log"
+  "$py" benchmarks/bench_compress.py --models ${MODELS:-vit_b vit_h} \
+    --options none float8_dynamic_quant float8_dynamic_quant_fused_gelu \
+    --out "$out/compress.csv" --profile-out "$out/compress_profile.csv" 2>&1 | tee -a "$out/fp8.log"
 }
 
 for stage in "$@"; do
