@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from triton_interpreter import interpreter_result
 
 from torchao._models.sam.attention import UnsupportedInputError, reference_rel_pos_attention
 from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
@@ -118,17 +117,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_kernel_under_triton_interpreter():
     """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run(
-        [sys.executable, "-c", INTERPRETER_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT"))
-    errs = json.loads(line[len("RESULT") :])
+    errs = interpreter_result(INTERPRETER_SCRIPT, timeout=120)
     assert len(errs) == 5 * len(rpa.CONFIGS)
     bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
     assert not bad, bad

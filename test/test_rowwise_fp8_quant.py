@@ -11,16 +11,13 @@ kernel vs torchao, Float8GeluMLP vs the torchao MLP, a compiled tiny encoder.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from test_compress import encoder_input, tiny_encoder
+from triton_interpreter import interpreter_result
 
 from torchao._models.sam import float8_mlp
 from torchao._models.sam.common import MLPBlock
@@ -310,17 +307,7 @@ def test_kernel_under_triton_interpreter_fp16():
     is only faithful there: a value within 2 fp32 ulps of the quotient is accepted. The
     hardware cast, the exact division and CUDA's erf are checked by the GPU tests.
     """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    res = subprocess.run(
-        [sys.executable, "-c", INTERPRETER_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT"))
-    results = json.loads(line[len("RESULT") :])
+    results = interpreter_result(INTERPRETER_SCRIPT, timeout=300)
     print(results)
     assert all(r["scale_equal"] and r["q_within_2_fp32_ulp"] for r in results), results
 
