@@ -12,7 +12,7 @@ Inputs and backend calls are bench_attention.py's (q, k, v as views of one qkv p
 ``floor`` is its ``sdpa_nobias``). Run it under ncu with benchmarks/profile_attention_ncu.sh:
 
     python benchmarks/profile_attention.py --shapes vit_b_global,vit_b_window \
-        --backends floor,flash_4,flex --dtype bf16 --meta OUT/meta.json
+        --backends floor,flash_4,flex --dtype bfloat16 --meta OUT/meta.json
 """
 
 from __future__ import annotations
@@ -41,12 +41,6 @@ BACKENDS = {
 # "<model>_<layer>" for every model and layer bench_attention.py knows
 SHAPES = [f"{model}_{layer}" for model in MODELS for layer in LAYERS]
 DEFAULT_SHAPES = ["vit_b_global", "vit_h_global", "vit_b_window"]
-DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 MARKER_KERNEL = "profile_range_marker"  # summarize_ncu.py drops kernels of this name
 
 
@@ -177,7 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help=f"of {', '.join(SHAPES)}")
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=", ".join(BACKENDS))
-    p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--batch", type=int, default=16, help="images (windowed layers: x25 windows)")
     p.add_argument("--warmup", type=int, default=3, help="unprofiled calls per case first")
     p.add_argument("--meta", default=None, help="write GPU, versions and range order here")
@@ -194,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("profile_attention.py needs a CUDA GPU")
-    cases = build_cases(args.shapes, args.backends, DTYPES[args.dtype], args.batch)
+    cases = build_cases(args.shapes, args.backends, getattr(torch, args.dtype), args.batch)
     marker = make_marker()
     marker()
     cases, skipped = warm_up(cases, args.warmup)

@@ -14,7 +14,7 @@
 #   meta.json           GPU name, torch / triton versions, range order, flash_4 tile configs
 #   summary.csv         one row per kernel (benchmarks/summarize_ncu.py); summary.md its tables
 # Env: NCU (default ncu), PYTHON (default python), NCU_EXTRA (extra ncu profile flags, split on
-# spaces), DTYPE (default bf16), WARMUP (default 3).
+# spaces), DTYPE (default bfloat16), WARMUP (default 3).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -39,7 +39,7 @@ for s in "${SECTIONS[@]}"; do PROFILE+=(--section "$s"); done
 # shellcheck disable=SC2206  # NCU_EXTRA is meant to be split into words
 PROFILE+=(${NCU_EXTRA:-} --force-overwrite --export "$REPORT")
 DRIVER=("$PYTHON" "$HERE/profile_attention.py" --shapes "$SHAPES" --backends "$BACKENDS"
-    --dtype "${DTYPE:-bf16}" --warmup "${WARMUP:-3}" --meta "$OUT/meta.json")
+    --dtype "${DTYPE:-bfloat16}" --warmup "${WARMUP:-3}" --meta "$OUT/meta.json")
 
 {
     echo "# $(date -u +%FT%TZ)"

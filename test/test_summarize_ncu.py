@@ -201,7 +201,7 @@ def test_ncu_script_profiles_exports_and_summarizes(tmp_path):
     log = (out / "ncu_log.txt").read_text()
     for flag in ("--profile-from-start off", "--clock-control none", "--nvtx", "WarpStateStats"):
         assert flag in log
-    assert "--shapes vit_b_window --backends flash_4,flex --dtype bf16" in log
+    assert "--shapes vit_b_window --backends flash_4,flex --dtype bfloat16" in log
     with (out / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["range"] for r in rows] == ["vit_b_window/flash_4"] + ["vit_b_window/flex"] * 2

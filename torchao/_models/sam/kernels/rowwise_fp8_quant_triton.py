@@ -42,6 +42,7 @@ Without GELU the kernel runs near the memory bound (K = 5120: 0.34 ms, 3 bytes p
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -178,6 +179,7 @@ def launch_config(k: int) -> LaunchConfig:
     return LaunchConfig(block_m=1 << (rows.bit_length() - 1), num_warps=4)
 
 
+@functools.cache
 def _lower_bound_in(dtype: torch.dtype, lower_bound: float) -> float:
     """The lower bound as torchao's clamp in ``dtype`` sees it (1e-12 is 0 in fp16)."""
     return float(torch.tensor(lower_bound, dtype=dtype))
