@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -305,6 +306,7 @@ def main() -> None:
     torch._dynamo.config.accumulated_recompile_limit = 4096
     start = time.time()
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    os.makedirs(args.out, exist_ok=True)
     with open(f"{args.out}/flex_results.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         head = ["shape", "variant", "kernel_options", "op_ms", "attn_kernel_ms", "other_ms"]

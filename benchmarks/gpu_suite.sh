@@ -6,7 +6,15 @@
 #   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
-#                each Block compiled (default mode); each run stops after EVAL_TIMEOUT_S (300)
+#                SYNTHETIC (32) images, each Block compiled (default mode); each run stops after
+#                EVAL_TIMEOUT_S (300, lock wait included). EVAL_JOBS (1) lanes of rows run at
+#                once, each pinned to its share of the CPUs: they compile in parallel and take
+#                turns on the GPU through eval_combo --gpu_lock (OUT_DIR/gpu.lock) for the
+#                timed part; one log each in OUT_DIR/eval_logs/, their tails appended to
+#                eval.log as they finish, rows to eval_synthetic.csv. Measured on the H100
+#                (2026-11-25): with 3-4 lanes, vit_b rows moved by up to 30% against the same
+#                rows run alone (the eager decoder is CPU-bound and the other lanes compile);
+#                vit_h rows stayed within 6%. Quote EVAL_JOBS=1 rows for vit_b.
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
 #   ncu          Nsight Compute profile of the attention kernels (profile_attention_ncu.sh)
 #   fp8          fused GELU + fp8 quantization (bench_fp8_quant.py), then bench_compress.py on
@@ -36,21 +44,55 @@ stage_encoder() {
     --out "$out/encoder.csv" 2>&1 | tee -a "$out/encoder.log"
 }
 
-stage_eval() {
+eval_row() {  # MODEL BACKEND COMPRESS: one eval_combo run, logged to eval_logs/
+  local model=$1 backend=$2 compress=$3 flags=() rc block
+  local log="$out/eval_logs/${model}_${backend}_${compress}.log"
+  [[ "$compress" != none ]] && flags=(--compress "$compress")
+  echo "--- $model / $backend / $compress started $(date -u +%T)"
+  timeout "${EVAL_TIMEOUT_S:-300}" "$py" -m torchao._models.sam.eval_combo \
+    --synthetic "${SYNTHETIC:-32}" --sam_model_type "$model" \
+    --batch_size 16 --use_half bfloat16 --use_compile "${COMPILE:-default}" \
+    --attention_backend "$backend" --output_csv_path "$out/eval_synthetic.csv" \
+    --compile_scope block --inductor_flags "${INDUCTOR_FLAGS:-none}" --seed 0 \
+    --gpu_lock "$out/gpu.lock" "${flags[@]}" >"$log" 2>&1
+  rc=$?
+  block="--- $model / $backend / $compress exit $rc $(date -u +%T)"$'\n'"$(tail -n 4 "$log")"
+  printf '%s\n' "$block" >>"$out/eval.log"  # one append: jobs' blocks do not interleave
+  printf '%s\n' "$block"
+}
+
+eval_rows() {  # every "model backend compress" row of the eval stage, one per line
   for model in ${MODELS:-vit_b vit_h}; do
     for backend in ${BACKENDS:-auto}; do
       for compress in ${COMPRESS:-none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant}; do
-        flags=()
-        [[ "$compress" != none ]] && flags=(--compress "$compress")
-        echo "--- $model / $backend / $compress $(date -u +%T)" | tee -a "$out/eval.log"
-        timeout "${EVAL_TIMEOUT_S:-300}" "$py" -m torchao._models.sam.eval_combo --synthetic 32 --sam_model_type "$model" \
-          --batch_size 16 --use_half bfloat16 --use_compile "${COMPILE:-default}" \
-          --attention_backend "$backend" --output_csv_path "$out/eval_synthetic.csv" \
-          --compile_scope block --inductor_flags "${INDUCTOR_FLAGS:-none}" --seed 0 \
-          "${flags[@]}" 2>&1 | tail -n 4 | tee -a "$out/eval.log"
+        echo "$model $backend $compress"
       done
     done
   done
+}
+
+eval_lane() {  # LANE JOBS: rows LANE, LANE+JOBS, ... in turn, pinned to this lane's CPUs
+  local lane=$1 jobs=$2 ncpu first last i=0 row
+  ncpu=$(nproc)
+  first=$((lane * ncpu / jobs))
+  last=$(((lane + 1) * ncpu / jobs - 1))
+  if ((jobs > 1)) && command -v taskset >/dev/null; then
+    taskset -cp "$first-$last" "$BASHPID" >/dev/null  # children inherit the CPU set
+    export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-$((last - first + 1))}
+  fi
+  while read -r row; do
+    # shellcheck disable=SC2086  # row is "model backend compress"
+    ((i++ % jobs == lane)) && eval_row $row
+  done < <(eval_rows)
+}
+
+stage_eval() {  # EVAL_JOBS lanes, each on its own slice of the CPUs
+  local jobs=${EVAL_JOBS:-1} lane
+  mkdir -p "$out/eval_logs"
+  for ((lane = 0; lane < jobs; lane++)); do
+    eval_lane "$lane" "$jobs" &
+  done
+  wait
 }
 
 stage_baselines() {  # the workflow's eval subset; its attention/encoder baselines are the

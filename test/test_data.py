@@ -94,6 +94,10 @@ def test_synthetic_generation_is_deterministic(tmp_path):
     b = write_synthetic_coco(str(tmp_path / "b"), SPEC)
     with open(a) as fa, open(b) as fb:
         assert json.load(fa)["annotations"] == json.load(fb)["annotations"]
+    # images go through a temporary name (atomic for concurrent runs); none is left behind
+    assert sorted(os.listdir(tmp_path / "a" / SPEC.slice_name)) == [
+        f"{i:012d}.png" for i in range(1, SPEC.num_images + 1)
+    ]
 
 
 def test_point_cache_is_written_then_reused(coco_root, tmp_path, monkeypatch):

@@ -1,17 +1,20 @@
 """The SAM benchmark end to end on synthetic data with a shrunk model (CPU)."""
 
 import csv
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from torchao._models.sam import build_sam_from_config
-from torchao._models.sam.eval_combo import COLUMNS, build_parser, main
+from torchao._models.sam import build_sam_from_config, eval_combo
+from torchao._models.sam.eval_combo import COLUMNS, build_parser, gpu_lock, main
 
 # mIoU may differ between attention backends by float rounding flipping a few mask pixels;
 # on these runs it is in practice identical.
@@ -54,6 +57,7 @@ def test_row_schema_and_csv(tmp_path, capsys):
     assert row["num_annotations"] > 4 and 0.0 <= row["mIoU"] <= 1.0
     assert row["img_s(avg)"] > 0 and row["batch_ms(avg)/batch_size"] > 0
     assert row["torch_version"] == torch.__version__
+    assert row["gpu_lock_wait_s"] == 0.0  # no --gpu_lock
     with open(tmp_path / "results.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == COLUMNS and len(rows) == 2
@@ -66,6 +70,117 @@ def test_row_schema_and_csv(tmp_path, capsys):
     run(tmp_path)  # a second run appends one row under the same header
     with open(tmp_path / "results.csv", newline="") as f:
         assert len(list(csv.reader(f))) == 3
+
+
+def lock_is_free(path: str) -> bool:
+    """Whether an exclusive flock on ``path`` could be taken right now (by anyone)."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True  # closing the file releases it
+
+
+def hold_lock(path: str, seconds: float, after: threading.Event | None = None) -> threading.Thread:
+    """A thread holding gpu_lock(path) until ``after`` is set (if given), then ``seconds``
+    more; returns once it has the lock. (flock belongs to the open file, so another open() in
+    this process conflicts with it.)"""
+    acquired = threading.Event()
+
+    def hold() -> None:
+        with gpu_lock(path):
+            acquired.set()
+            if after is not None:
+                assert after.wait(60)
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert acquired.wait(5)
+    return thread
+
+
+def test_gpu_lock_is_exclusive(tmp_path):
+    path = str(tmp_path / "gpu.lock")  # created by the first holder
+    holder = hold_lock(path, 0.5)
+    assert not lock_is_free(path)
+    with gpu_lock(path) as waited:
+        assert waited >= 0.25  # blocked until the holder let go
+        assert not lock_is_free(path)
+    holder.join()
+    assert lock_is_free(path)
+    with gpu_lock(None) as waited:
+        assert waited == 0.0
+
+
+def test_gpu_lock_is_taken_after_the_first_warm_up_pass(shared, baseline, tmp_path, monkeypatch):
+    """--gpu_lock end to end: the first warm-up pass (compile) runs unlocked; the lock is
+    waited for, then held through an extra warm-up pass, the timed batches and the profile."""
+    lock = str(tmp_path / "gpu.lock")
+    seen, holders, warmed = [], [], threading.Event()
+
+    def probe(name: str) -> None:
+        real = getattr(eval_combo, name)
+
+        def wrapped(*a, **k):
+            seen.append((name, lock_is_free(lock)))
+            if name != "warm_up":
+                return real(*a, **k)
+            # another process takes the GPU while this one compiles, and keeps it 0.5 s after
+            holders.append(hold_lock(lock, 0.5, after=warmed))
+            try:
+                return real(*a, **k)
+            finally:
+                warmed.set()
+
+        monkeypatch.setattr(eval_combo, name, wrapped)
+
+    for name in ("warm_up", "repeat_sizes", "timed_step", "profile_step"):
+        probe(name)
+    trace = str(tmp_path / "trace.json")
+    row = run(
+        shared, "--attention_backend", "sdpa_bias", "--gpu_lock", lock, "--profile_path", trace
+    )
+    holders[0].join()
+    assert seen == [
+        ("warm_up", True),
+        ("repeat_sizes", False),  # inside warm_up, the other holder has the lock
+        ("repeat_sizes", False),  # --warmup_batches 1: one more pass under our lock
+        ("timed_step", False),
+        ("timed_step", False),
+        ("profile_step", False),
+    ]
+    assert lock_is_free(lock)  # released when run_eval returned
+    assert row["gpu_lock_wait_s"] >= 0.2 and list(row) == COLUMNS
+    assert row["mIoU"] == baseline["mIoU"]
+
+
+def append_rows(path: str, value: int, start) -> None:
+    args = build_parser().parse_args(["--output_csv_path", path])
+    start.wait()  # all processes find the file new at once
+    for _ in range(20):
+        eval_combo.write_row(dict.fromkeys(COLUMNS, value), args)
+
+
+def test_concurrent_runs_append_to_one_csv(tmp_path):
+    """gpu_suite.sh EVAL_JOBS: processes appending to one new CSV write one header, no
+    interleaved rows."""
+    import multiprocessing
+
+    path = str(tmp_path / "shared.csv")
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=append_rows, args=(path, i, start)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == COLUMNS and len(rows) == 1 + 6 * 20
+    assert all(len(set(r)) == 1 for r in rows[1:])  # each row whole, from one process
 
 
 def test_results_are_deterministic(shared, baseline):

@@ -13,7 +13,9 @@ See README.md in this folder for the steps and the columns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import platform
@@ -21,6 +23,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -94,6 +97,7 @@ COLUMNS = [
     "compile_scope",
     "inductor_flags",
     "warmup_s",
+    "gpu_lock_wait_s",
 ]
 
 
@@ -156,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="untimed runs of the first batch before timing (default: 2 on CUDA, 1 on CPU)",
+    )
+    p.add_argument(
+        "--gpu_lock",
+        default=None,
+        metavar="PATH",
+        help="hold an exclusive flock on PATH from after the first warm-up pass to the end "
+        "of timing, so processes sharing a GPU compile in parallel but time one at a time",
     )
     p.add_argument(
         "--synthetic",
@@ -410,13 +421,18 @@ def take(batch: Batch, n: int) -> Batch:
     )
 
 
+def repeat_sizes(predictor: SamPredictor, first: Batch, sizes: set[int], repeats: int) -> None:
+    """Run the first batch, cut to each batch size the loop will see, ``repeats`` times."""
+    for n in sorted(sizes, reverse=True):
+        for _ in range(repeats):
+            model_step(predictor, take(first, n))
+
+
 def warm_up(predictor: SamPredictor, first: Batch, sizes: set[int], repeats: int) -> None:
     """Run the first batch (cut to each batch size the loop will see) ``repeats`` times, and
     decode its first image with 1, 2 and 3 prompts, so compilation and autotuning (and the
     decoder's recompiles for new prompt counts) fall outside the timed loop."""
-    for n in sorted(sizes, reverse=True):
-        for _ in range(repeats):
-            model_step(predictor, take(first, n))
+    repeat_sizes(predictor, first, sizes, repeats)
     one = take(first, 1)
     for count in (1, 2, 3):
         index = torch.arange(count) % one.points[0].shape[0]
@@ -432,6 +448,7 @@ class EvalStats:
     num_batches: int = 0
     seconds: float = 0.0
     warmup_seconds: float = 0.0  # untimed warm-up runs, compilation included
+    lock_wait_seconds: float = 0.0  # waiting for --gpu_lock (not in warmup_seconds)
     batch_seconds: list[float] = field(default_factory=list)
 
 
@@ -462,27 +479,68 @@ def save_debug_masks(out_dir: str, img_id: int, ann_ids, pred: torch.Tensor, gt:
         Image.fromarray(rgb).save(os.path.join(out_dir, f"{img_id}_{int(ann_id)}.png"))
 
 
+@contextlib.contextmanager
+def gpu_lock(path: str | None) -> Iterator[float]:
+    """Hold an exclusive flock on ``path`` (created if missing) for the block; yields the
+    seconds spent waiting for it. A no-op yielding 0.0 when ``path`` is None. The kernel drops
+    the lock when the process dies, so a killed run does not block the others."""
+    if path is None:
+        yield 0.0
+        return
+    with open(path, "a") as f:
+        start = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield time.perf_counter() - start
+    # closing the file released the lock
+
+
+@contextlib.contextmanager
+def warmed_up_under_lock(
+    predictor: SamPredictor,
+    first: Batch,
+    sizes: set[int],
+    args: argparse.Namespace,
+    stats: EvalStats,
+) -> Iterator[None]:
+    """One warm-up pass (compile and autotune: mostly CPU, may overlap other processes), then
+    take --gpu_lock and run the remaining warm-up repeats inside it; the lock is held for the
+    block. Sets stats.warmup_seconds (lock wait excluded) and stats.lock_wait_seconds."""
+    start = time.perf_counter()
+    if args.warmup_batches > 0:
+        warm_up(predictor, first, sizes, repeats=1)
+        synchronize(predictor.device)
+    outside = time.perf_counter() - start
+    repeats = args.warmup_batches - 1
+    if args.gpu_lock and args.warmup_batches == 1:
+        repeats = 1  # the GPU is warm again after waiting for the lock
+    with gpu_lock(args.gpu_lock) as waited:
+        start = time.perf_counter()
+        repeat_sizes(predictor, first, sizes, max(repeats, 0))
+        synchronize(predictor.device)
+        stats.warmup_seconds = outside + time.perf_counter() - start
+        stats.lock_wait_seconds = waited
+        yield
+
+
 def run_eval(predictor: SamPredictor, loader, args: argparse.Namespace, d: Dist) -> EvalStats:
     """Warm up on the first batch, then time every batch's model work (loading and metrics
-    excluded) and accumulate IoUs."""
+    excluded) and accumulate IoUs. With --gpu_lock, everything after the first warm-up pass
+    (profile and memory steps included) runs under the lock."""
     stats = EvalStats()
     num = len(loader.dataset)
     sizes = {min(args.batch_size, num)} | ({num % args.batch_size} - {0})
     bar = tqdm(loader, desc=f"SAM eval rank {d.rank}", disable=not d.is_main, file=sys.stderr)
-    for index, batch in enumerate(bar):
-        if index == 0 and args.warmup_batches > 0:
-            start = time.perf_counter()
-            warm_up(predictor, batch, sizes, args.warmup_batches)
-            synchronize(predictor.device)
-            stats.warmup_seconds = time.perf_counter() - start
-        masks, seconds = timed_step(predictor, batch)
-        score_batch(stats, batch, masks, seconds, args.mask_debug_out_dir)
-        if index == 0:
-            first = batch
-    if stats.num_batches and args.profile_path and d.is_main:
-        profile_step(predictor, first, args.profile_path)
-    if stats.num_batches and args.memory_path and d.is_main:
-        record_memory(predictor, first, args.memory_path)
+    with contextlib.ExitStack() as held:
+        for index, batch in enumerate(bar):
+            if index == 0:
+                first = batch
+                held.enter_context(warmed_up_under_lock(predictor, first, sizes, args, stats))
+            masks, seconds = timed_step(predictor, batch)
+            score_batch(stats, batch, masks, seconds, args.mask_debug_out_dir)
+        if stats.num_batches and args.profile_path and d.is_main:
+            profile_step(predictor, first, args.profile_path)
+        if stats.num_batches and args.memory_path and d.is_main:
+            record_memory(predictor, first, args.memory_path)
     return stats
 
 
@@ -524,6 +582,7 @@ def reduce_stats(stats: EvalStats, device: torch.device, d: Dist) -> dict[str, f
         out = dict(zip(["iou_total", "count", "images", "batches", "seconds"], t.tolist()))
         out["max_seconds"] = float(m.item())
         out["warmup_seconds"] = reduce_max(stats.warmup_seconds, device, d)
+    out["lock_wait_seconds"] = stats.lock_wait_seconds  # --gpu_lock: single process only
     return out
 
 
@@ -597,6 +656,7 @@ def make_row(
         if args.compress and args.use_compile != "False"
         else None,
         "warmup_s": round(totals["warmup_seconds"], 1),
+        "gpu_lock_wait_s": round(totals["lock_wait_seconds"], 1),
     }
     assert list(row) == COLUMNS
     return row
@@ -604,20 +664,20 @@ def make_row(
 
 def write_row(row: dict[str, object], args: argparse.Namespace) -> None:
     """Append to --output_csv_path (header when the file is new), print it, and write
-    --output_json_path if given."""
+    --output_json_path if given. The CSV is flocked while appending: concurrent runs
+    (gpu_suite.sh EVAL_JOBS) share one file."""
     path = args.output_csv_path
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    if not new:
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != COLUMNS:
+    with open(path, "a+", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        header = next(csv.reader(f), None)
+        if header is not None and header != COLUMNS:
             raise SystemExit(
                 f"{path} has other columns than this benchmark writes; "
                 "use another --output_csv_path"
             )
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)  # "a+": writes go to the end
+        if header is None:
             writer.writeheader()
         writer.writerow({k: str(v) for k, v in row.items()})
     if args.print_header:
@@ -656,6 +716,8 @@ def main(args: argparse.Namespace) -> dict[str, object] | None:
     args = resolve_args(args)
     d = init_distributed(args)
     try:
+        if args.gpu_lock and d.world_size > 1:
+            raise SystemExit("--gpu_lock is for single-process runs sharing a GPU, not torchrun")
         torch.manual_seed(args.seed)
         predictor = build_model(args, d)
         compress_and_compile(predictor, args)

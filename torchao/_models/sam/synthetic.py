@@ -104,7 +104,10 @@ def write_synthetic_coco(root: str, spec: SyntheticSpec = SyntheticSpec()) -> st
     for img_id in range(1, spec.num_images + 1):
         img, objects = draw_image(rng, spec.height, spec.width)
         name = f"{img_id:012d}.png"
-        Image.fromarray(img).save(os.path.join(root, spec.slice_name, name))
+        path = os.path.join(root, spec.slice_name, name)
+        tmp = path + f".tmp{os.getpid()}"
+        Image.fromarray(img).save(tmp, format="PNG")
+        os.replace(tmp, path)  # a concurrent run reading this image never sees half of it
         images.append({"id": img_id, "file_name": name, "height": spec.height, "width": spec.width})
         for cat_id, m in objects:
             anns.append(annotation(len(anns) + 1, img_id, cat_id, m))
