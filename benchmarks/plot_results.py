@@ -92,26 +92,35 @@ def ordered(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def draw_panel(ax, rows: Sequence[dict[str, str]], group_cols, spec: PlotSpec, where: str) -> None:
-    """Grouped bars of ``spec.value`` on one axes; floor line and x-floor labels if set."""
+def is_floor(row: dict[str, str], spec: PlotSpec) -> bool:
+    return spec.floor is not None and row[spec.floor[0]] == spec.floor[1]
+
+
+def draw_panel(
+    ax, rows: Sequence[dict[str, str]], group_cols, spec: PlotSpec, where: str, hues: list[str]
+) -> None:
+    """Grouped bars of ``spec.value`` on one axes; floor line and x-floor labels if set.
+    ``hues``: every bar kind of the figure, so a kind has the same colour and slot in each
+    panel."""
     floors = {}
     if spec.floor:
         column, value = spec.floor
         floors = {
             label(r, group_cols): parse_value(r[spec.value], f"{where} {spec.value}")
             for r in rows
-            if r[column] == value
+            if is_floor(r, spec)
         }
-        rows = [r for r in rows if r[column] != value]
+        rows = [r for r in rows if not is_floor(r, spec)]
     groups = ordered([label(r, group_cols) for r in rows] + list(floors))
-    hues = ordered([label(r, spec.hue) for r in rows])
     width = 0.8 / max(len(hues), 1)
     for h_i, hue in enumerate(hues):
         mine = [r for r in rows if label(r, spec.hue) == hue]
+        if not mine:
+            continue
         names = [label(r, group_cols) for r in mine]
         xs = [groups.index(g) - 0.4 + width * (h_i + 0.5) for g in names]
         ys = [parse_value(r[spec.value], f"{where} {spec.value}") for r in mine]
-        bars = ax.bar(xs, ys, width=width, label=hue)
+        bars = ax.bar(xs, ys, width=width, label=hue, color=f"C{h_i % 10}")
         if spec.floor:  # label each bar with its ratio to the group's floor
             texts = [f"{y / floors[g]:.2f}x" if g in floors else "" for y, g in zip(ys, names)]
             ax.bar_label(bars, labels=texts, fontsize=7, padding=2)
@@ -149,9 +158,12 @@ def plot_table(table: Table, out_dir: Path) -> Path:
         if not measured(r):
             print(f"plot_results: not drawn: {label(r, group_cols)} {label(r, spec.hue)}: "
                   f"{r[STATUS_COLUMN]}", file=sys.stderr)  # fmt: skip
+    hues = ordered(
+        [label(r, spec.hue) for r in table.rows if measured(r) and not is_floor(r, spec)]
+    )
     for ax, facet in zip(axes[:, 0], facets, strict=True):
         rows = [r for r in table.rows if r[spec.facet] == facet and measured(r)]
-        draw_panel(ax, rows, group_cols, spec, table.path)
+        draw_panel(ax, rows, group_cols, spec, table.path, hues)
         ax.set_title(f"{spec.facet}={facet}", fontsize=10)
     fig.suptitle(f"{Path(table.path).name}: {spec.value} on {', '.join(gpus)}", fontsize=11)
     fig.tight_layout()

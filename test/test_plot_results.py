@@ -137,3 +137,27 @@ def test_command_line_writes_all_pngs_and_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "duplicated key" in bad.stderr
     assert not (tmp_path / "eval_duplicate_key.png").exists()
     assert_valid_png(tmp_path / "eval_pass.png")  # the bad file did not stop the good one
+
+
+def test_a_bar_kind_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    """Panels that list the compress options in different orders still colour them alike."""
+    header, *rows = (FIX / "eval_baseline.csv").read_text().splitlines()
+    vit_b = [ln for ln in rows if ",vit_b," in ln]
+    assert {ln.split(",")[10] for ln in vit_b} == {"None", "int8_dynamic_quant"}
+    # vit_h: the same rows, int8 first (vit_b lists None first)
+    vit_h = sorted((ln.replace(",vit_b,", ",vit_h,") for ln in vit_b), key=lambda ln: "None" in ln)
+    mixed = vit_b + vit_h
+    csv_path = tmp_path / "eval_mixed.csv"
+    csv_path.write_text("\n".join([header, *mixed]) + "\n")
+    colours: dict[str, set] = {}
+    real = plot_results.plt.Axes.bar
+
+    def spy(self, *args, label=None, color=None, **kw):
+        colours.setdefault(label, set()).add(color)
+        return real(self, *args, label=label, color=color, **kw)
+
+    monkeypatch.setattr(plot_results.plt.Axes, "bar", spy)
+    plot_results.plot_table(plot_results.load_table(str(csv_path)), tmp_path)
+    assert len(colours) > 1
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)
