@@ -13,8 +13,10 @@ import argparse
 import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,9 @@ from torchao._models.sam.attention import (
     sdpa_bias_attention,
 )
 from torchao._models.sam.flex_rel_pos_attention import _augment, flex_rel_pos_attention
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import environment  # noqa: E402
 
 # name -> (batch, heads, Kh, Kw, head dim); windowed batch = 16 images x 25 windows.
 SHAPES = {
@@ -292,6 +297,16 @@ def module_variant_default() -> Callable:
     return fn
 
 
+class PrefixWriter:
+    """A csv writer that starts every row with the same values (GPU name, versions)."""
+
+    def __init__(self, writer, prefix: list[str]) -> None:
+        self.writer, self.prefix = writer, prefix
+
+    def writerow(self, row) -> None:
+        self.writer.writerow([*self.prefix, *row])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=".")
@@ -308,9 +323,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     os.makedirs(args.out, exist_ok=True)
     with open(f"{args.out}/flex_results.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
+        env = environment()
         head = ["shape", "variant", "kernel_options", "op_ms", "attn_kernel_ms", "other_ms"]
-        writer.writerow(head + ["rel_err", "first_call_s", "error"])
+        csv.writer(fh).writerow([*env, *head, "rel_err", "first_call_s", "error"])
+        writer = PrefixWriter(csv.writer(fh), list(env.values()))
         shapes = args.shapes.split(",")
         phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
         if args.phase == "refine":
