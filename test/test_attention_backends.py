@@ -86,3 +86,64 @@ def test_env_var_selects_default_backend(monkeypatch):
     assert model.image_encoder.blocks[0].attn.attention_backend == "sdpa_aug"
     model = build_sam_from_config(32, 1, 2, (0,), image_size=64, attention_backend="sdpa_bias")
     assert model.image_encoder.blocks[0].attn.attention_backend == "sdpa_bias"
+
+
+def transposed_linear_qkv(batch, heads, grid, head_dim, seed=0):
+    """q, k, v as the encoder slices them from a linear whose output is a transposed view.
+
+    torchao's cuSPARSELt (2:4 sparse) linear returns [rows, features] with strides (1, rows), so
+    after the encoder's reshape/permute/unbind q, k, v have stride(-1) == rows, not 1.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = grid[0] * grid[1]
+    out = torch.randn(3 * heads * head_dim, batch * n, generator=g).t()
+    q, k, v = out.reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    rel_h = torch.randn(batch, heads, n, grid[0], generator=g)
+    rel_w = torch.randn(batch, heads, n, grid[1], generator=g)
+    return q, k, v, rel_h, rel_w
+
+
+def record_sdpa_strides(monkeypatch) -> list[tuple[int, int, int]]:
+    """Wrap F.scaled_dot_product_attention (as the SAM modules see it) to log q, k, v stride(-1)."""
+    from torchao._models.sam import attention
+
+    original = attention.F.scaled_dot_product_attention
+    seen = []
+
+    def wrapper(q, k, v, *args, **kwargs):
+        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
+        return original(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", wrapper)
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["sdpa_bias", "sdpa_aug"])
+@pytest.mark.parametrize("shape", [(2, 2, (14, 14), 64), (1, 2, (14, 14), 80)], ids=str)
+def test_sdpa_backends_get_unit_last_dim_stride(monkeypatch, backend, shape):
+    inputs = transposed_linear_qkv(*shape)
+    assert all(t.stride(-1) != 1 for t in inputs[:3])  # the case being tested
+    ref = reference_rel_pos_attention(*[t.double() for t in inputs]).float()
+    seen = record_sdpa_strides(monkeypatch)
+    out = rel_pos_attention(*inputs, backend=backend)
+    assert seen and all(s == (1, 1, 1) for s in seen), seen
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_encoder_no_rel_pos_sdpa_gets_unit_last_dim_stride(monkeypatch):
+    from torchao._models.sam.image_encoder import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(dim=128, num_heads=2, use_rel_pos=False)
+    x = torch.randn(2, 14, 14, 128)
+    with torch.no_grad():
+        ref = attn(x)
+
+        def transposed_output(module, args, out):  # same values, laid out like cuSPARSELt's
+            return out.reshape(-1, out.shape[-1]).t().contiguous().t().reshape(out.shape)
+
+        attn.qkv.register_forward_hook(transposed_output)
+        seen = record_sdpa_strides(monkeypatch)
+        out = attn(x)
+    assert seen and all(s == (1, 1, 1) for s in seen), seen
+    assert (out - ref).abs().max().item() <= 1e-5

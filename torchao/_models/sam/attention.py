@@ -69,10 +69,16 @@ def materialize_bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
     return (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(b, h, n, kh * kw)
 
 
+def unit_stride_last_dim(t: torch.Tensor) -> torch.Tensor:
+    """Fused SDPA kernels need stride(-1) == 1; else the math fallback builds fp32 N x N scores."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def sdpa_bias_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     """Reference: SDPA with the materialised bias as an additive mask."""
     check_inputs(q, k, v, rel_h, rel_w)
     bias = materialize_bias(rel_h, rel_w).to(q.dtype)
+    q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
@@ -98,7 +104,10 @@ def augment_qk(q, k, rel_h, rel_w) -> tuple[torch.Tensor, torch.Tensor]:
 def sdpa_aug_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     """Exact rewrite of the bias into augmented q/k; plain SDPA, no custom kernel."""
     q_aug, k_aug = augment_qk(q, k, rel_h, rel_w)
-    return F.scaled_dot_product_attention(q_aug, k_aug, v, scale=q.shape[-1] ** -0.5)
+    q_aug, k_aug = unit_stride_last_dim(q_aug), unit_stride_last_dim(k_aug)
+    return F.scaled_dot_product_attention(
+        q_aug, k_aug, unit_stride_last_dim(v), scale=q.shape[-1] ** -0.5
+    )
 
 
 def _flash_4(q, k, v, rel_h, rel_w):

@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchao._models.sam.attention import check_backend_name, default_backend, rel_pos_attention
+from torchao._models.sam.attention import (
+    check_backend_name,
+    default_backend,
+    rel_pos_attention,
+    unit_stride_last_dim,
+)
 from torchao._models.sam.common import LayerNorm2d, MLPBlock
 
 ENCODER_NORM = partial(nn.LayerNorm, eps=1e-6)
@@ -164,6 +169,7 @@ class Attention(nn.Module):
             rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (h, w))
             x = rel_pos_attention(q, k, v, rel_h, rel_w, backend=self.attention_backend)
         else:
+            q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
             x = F.scaled_dot_product_attention(q, k, v)
         x = x.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(x)
