@@ -39,6 +39,17 @@ def test_encoder_vit_b_full_size():
     assert max_diff(ref, out) <= TOL
 
 
+@pytest.mark.parametrize("size", [(64, 64), (70, 45)])  # the second is not a multiple of 16
+def test_patch_embed_matmul_equals_the_official_conv(small_pair, size):
+    """Our patch embedding runs the conv as a matmul over flattened patches."""
+    official, ours = small_pair
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ref, out = official.image_encoder.patch_embed(x), ours.image_encoder.patch_embed(x)
+    assert out.shape == (2, size[0] // 16, size[1] // 16, ours.image_encoder.pos_embed.shape[-1])
+    assert max_diff(ref, out) <= 1e-5
+
+
 def random_prompts(batch: int, size: int, g: torch.Generator):
     coords = torch.rand(batch, 3, 2, generator=g) * size
     labels = torch.randint(0, 2, (batch, 3), generator=g)

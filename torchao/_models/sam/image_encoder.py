@@ -247,7 +247,15 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        """The strided conv as one matmul over flattened patches (same weights). On the H100,
+        cuDNN ran the 3-channel bf16 conv on a SIMT kernel: 4.2 ms of a 50 ms vit_b batch."""
+        b, c, h, w = x.shape
+        p = self.proj.kernel_size[0]
+        gh, gw = h // p, w // p
+        x = x[:, :, : gh * p, : gw * p].reshape(b, c, gh, p, gw, p)
+        patches = x.permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, c * p * p)
+        weight = self.proj.weight.reshape(self.proj.out_channels, c * p * p)
+        return F.linear(patches, weight, self.proj.bias)
 
 
 def compile_image_encoder(encoder: nn.Module, scope: str, mode: str | None = None) -> nn.Module:
