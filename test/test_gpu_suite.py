@@ -1,4 +1,4 @@
-"""benchmarks/gpu_suite.sh's eval stage with a fake PYTHON: the job pool, logs and flags (CPU)."""
+"""benchmarks/gpu_suite.sh's eval stage with a fake PYTHON: its lanes, logs and flags (CPU)."""
 
 import os
 import stat
@@ -53,7 +53,7 @@ def test_eval_stage_runs_a_pool_of_eval_jobs(tmp_path, jobs):
         ["bash", str(SUITE), str(out), "eval"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "!!! stage eval failed" not in proc.stdout, proc.stdout
-    assert max_concurrent(events) == jobs  # 4 rows: a pool of 3 fills up, 1 runs them in turn
+    assert max_concurrent(events) == jobs  # 4 rows: 3 lanes all run at once, 1 runs rows in turn
     rows = [(m, c) for m in ("m1", "m2") for c in ("none", "bad")]
     for model, compress in rows:
         log = (out / "eval_logs" / f"{model}_b_{compress}.log").read_text()
