@@ -24,7 +24,13 @@ def environment() -> dict[str, str]:
 
 
 def cuda_median_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50) -> float:
-    """Median of ``iters`` CUDA-event timings of ``fn`` after ``warmup`` calls."""
+    """Median of ``iters`` CUDA-event timings of ``fn`` after ``warmup`` calls.
+
+    Each call starts on an idle GPU (the previous one is synchronised), so the time also holds
+    the host-side work between ``start.record()`` and the call's first kernel (Python, custom-op
+    dispatch, launch). For sub-millisecond ops that reads higher than triton.testing.do_bench,
+    which keeps the GPU queue full (H100, flash_4 vit_b window B=16: 0.50 ms in attention.csv,
+    0.38 ms in flex_formulations.csv, two runs)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()

@@ -34,10 +34,13 @@ registers between the row amax and the store, so x is read once and GELU runs on
 K must be a multiple of 16 in [16, 16384]. The launch config (BLOCK_M, warps) comes from a
 fixed rule on K (:func:`launch_config`); nothing is tuned at run time.
 
-On an H100 (M = 65536 rows, bf16, GELU): K = 5120 in 0.58 ms and K = 3072 in 0.35 ms, against
-1.39 ms and 1.13 ms for inductor's fused kernel of the same torchao computation (torch 2.11).
-Without GELU the kernel runs near the memory bound (K = 5120: 0.34 ms, 3 bytes per element at
-3 TB/s), so the rest is erf and the exact division.
+On an H100 (M = 65536 rows, bf16, GELU), in the development sweep
+(benchmarks/results/earlier_runs/fp8_quant_dev_h100.csv, batched timings), K = 5120 took
+0.57 ms and K = 3072 0.35 ms, against 1.39 ms and 1.13 ms for inductor's fused kernel of the
+same torchao computation (torch 2.11). Without GELU, K = 5120 took 0.34 ms, near the memory bound
+(3 bytes per element at 3 TB/s), so the rest is erf and the exact division.
+benchmarks/bench_fp8_quant.py, which times one synchronised call at a time (host-side launch
+included), measured 0.70 and 0.60 ms (results/fp8_quant.csv).
 """
 
 from __future__ import annotations
@@ -171,8 +174,8 @@ def split_k(k: int) -> tuple[int, int]:
 def launch_config(k: int) -> LaunchConfig:
     """Fixed rule: 4 warps and about 6144 padded columns per program (32 to 48 per thread).
 
-    On an H100 (M = 65536, bf16, GELU) this was within 3% of the best of block_m 1..16 x
-    warps 2/4/8 for K = 768 ... 5120 (5120: 0.58 ms; 3072: 0.35 ms).
+    In the H100 development sweep (M = 65536, bf16, GELU) this was within 3% of the best of
+    block_m 1..16 x warps 2/4/8 for K = 768 ... 5120.
     """
     k0, k1 = split_k(k)
     rows = max(1, min(16, 6144 // (k0 + k1)))
