@@ -35,7 +35,7 @@ K must be a multiple of 16 in [16, 16384]. The launch config (BLOCK_M, warps) co
 fixed rule on K (:func:`launch_config`); nothing is tuned at run time.
 
 On an H100 (M = 65536 rows, bf16, GELU), in the development sweep
-(benchmarks/results/earlier_runs/fp8_quant_dev_h100.csv, batched timings), K = 5120 took
+(benchmarks/results/earlier_runs/fp8_quant_dev_h100.csv), K = 5120 took
 0.57 ms and K = 3072 0.35 ms, against 1.39 ms and 1.13 ms for inductor's fused kernel of the
 same torchao computation (torch 2.11). Without GELU, K = 5120 took 0.34 ms, near the memory bound
 (3 bytes per element at 3 TB/s), so the rest is erf and the exact division.
