@@ -130,6 +130,24 @@ def test_sdpa_backends_get_unit_last_dim_stride(monkeypatch, backend, shape):
     assert (out - ref).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("backend", ["sdpa_bias", "sdpa_aug", "flash_4", "flex"])
+def test_dispatcher_hands_every_backend_unit_last_dim_stride(monkeypatch, backend):
+    """flash_4 and flex take any strides but run slowly without stride(-1) == 1."""
+    from torchao._models.sam import attention
+
+    inputs = transposed_linear_qkv(2, 2, (4, 4), 16)
+    seen = []
+
+    def record(q, k, v, rel_h, rel_w):
+        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
+        return reference_rel_pos_attention(q, k, v, rel_h, rel_w)
+
+    monkeypatch.setitem(attention._IMPLEMENTATIONS, backend, record)
+    out = rel_pos_attention(*inputs, backend=backend)
+    assert seen == [(1, 1, 1)]
+    assert torch.equal(out, reference_rel_pos_attention(*inputs))
+
+
 def test_encoder_no_rel_pos_sdpa_gets_unit_last_dim_stride(monkeypatch):
     from torchao._models.sam.image_encoder import Attention
 

@@ -24,7 +24,11 @@ from torchao._models.sam.compress import (
 )
 
 CPU = torch.device("cpu")
-LAYER_NAMES = {"mlp": ("lin1", "lin2"), "attn": ("qkv", "proj")}
+LAYER_NAMES = {
+    "mlp": ("mlp.lin1", "mlp.lin2"),
+    "attn": ("attn.qkv", "attn.proj"),
+    "no_proj": ("attn.qkv", "mlp.lin1", "mlp.lin2"),
+}
 CUDA_ONLY = [o for o in COMPRESS_OPTIONS if o != "int8_dynamic_quant"]
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -98,13 +102,13 @@ def test_cuda_only_options_are_refused_on_cpu_before_any_change(option):
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize("layers", ["mlp", "attn"])
+@pytest.mark.parametrize("layers", list(LAYER_NAMES))
 def test_layers_limit_int8_to_one_group(layers):
     enc = tiny_encoder()
     apply_compression(enc, "int8_dynamic_quant", CPU, torch.float32, layers=layers)
     quantized = [n for n, m in enc.named_modules() if type(m).__name__ == "Linear"
                  and type(m.weight).__name__ == "Int8Tensor"]  # fmt: skip
-    assert quantized == [f"blocks.{b}.{layers}.{n}" for b in (0, 1) for n in LAYER_NAMES[layers]]
+    assert quantized == [f"blocks.{b}.{n}" for b in (0, 1) for n in LAYER_NAMES[layers]]
 
 
 def test_layers_that_select_nothing_are_refused():

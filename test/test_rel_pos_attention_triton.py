@@ -82,6 +82,14 @@ def test_default_config_is_a_candidate():
         assert rpa.default_config(*grid, 64) in rpa.valid_configs(*grid, 64)
 
 
+def test_output_is_token_major_so_the_head_merge_is_a_view():
+    q = torch.empty(2, 3, 20, 16)
+    out = rpa.new_output(q)
+    assert out.shape == q.shape
+    merged = out.transpose(1, 2).reshape(2, 20, 3 * 16)
+    assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()
+
+
 def test_cache_path_uses_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert rpa.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
@@ -108,6 +116,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
             rel_h = torch.randn(b, h, n, kh, generator=g).half()
             rel_w = torch.randn(b, h, n, kw, generator=g).half()
             out = rpa.run_with_config(q, k, v, rel_h, rel_w, cfg)
+            assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # token-major
             ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
             errs.append([cfg.name(), [b, h, kh, kw, d], (out.float() - ref).abs().max().item()])
     print("RESULT" + json.dumps(errs))

@@ -202,7 +202,17 @@ def compression_plan(option: str) -> list[tuple[str, Filter]]:
     return plans[option]
 
 
-LAYER_FILTERS: dict[str, Filter] = {"all": is_linear, "mlp": is_mlp_linear, "attn": is_attn_linear}
+def is_linear_but_proj(module: nn.Module, fqn: str) -> bool:
+    """Every Linear but attn.proj, whose fp8 GEMM saves less than its input quantization costs."""
+    return isinstance(module, nn.Linear) and not fqn.endswith("attn.proj")
+
+
+LAYER_FILTERS: dict[str, Filter] = {
+    "all": is_linear,
+    "mlp": is_mlp_linear,
+    "attn": is_attn_linear,
+    "no_proj": is_linear_but_proj,
+}
 
 
 def restrict_plan(plan: list[tuple[str, Filter]], layers: str) -> list[tuple[str, Filter]]:
@@ -252,7 +262,7 @@ def apply_compression(
 ) -> Counter:
     """Compress ``encoder`` in place (it must already be on ``device`` in ``dtype``).
 
-    ``layers`` ("all", "mlp" or "attn") keeps only the option's steps on those Linears.
+    ``layers`` ("all", "mlp", "attn" or "no_proj") keeps only the option's steps on those Linears.
 
     Returns the Linear weight types afterwards. Raises CompressionUnavailableError before any
     change when the option cannot run here, and RuntimeError if a selected weight was not

@@ -347,12 +347,19 @@ def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     return kh, kw
 
 
+def new_output(q: torch.Tensor) -> torch.Tensor:
+    """Empty [B, H, N, D] stored token-major (memory [B, N, H, D], as SDPA's flash kernels
+    return it), so the caller's ``transpose(1, 2).reshape(B, N, H * D)`` is a view."""
+    b, h, n, d = q.shape
+    return q.new_empty((b, n, h, d)).transpose(1, 2)
+
+
 def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
-    """Launch the kernel with one tile config (no tuning); returns contiguous [B, H, N, D]."""
+    """Launch the kernel with one tile config (no tuning); returns :func:`new_output`'s layout."""
     kh, kw = validate(q, k, v, rel_h, rel_w)
     b, h, n, d = q.shape
     plan = make_plan(config, kh, kw, d)
-    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    out = new_output(q)
     grid = (triton.cdiv(n, config.block_m), b * h)
     # A single key tile has nothing to pipeline; triton 3.6 miscompiled that case with the
     # split head dim (10x7 grid, D 80, m64_n128_w4_s2 gave errors ~2 on H100), so use 1 stage.
@@ -475,16 +482,16 @@ def _rel_pos_attention_op(
 
 @_rel_pos_attention_op.register_fake
 def _(q, k, v, rel_h, rel_w):
-    b, h, n, d = q.shape
-    return q.new_empty((b, h, n, d))
+    return new_output(q)
 
 
 def triton_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     """Fused rel-pos attention. q, k, v [B, H, N, D]; rel_h [B, H, N, Kh]; rel_w [B, H, N, Kw].
 
-    Returns a contiguous [B, H, N, D] tensor in q's dtype. Raises UnsupportedInputError for CPU
-    tensors, dtypes other than bf16/fp16 (fp32 included), and head dims outside 16..256; any
-    grid Kh x Kw runs (gather mode where neither row nor one-hot mode applies).
+    Returns [B, H, N, D] in q's dtype, stored as [B, N, H, D] (see :func:`new_output`). Raises
+    UnsupportedInputError for CPU tensors, dtypes other than bf16/fp16 (fp32 included), and head
+    dims outside 16..256; any grid Kh x Kw runs (gather mode where neither row nor one-hot mode
+    applies).
     """
     validate(q, k, v, rel_h, rel_w)
     return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)
