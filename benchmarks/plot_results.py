@@ -134,9 +134,10 @@ def draw_panel(
         if group in floors:
             ax.hlines(floors[group], g_i - 0.45, g_i + 0.45, colors="black", linestyles="--",
                       label="=".join(spec.floor) if g_i == 0 else None)  # fmt: skip
-    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_xticks(range(len(groups)), [g.replace(", ", "\n") for g in groups], fontsize=8)
     ax.set_ylabel(spec.ylabel)
-    ax.legend(fontsize=7, title=", ".join(spec.hue), title_fontsize=7)
+    ax.legend(fontsize=7, title=", ".join(spec.hue), title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # fmt: skip  # outside: never covers a bar
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -150,9 +151,6 @@ def plot_table(table: Table, out_dir: Path) -> Path:
     group_cols = full_grouping(table.rows, schema.keys, spec)
     facets = ordered([r[spec.facet] for r in table.rows])
     n_groups = len({label(r, group_cols) for r in table.rows})
-    fig, axes = plt.subplots(
-        len(facets), 1, figsize=(max(6.0, 1.6 * n_groups), 3.6 * len(facets)), squeeze=False
-    )
     gpus = ordered([gpu_of(r) for r in table.rows])
     for r in table.rows:
         if not measured(r):
@@ -161,6 +159,8 @@ def plot_table(table: Table, out_dir: Path) -> Path:
     hues = ordered(
         [label(r, spec.hue) for r in table.rows if measured(r) and not is_floor(r, spec)]
     )
+    width = max(6.0, n_groups * (0.6 + 0.4 * len(hues)))  # about 0.4 inch per bar
+    fig, axes = plt.subplots(len(facets), 1, figsize=(width, 3.6 * len(facets)), squeeze=False)
     for ax, facet in zip(axes[:, 0], facets, strict=True):
         rows = [r for r in table.rows if r[spec.facet] == facet and measured(r)]
         draw_panel(ax, rows, group_cols, spec, table.path, hues)
@@ -169,7 +169,7 @@ def plot_table(table: Table, out_dir: Path) -> Path:
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{Path(table.path).stem}.png"
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
