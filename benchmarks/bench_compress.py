@@ -1,7 +1,8 @@
 """Compiled image-encoder img/s, compile time and accuracy per torchao compress option, on the GPU.
 
 Every (model, option, layers) case runs in its own process with a time limit, so an option whose
-compile runs long is recorded as ``status=timeout`` instead of stopping the sweep. Accuracy is
+compile runs long is recorded as ``status=timeout`` instead of stopping the sweep, and with its
+own empty inductor and Triton cache folders, so ``compile_s`` is a cold compile. Accuracy is
 against the same encoder uncompressed in bf16 (same random weights and input): cosine similarity
 of the encoder output, and IoU of the mask decoder's masks for fixed point prompts.
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -206,6 +209,15 @@ def cases(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     return out
 
 
+def cold_cache_env(cache_root: str) -> dict[str, str]:
+    """This process's environment with inductor's and Triton's caches under ``cache_root``."""
+    return {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache_root, "inductor"),
+        "TRITON_CACHE_DIR": os.path.join(cache_root, "triton"),
+    }
+
+
 def sweep(args: argparse.Namespace) -> None:
     """Run every case in a subprocess; stop starting cases when ``--budget-s`` is spent."""
     deadline = time.monotonic() + args.budget_s
@@ -216,8 +228,10 @@ def sweep(args: argparse.Namespace) -> None:
             continue
         limit = min(args.case_timeout_s, left)
         print(f"=== {model} {option} layers={layers} (limit {limit:.0f} s)", flush=True)
+        argv = case_argv(args, model, option, layers, limit)
         try:
-            proc = subprocess.run(case_argv(args, model, option, layers, limit), timeout=limit)
+            with tempfile.TemporaryDirectory(prefix="bench_compress_cache_") as root:
+                proc = subprocess.run(argv, timeout=limit, env=cold_cache_env(root))
             status = None if proc.returncode == 0 else f"failed rc={proc.returncode}"
         except subprocess.TimeoutExpired:
             status = f"timeout after {limit:.0f} s"

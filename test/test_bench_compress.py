@@ -55,3 +55,17 @@ def test_cases_run_none_once_per_model():
         ("vit_h", "int8_dynamic_quant", "all"),
         ("vit_h", "int8_dynamic_quant", "mlp"),
     ]
+
+
+def test_each_case_gets_its_own_inductor_and_triton_caches(tmp_path):
+    """compile_s must be a cold compile: a case process resolves both caches under its root."""
+    import subprocess
+
+    script = (
+        "from torch._inductor.runtime.cache_dir_utils import cache_dir, triton_cache_dir\n"
+        "print(cache_dir()); print(triton_cache_dir(0))"
+    )
+    env = bench_compress.cold_cache_env(str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tmp_path / "inductor"), str(tmp_path / "triton")]

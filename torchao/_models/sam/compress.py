@@ -203,7 +203,8 @@ def compression_plan(option: str) -> list[tuple[str, Filter]]:
 
 
 def is_linear_but_proj(module: nn.Module, fqn: str) -> bool:
-    """Every Linear but attn.proj, whose fp8 GEMM saves less than its input quantization costs."""
+    """Every Linear but attn.proj. H100, vit_h batch 16, float8 (bench_compress run r8): proj's
+    fp8 GEMMs (6.4 ms) plus its input quantization (6.4 ms) cost more than bf16 (10.6 ms)."""
     return isinstance(module, nn.Linear) and not fqn.endswith("attn.proj")
 
 
