@@ -57,7 +57,10 @@ eval_row() {  # MODEL BACKEND COMPRESS: one eval_combo run, logged to eval_logs/
     --gpu_lock "$out/gpu.lock" "${flags[@]}" >"$log" 2>&1
   rc=$?
   block="--- $model / $backend / $compress exit $rc $(date -u +%T)"$'\n'"$(tail -n 4 "$log")"
-  printf '%s\n' "$block" >>"$out/eval.log"  # one append: jobs' blocks do not interleave
+  {  # bash writes a builtin's output line by line, so lanes take a lock to keep blocks whole
+    flock 9
+    printf '%s\n' "$block" >>"$out/eval.log"
+  } 9>>"$out/eval.log.lock"
   printf '%s\n' "$block"
 }
 
@@ -88,6 +91,7 @@ eval_lane() {  # LANE JOBS: rows LANE, LANE+JOBS, ... in turn, pinned to this la
 
 stage_eval() {  # EVAL_JOBS lanes, each on its own slice of the CPUs
   local jobs=${EVAL_JOBS:-1} lane
+  command -v flock >/dev/null || { echo "the eval stage needs flock (util-linux)"; return 1; }
   mkdir -p "$out/eval_logs"
   for ((lane = 0; lane < jobs; lane++)); do
     eval_lane "$lane" "$jobs" &
