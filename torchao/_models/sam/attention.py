@@ -27,6 +27,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from torchao._models.sam.common import unit_stride_last_dim
+
 BACKENDS = ("auto", "sdpa_bias", "sdpa_aug", "flash_4", "flex")
 ENV_VAR = "TORCHAO_SAM_ATTENTION_BACKEND"
 
@@ -67,16 +69,6 @@ def materialize_bias(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
     b, h, n, kh = rel_h.shape
     kw = rel_w.shape[-1]
     return (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(b, h, n, kh * kw)
-
-
-def unit_stride_last_dim(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with stride(-1) == 1 (a copy only when needed).
-
-    Fused SDPA kernels refuse other strides (the math fallback builds fp32 N x N scores), and
-    flash_4's loads are uncoalesced without it (H100, vit_h, 2:4 sparse qkv: 114 vs 34 ms of
-    attention per batch). torchao's 2:4 Linear returns a transposed result, hence the need.
-    """
-    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def sdpa_bias_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
@@ -178,6 +170,9 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, backend: str = "auto") -> torch.Ten
     """
     kh, kw = check_inputs(q, k, v, rel_h, rel_w)
     name = resolve_backend(backend, q.device, kh, kw, q.dtype)
+    # Fused SDPA kernels refuse other strides (the math fallback builds fp32 N x N scores), and
+    # flash_4's loads are uncoalesced without it (H100, vit_h, 2:4 sparse qkv, whose Linear
+    # returns a transposed result: 114 vs 34 ms of attention per batch).
     q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
     return _IMPLEMENTATIONS[name](q, k, v, rel_h, rel_w)
 

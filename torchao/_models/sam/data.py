@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from torchao._models.sam.atomic_file import atomic_path
 from torchao._models.sam.transforms import ResizeLongestSide
 
 
@@ -174,9 +175,8 @@ def cached_points(
     if points is None:
         points = np.stack([point_for_mask(m) for m in masks])
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npz"
-        np.savez(tmp, ann_ids=ann_ids, points=points)
-        os.replace(tmp, path)  # atomic: parallel workers never read half a file
+        with atomic_path(path, suffix=".npz") as tmp:  # parallel workers never read half
+            np.savez(tmp, ann_ids=ann_ids, points=points)
     return points
 
 

@@ -30,17 +30,11 @@ from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
 __all__ = ["Float8GeluMLP", "fuse_float8_gelu_mlps", "ineligibility"]
 
 
-def _float8_tensor_class() -> type:
-    from torchao.quantization import Float8Tensor
-
-    return Float8Tensor
-
-
 def _weight_problem(name: str, weight: torch.Tensor) -> str | None:
     """Why ``weight`` is not a torchao row-wise float8 weight with row-wise dynamic activations."""
-    from torchao.quantization import PerRow
+    from torchao.quantization import Float8Tensor, PerRow
 
-    if not isinstance(weight, _float8_tensor_class()):
+    if not isinstance(weight, Float8Tensor):
         return f"{name}.weight is {type(weight).__name__}, not Float8Tensor"
     n, k = weight.shape
     if weight.qdata.dtype != torch.float8_e4m3fn or tuple(weight.scale.shape) != (n, 1):

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from torchao._models.sam.atomic_file import atomic_path
+
 CATEGORIES = ({"id": 1, "name": "ellipse"}, {"id": 2, "name": "rectangle"})
 MIN_VISIBLE_PIXELS = 64
 
@@ -104,19 +106,15 @@ def write_synthetic_coco(root: str, spec: SyntheticSpec = SyntheticSpec()) -> st
     for img_id in range(1, spec.num_images + 1):
         img, objects = draw_image(rng, spec.height, spec.width)
         name = f"{img_id:012d}.png"
-        path = os.path.join(root, spec.slice_name, name)
-        tmp = path + f".tmp{os.getpid()}"
-        Image.fromarray(img).save(tmp, format="PNG")
-        os.replace(tmp, path)  # a concurrent run reading this image never sees half of it
+        with atomic_path(os.path.join(root, spec.slice_name, name)) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
         images.append({"id": img_id, "file_name": name, "height": spec.height, "width": spec.width})
         for cat_id, m in objects:
             anns.append(annotation(len(anns) + 1, img_id, cat_id, m))
     data = {"images": images, "annotations": anns, "categories": list(CATEGORIES)}
     data["info"] = {"description": "torchao SAM synthetic", "spec": spec.__dict__}
-    tmp = ann_path + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_path(ann_path) as tmp, open(tmp, "w") as f:
         json.dump(data, f)
-    os.replace(tmp, ann_path)  # atomic: a reader never sees half a file
     return ann_path
 
 
@@ -151,7 +149,6 @@ def write_random_checkpoint(model: torch.nn.Module, path: str, seed: int = 0) ->
     """Randomise ``model``'s weights (seeded) and save its state dict to ``path`` atomically."""
     randomize_weights(model, seed)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + f".tmp{os.getpid()}"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return path

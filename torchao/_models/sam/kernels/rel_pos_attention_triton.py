@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from torchao._models.sam.atomic_file import atomic_path
 from torchao._models.sam.attention import (
     UnsupportedInputError,
     check_inputs,
@@ -424,9 +425,8 @@ def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float])
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _read_cache()
     data[key] = {"config": asdict(config), "times_ms": times_ms}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:

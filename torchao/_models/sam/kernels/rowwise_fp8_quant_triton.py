@@ -54,6 +54,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from torchao._models.sam.common import unit_stride_last_dim
+
 __all__ = [
     "DEFAULT_LOWER_BOUND",
     "FP8_MAX",
@@ -198,8 +200,7 @@ def run_kernel(
     m, k = x.shape
     k0, k1 = split_k(k)
     config = config or launch_config(k)
-    if x.stride(1) != 1:
-        x = x.contiguous()
+    x = unit_stride_last_dim(x)
     q = torch.empty((m, k), dtype=FP8_DTYPE, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
     if m == 0:
