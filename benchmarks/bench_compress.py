@@ -2,9 +2,10 @@
 
 Every (model, option, layers) case runs in its own process with a time limit, so an option whose
 compile runs long is recorded as ``status=timeout`` instead of stopping the sweep, and with its
-own empty inductor and Triton cache folders, so ``compile_s`` is a cold compile. Accuracy is
-against the same encoder uncompressed in bf16 (same random weights and input): cosine similarity
-of the encoder output, and IoU of the mask decoder's masks for fixed point prompts.
+own empty inductor, Triton and flash_4 tile-config caches, so ``compile_s`` is a cold compile.
+Accuracy is against the same encoder uncompressed in bf16 (same random weights and input):
+cosine similarity of the encoder output, and IoU of the mask decoder's masks for fixed point
+prompts.
 
     python benchmarks/bench_compress.py --models vit_b vit_h \\
         --options none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant \\
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import append_rows, cuda_median_ms, environment, first_call_s, peak_mem_mib
+from bench_utils import (
+    append_rows,
+    cuda_median_ms,
+    environment,
+    first_call_s,
+    fresh_cache_env,
+    peak_mem_mib,
+)
 
 from torchao._models.sam import sam_model_registry, set_attention_backend
 from torchao._models.sam.compress import (
@@ -209,15 +216,6 @@ def cases(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     return out
 
 
-def cold_cache_env(cache_root: str) -> dict[str, str]:
-    """This process's environment with inductor's and Triton's caches under ``cache_root``."""
-    return {
-        **os.environ,
-        "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache_root, "inductor"),
-        "TRITON_CACHE_DIR": os.path.join(cache_root, "triton"),
-    }
-
-
 def sweep(args: argparse.Namespace) -> None:
     """Run every case in a subprocess; stop starting cases when ``--budget-s`` is spent."""
     deadline = time.monotonic() + args.budget_s
@@ -230,8 +228,11 @@ def sweep(args: argparse.Namespace) -> None:
         print(f"=== {model} {option} layers={layers} (limit {limit:.0f} s)", flush=True)
         argv = case_argv(args, model, option, layers, limit)
         try:
-            with tempfile.TemporaryDirectory(prefix="bench_compress_cache_") as root:
-                proc = subprocess.run(argv, timeout=limit, env=cold_cache_env(root))
+            # ignore_cleanup_errors: a timed-out case's compile workers may still be writing
+            with tempfile.TemporaryDirectory(
+                prefix="bench_compress_cache_", ignore_cleanup_errors=True
+            ) as root:
+                proc = subprocess.run(argv, timeout=limit, env=fresh_cache_env(root))
             status = None if proc.returncode == 0 else f"failed rc={proc.returncode}"
         except subprocess.TimeoutExpired:
             status = f"timeout after {limit:.0f} s"

@@ -192,7 +192,7 @@ def rel_err(out: torch.Tensor, inputs) -> float:
     return ((out[:2].float() - ref).norm() / ref.norm()).item()
 
 
-def run_variant(name, fn, inputs, opts, writer, shape_name):
+def run_variant(name, fn, inputs, opts, write_row, shape_name):
     import triton.testing
 
     t0 = time.time()
@@ -209,7 +209,7 @@ def run_variant(name, fn, inputs, opts, writer, shape_name):
     except Exception as exc:  # recorded, not hidden: the error text goes into the CSV
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         row = [shape_name, name, str(opts or {}), "", "", "", "", f"{time.time() - t0:.1f}", msg]
-    writer.writerow(row)
+    write_row(row)
     print(" | ".join(row), flush=True)
     torch.cuda.empty_cache()
 
@@ -297,16 +297,6 @@ def module_variant_default() -> Callable:
     return fn
 
 
-class PrefixWriter:
-    """A csv writer that starts every row with the same values (GPU name, versions)."""
-
-    def __init__(self, writer, prefix: list[str]) -> None:
-        self.writer, self.prefix = writer, prefix
-
-    def writerow(self, row) -> None:
-        self.writer.writerow([*self.prefix, *row])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=".")
@@ -326,7 +316,9 @@ def main() -> None:
         env = environment()
         head = ["shape", "variant", "kernel_options", "op_ms", "attn_kernel_ms", "other_ms"]
         csv.writer(fh).writerow([*env, *head, "rel_err", "first_call_s", "error"])
-        writer = PrefixWriter(csv.writer(fh), list(env.values()))
+        rows = csv.writer(fh)
+        prefix = list(env.values())  # GPU name and versions start every row
+        write_row = lambda row: rows.writerow([*prefix, *row])  # noqa: E731
         shapes = args.shapes.split(",")
         phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
         if args.phase == "refine":
@@ -345,7 +337,7 @@ def main() -> None:
                 if time.time() - start > args.budget_s:
                     print(f"budget reached, skipping {shape_name} {name}")
                     continue
-                run_variant(name, fn, inputs, opts, writer, shape_name)
+                run_variant(name, fn, inputs, opts, write_row, shape_name)
                 fh.flush()
             del inputs
             torch.cuda.empty_cache()

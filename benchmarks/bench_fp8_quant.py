@@ -25,8 +25,11 @@ from bench_utils import append_rows, cuda_median_ms, environment, first_call_s
 
 from torchao._models.sam.build_sam import ENCODER_CONFIGS
 from torchao._models.sam.common import MLPBlock
-from torchao._models.sam.compress import FLOAT8_AMAX_LOWER_BOUND, _float8_config, _quantize
-from torchao._models.sam.compress import is_linear as select_all
+from torchao._models.sam.compress import (
+    FLOAT8_AMAX_LOWER_BOUND,
+    apply_compression,
+    cosine_similarity,
+)
 from torchao._models.sam.float8_mlp import Float8GeluMLP
 from torchao._models.sam.kernels.rowwise_fp8_quant_triton import rowwise_fp8_quant
 
@@ -75,18 +78,18 @@ def mlp_rows(model: str) -> list[dict[str, object]]:
     x = torch.randn(16, 64, 64, dim, device="cuda", dtype=torch.bfloat16)
     out = []
     with torch.no_grad():
-        reference = mlp(x).float().flatten()
+        reference = mlp(x)
 
         def add(case: str, module: torch.nn.Module) -> None:
             fn = torch.compile(module)
             first = first_call_s(lambda: fn(x))
-            cos = F.cosine_similarity(reference, fn(x).float().flatten(), dim=0).item()
+            cos = cosine_similarity(reference, fn(x))
             out.append({"part": "mlp", "shape": f"{model} 16x64x64x{dim}", "case": case,
                         "ms": round(cuda_median_ms(lambda: fn(x)), 4), "gb_s": "",
                         "first_call_s": round(first, 2), "cosine": round(cos, 6)})  # fmt: skip
 
         add("bf16", mlp)
-        _quantize(mlp, _float8_config(), select_all)
+        apply_compression(mlp, "float8_dynamic_quant", torch.device("cuda"), torch.bfloat16)
         add("torchao_float8", mlp)
         add("float8_fused_gelu", Float8GeluMLP(mlp))
     return out

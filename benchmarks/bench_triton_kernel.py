@@ -18,9 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import fresh_cache_env  # noqa: E402
 
 # name: (batch, heads, Kh, Kw, head_dim); batch of windowed layers = 16 images * 25 windows
 SHAPES = {
@@ -131,7 +135,7 @@ def first_call(name) -> None:
 
 def run_first_call_subprocess(name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, XDG_CACHE_HOME=tmp, TRITON_CACHE_DIR=os.path.join(tmp, "triton"))
+        env = fresh_cache_env(tmp)
         res = subprocess.run(
             [sys.executable, __file__, "--first-call", name],
             env=env,

@@ -45,6 +45,17 @@ def cuda_median_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50) 
     return statistics.median(times)
 
 
+def fresh_cache_env(root: str) -> dict[str, str]:
+    """This process's environment with inductor's, Triton's and flash_4's tile-config caches
+    ($XDG_CACHE_HOME) under ``root``: a child process started with it compiles and tunes cold."""
+    return {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "TRITON_CACHE_DIR": os.path.join(root, "triton"),
+        "XDG_CACHE_HOME": os.path.join(root, "xdg"),
+    }
+
+
 def first_call_s(fn: Callable[[], object]) -> float:
     """Wall time of one synchronised call: compile / autotune time on a cold call."""
     torch.cuda.synchronize()

@@ -110,17 +110,25 @@ stage_baselines() {  # the workflow's eval subset; its attention/encoder baselin
   done
 }
 
-stage_ncu() {
+stage_ncu() {  # shapes: profile_attention.py's defaults unless NCU_SHAPES is set
+  local rc=0
   PYTHON="$py" bash benchmarks/profile_attention_ncu.sh "$out/ncu" \
-    "${NCU_SHAPES:-vit_b_global,vit_h_global,vit_b_window}" "${NCU_BACKENDS:-floor,flash_4,flex}"
+    "${NCU_SHAPES:-}" "${NCU_BACKENDS:-floor,flash_4,flex}" || rc=$?
   rm -f "$out/ncu/profile.ncu-rep" "$out/ncu/ncu_raw_page.csv"  # large; summary.csv is kept
+  return "$rc"
 }
 
 stage_fp8() {
-  "$py" benchmarks/bench_fp8_quant.py --out "$out/fp8_quant.csv" 2>&1 | tee -a "$out/fp8.log"
+  local rc=0
+  # shellcheck disable=SC2086  # MODELS is a list of words
+  "$py" benchmarks/bench_fp8_quant.py --models ${MODELS:-vit_b vit_h} \
+    --out "$out/fp8_quant.csv" 2>&1 | tee -a "$out/fp8.log" || rc=$?
+  # shellcheck disable=SC2086
   "$py" benchmarks/bench_compress.py --models ${MODELS:-vit_b vit_h} \
     --options none float8_dynamic_quant float8_dynamic_quant_fused_gelu \
-    --out "$out/compress.csv" --profile-out "$out/compress_profile.csv" 2>&1 | tee -a "$out/fp8.log"
+    --out "$out/compress.csv" --profile-out "$out/compress_profile.csv" 2>&1 \
+    | tee -a "$out/fp8.log" || rc=$?
+  return "$rc"
 }
 
 for stage in "$@"; do

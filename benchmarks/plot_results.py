@@ -104,7 +104,6 @@ def draw_panel(
     panel."""
     floors = {}
     if spec.floor:
-        column, value = spec.floor
         floors = {
             label(r, group_cols): parse_value(r[spec.value], f"{where} {spec.value}")
             for r in rows

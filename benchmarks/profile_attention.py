@@ -27,17 +27,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import BACKENDS as ATTENTION_BACKENDS
 from bench_attention import LAYERS, MODELS, backend_fn, make_inputs
 from bench_utils import environment
 
-# profile name -> bench_attention.py backend name
-BACKENDS = {
-    "floor": "sdpa_nobias",
-    "sdpa_bias": "sdpa_bias",
-    "sdpa_aug": "sdpa_aug",
-    "flash_4": "flash_4",
-    "flex": "flex",
-}
+# profile name -> bench_attention.py backend name (its no-bias SDPA is called "floor" here)
+BACKENDS = {"floor": "sdpa_nobias", **{b: b for b in ATTENTION_BACKENDS if b != "sdpa_nobias"}}
 # "<model>_<layer>" for every model and layer bench_attention.py knows
 SHAPES = [f"{model}_{layer}" for model in MODELS for layer in LAYERS]
 DEFAULT_SHAPES = ["vit_b_global", "vit_h_global", "vit_b_window"]

@@ -3,8 +3,7 @@
 #
 #   benchmarks/profile_attention_ncu.sh OUT_DIR [shapes] [backends]
 #
-# shapes / backends: comma-separated (defaults: vit_b_global,vit_h_global,vit_b_window and
-# floor,sdpa_bias,sdpa_aug,flash_4,flex). Runs benchmarks/profile_attention.py under ncu, which
+# shapes / backends: comma-separated; omitted or empty: profile_attention.py's defaults. Runs benchmarks/profile_attention.py under ncu, which
 # profiles only the region between its cudaProfilerStart and cudaProfilerStop (one call per
 # shape/backend, each in an NVTX range "<shape>/<backend>"), and writes to OUT_DIR:
 #   profile.ncu-rep     the report (open it in the Nsight Compute GUI)
@@ -22,8 +21,6 @@ if [[ $# -lt 1 ]]; then
     exit 2
 fi
 OUT=$1
-SHAPES=${2:-vit_b_global,vit_h_global,vit_b_window}
-BACKENDS=${3:-floor,sdpa_bias,sdpa_aug,flash_4,flex}
 NCU=${NCU:-ncu}
 PYTHON=${PYTHON:-python}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,8 +35,10 @@ PROFILE=("$NCU" --profile-from-start off --clock-control none --target-processes
 for s in "${SECTIONS[@]}"; do PROFILE+=(--section "$s"); done
 # shellcheck disable=SC2206  # NCU_EXTRA is meant to be split into words
 PROFILE+=(${NCU_EXTRA:-} --force-overwrite --export "$REPORT")
-DRIVER=("$PYTHON" "$HERE/profile_attention.py" --shapes "$SHAPES" --backends "$BACKENDS"
-    --dtype "${DTYPE:-bfloat16}" --warmup "${WARMUP:-3}" --meta "$OUT/meta.json")
+DRIVER=("$PYTHON" "$HERE/profile_attention.py")
+[[ -n "${2:-}" ]] && DRIVER+=(--shapes "$2")
+[[ -n "${3:-}" ]] && DRIVER+=(--backends "$3")
+DRIVER+=(--dtype "${DTYPE:-bfloat16}" --warmup "${WARMUP:-3}" --meta "$OUT/meta.json")
 
 {
     echo "# $(date -u +%FT%TZ)"

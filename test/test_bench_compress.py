@@ -65,7 +65,7 @@ def test_each_case_gets_its_own_inductor_and_triton_caches(tmp_path):
         "from torch._inductor.runtime.cache_dir_utils import cache_dir, triton_cache_dir\n"
         "print(cache_dir()); print(triton_cache_dir(0))"
     )
-    env = bench_compress.cold_cache_env(str(tmp_path))
+    env = bench_compress.fresh_cache_env(str(tmp_path))
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(tmp_path / "inductor"), str(tmp_path / "triton")]
