@@ -25,13 +25,22 @@ SHAPES = [
 ]
 
 
-def make_inputs(batch, heads, grid, head_dim, seed=0, contiguous=True):
+LAYOUTS = ("contiguous", "view", "transposed")
+
+
+def make_inputs(batch, heads, grid, head_dim, seed=0, layout="contiguous"):
+    """q, k, v [B, heads, N, D] sliced from one qkv projection [B, N, 3, heads, D], like the
+    encoder makes them. layout: "view" keeps the slices (non-contiguous, stride(-1) == 1);
+    "transposed" is a projection laid out as torchao's 2:4 (cuSPARSELt) Linear returns it,
+    strides (1, rows), so stride(-1) != 1; "contiguous" copies the slices."""
     g = torch.Generator().manual_seed(seed)
     n = grid[0] * grid[1]
-    # q, k, v as views of one qkv projection, like the encoder makes them (non-contiguous)
-    qkv = torch.randn(batch, n, 3, heads, head_dim, generator=g).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    if contiguous:
+    if layout == "transposed":
+        qkv = torch.randn(3 * heads * head_dim, batch * n, generator=g).t()
+    else:
+        qkv = torch.randn(batch, n, 3, heads, head_dim, generator=g)
+    q, k, v = qkv.reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    if layout == "contiguous":
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     rel_h = torch.randn(batch, heads, n, grid[0], generator=g)
     rel_w = torch.randn(batch, heads, n, grid[1], generator=g)
@@ -40,9 +49,9 @@ def make_inputs(batch, heads, grid, head_dim, seed=0, contiguous=True):
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("contiguous", [True, False])
-def test_backend_matches_reference(backend, shape, contiguous):
-    inputs = make_inputs(*shape, contiguous=contiguous)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_backend_matches_reference(backend, shape, layout):
+    inputs = make_inputs(*shape, layout=layout)
     ref = reference_rel_pos_attention(*[t.double() for t in inputs]).float()
     out = rel_pos_attention(*inputs, backend=backend)
     assert out.shape == ref.shape and out.dtype == torch.float32
@@ -88,45 +97,39 @@ def test_env_var_selects_default_backend(monkeypatch):
     assert model.image_encoder.blocks[0].attn.attention_backend == "sdpa_bias"
 
 
-def transposed_linear_qkv(batch, heads, grid, head_dim, seed=0):
-    """q, k, v as the encoder slices them from a linear whose output is a transposed view.
+def stride_recorder(fn):
+    """(wrapper of fn that logs q, k, v stride(-1) per call, that log)."""
+    seen = []
 
-    torchao's cuSPARSELt (2:4 sparse) linear returns [rows, features] with strides (1, rows), so
-    after the encoder's reshape/permute/unbind q, k, v have stride(-1) == rows, not 1.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n = grid[0] * grid[1]
-    out = torch.randn(3 * heads * head_dim, batch * n, generator=g).t()
-    q, k, v = out.reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    rel_h = torch.randn(batch, heads, n, grid[0], generator=g)
-    rel_w = torch.randn(batch, heads, n, grid[1], generator=g)
-    return q, k, v, rel_h, rel_w
+    def wrapper(q, k, v, *args, **kwargs):
+        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
+        return fn(q, k, v, *args, **kwargs)
+
+    return wrapper, seen
 
 
 def record_sdpa_strides(monkeypatch) -> list[tuple[int, int, int]]:
     """Wrap F.scaled_dot_product_attention (as the SAM modules see it) to log q, k, v stride(-1)."""
     from torchao._models.sam import attention
 
-    original = attention.F.scaled_dot_product_attention
-    seen = []
-
-    def wrapper(q, k, v, *args, **kwargs):
-        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
-        return original(q, k, v, *args, **kwargs)
-
+    wrapper, seen = stride_recorder(attention.F.scaled_dot_product_attention)
     monkeypatch.setattr(attention.F, "scaled_dot_product_attention", wrapper)
     return seen
+
+
+def assert_unit_strides(seen) -> None:
+    assert seen and all(s == (1, 1, 1) for s in seen), seen
 
 
 @pytest.mark.parametrize("backend", ["sdpa_bias", "sdpa_aug"])
 @pytest.mark.parametrize("shape", [(2, 2, (14, 14), 64), (1, 2, (14, 14), 80)], ids=str)
 def test_sdpa_backends_get_unit_last_dim_stride(monkeypatch, backend, shape):
-    inputs = transposed_linear_qkv(*shape)
+    inputs = make_inputs(*shape, layout="transposed")
     assert all(t.stride(-1) != 1 for t in inputs[:3])  # the case being tested
     ref = reference_rel_pos_attention(*[t.double() for t in inputs]).float()
     seen = record_sdpa_strides(monkeypatch)
     out = rel_pos_attention(*inputs, backend=backend)
-    assert seen and all(s == (1, 1, 1) for s in seen), seen
+    assert_unit_strides(seen)
     assert (out - ref).abs().max().item() <= 1e-4
 
 
@@ -135,13 +138,8 @@ def test_dispatcher_hands_every_backend_unit_last_dim_stride(monkeypatch, backen
     """flash_4 and flex take any strides but run slowly without stride(-1) == 1."""
     from torchao._models.sam import attention
 
-    inputs = transposed_linear_qkv(2, 2, (4, 4), 16)
-    seen = []
-
-    def record(q, k, v, rel_h, rel_w):
-        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
-        return reference_rel_pos_attention(q, k, v, rel_h, rel_w)
-
+    inputs = make_inputs(2, 2, (4, 4), 16, layout="transposed")
+    record, seen = stride_recorder(reference_rel_pos_attention)
     monkeypatch.setitem(attention._IMPLEMENTATIONS, backend, record)
     out = rel_pos_attention(*inputs, backend=backend)
     assert seen == [(1, 1, 1)]
@@ -163,5 +161,5 @@ def test_encoder_no_rel_pos_sdpa_gets_unit_last_dim_stride(monkeypatch):
         attn.qkv.register_forward_hook(transposed_output)
         seen = record_sdpa_strides(monkeypatch)
         out = attn(x)
-    assert seen and all(s == (1, 1, 1) for s in seen), seen
+    assert_unit_strides(seen)
     assert (out - ref).abs().max().item() <= 1e-5

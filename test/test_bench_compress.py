@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+import bench_compress
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_compress  # noqa: E402
-
-from torchao._models.sam import build_sam_from_config  # noqa: E402
+from torchao._models.sam import build_sam_from_config
 
 
 def tiny_sam() -> torch.nn.Module:

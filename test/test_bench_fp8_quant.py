@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import bench_fp8_quant
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_fp8_quant  # noqa: E402
-
-from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (  # noqa: E402
+from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
     rowwise_fp8_quant_reference,
 )
 

@@ -7,29 +7,24 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import profile_attention
 import pytest
+import summarize_ncu
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 FIX = Path(__file__).resolve().parent / "fixtures" / "ncu"
-sys.path.insert(0, str(BENCH))
-import profile_attention  # noqa: E402
-import summarize_ncu  # noqa: E402
-
-
-def rows_by_range(rows: list[dict]) -> dict[str, dict]:
-    return {r["range"]: r for r in rows}
 
 
 def test_details_with_nvtx_give_one_row_per_kernel_with_section_values():
     rows, how = summarize_ncu.summarize(FIX / "details_nvtx.csv")
     assert how == "nvtx"
     assert [r["id"] for r in rows] == [0, 1]
-    flash4, floor = rows_by_range(rows)["vit_b_global/flash_4"], rows[1]
+    flash4, floor = rows
+    assert flash4["range"] == "vit_b_global/flash_4"
     assert (floor["shape"], floor["backend"]) == ("vit_b_global", "floor")
     assert flash4["kernel"] == "_rel_pos_attn_fwd"
     assert floor["kernel"] == "flash_fwd_kernel"  # namespace, templates and arguments dropped
@@ -185,7 +180,7 @@ else:
 
 def test_ncu_script_profiles_exports_and_summarizes(tmp_path):
     ncu = tmp_path / "ncu"
-    ncu.write_text(textwrap.dedent(FAKE_NCU.format(python=sys.executable, fix=FIX)))
+    ncu.write_text(FAKE_NCU.format(python=sys.executable, fix=FIX))
     ncu.chmod(0o755)
     out = tmp_path / "out"
     env = {"PATH": "/usr/bin:/bin", "NCU": str(ncu), "PYTHON": sys.executable}
