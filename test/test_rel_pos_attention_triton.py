@@ -90,6 +90,17 @@ def test_output_is_token_major_so_the_head_merge_is_a_view():
     assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()
 
 
+def test_cache_entries_accumulate_in_one_json_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first, second = rpa.CONFIGS[0], rpa.CONFIGS[1]
+    rpa._write_cache_entry("gpu|a", first, {first.name(): 0.5})
+    rpa._write_cache_entry("gpu|b", second, {second.name(): 0.25})
+    cache = rpa._read_cache()
+    assert rpa.TileConfig(**cache["gpu|a"]["config"]) == first
+    assert cache["gpu|b"]["times_ms"] == {second.name(): 0.25}
+    assert [p.name for p in rpa.cache_path().parent.iterdir()] == [rpa.cache_path().name]
+
+
 def test_cache_path_uses_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert rpa.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
