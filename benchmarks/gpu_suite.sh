@@ -3,6 +3,8 @@
 #   bash benchmarks/gpu_suite.sh OUT_DIR STAGE [STAGE ...]
 # Stages:
 #   tests        pytest -m gpu (every GPU test; 5 workers share the GPU, correctness only)
+#   sanitizer    flash_4 under compute-sanitizer memcheck: every tile config x grid x head dim
+#                (benchmarks/sanitize_flash4.py); fails if any group reports an error
 #   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
@@ -31,6 +33,11 @@ stage_tests() {  # 5 workers, 2 inductor compile threads each: with 8 workers x 
   # the H100 host's full-suite runs stalled near the end three times
   TORCHINDUCTOR_COMPILE_THREADS=2 "$py" -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark \
     -n 5 --durations 5 test/ 2>&1 | tee "$out/pytest_gpu.log"
+}
+
+stage_sanitizer() {
+  "$py" -m benchmarks.sanitize_flash4 --out "$out/sanitizer" --tools ${SANITIZER_TOOLS:-memcheck} \
+    2>&1 | tee "$out/sanitizer.log"
 }
 
 stage_attention() {

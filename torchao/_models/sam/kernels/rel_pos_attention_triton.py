@@ -20,8 +20,9 @@ launch by the tile config and the grid:
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
 Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
-masked remainder part (64 + 16), so no padded copy of q, k, v is made and no FLOPs are spent on
-a 128-wide pad. Inference forward only; bf16 and fp16 on CUDA.
+power-of-two window at the end (64 + 16; 72 as 64 + the window [56, 72)), so no padded copy of
+q, k, v is made, no FLOPs are spent on a 128-wide pad, and no load in the key loop is masked
+along the head dim. Inference forward only; bf16 and fp16 on CUDA.
 
 Tile configs come from ``CONFIGS``; the one used per (GPU, shape, dtype) is chosen by timing the
 valid candidates on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
@@ -77,8 +78,8 @@ def _rel_pos_attn_fwd(
     shb, shh, shn, shk,
     swb, swh, swn, swk,
     sob, soh, son, sod,
-    H, qk_scale,
-    N: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
+    H, N, qk_scale,
+    KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
@@ -87,33 +88,44 @@ def _rel_pos_attn_fwd(
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
-    N, KW, D are compile-time constants (a handful of values in SAM: 4096/196 tokens, D 64/80).
+    KW and D are compile-time constants; N (tokens) is a run-time loop bound, so a launch with a
+    single key tile runs the same pipelined loop as any other (see ``run_with_config``).
 
-    D0: power-of-two part of the head dim; D1: padded remainder, masked to D (unused unless HAS_D1).
+    D0: power-of-two part of the head dim. D1 (unused unless HAS_D1): a power-of-two window of
+    columns [D - D1, D) that overlaps D0's where D - D0 < D1; q's overlapping columns load as zero
+    and only columns >= D0 of the D1 accumulator are stored, so every k and v load in the loop
+    is in bounds and needs no mask along D.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
-    Q += b * sqb + h * sqh
-    K += b * skb + h * skh
-    V += b * svb + h * svh
+    # q, k, v and out have head dims and strides in multiples of 16 elements (the launcher
+    # guarantees it, see is_kernel_aligned): Triton then compiles 16-byte, pipelined loads. With
+    # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop (H200).
+    Q += tl.multiple_of(b * sqb + h * sqh, 16)
+    K += tl.multiple_of(b * skb + h * skh, 16)
+    V += tl.multiple_of(b * svb + h * svh, 16)
+    Out += tl.multiple_of(b * sob + h * soh, 16)
+    sqn = tl.multiple_of(sqn, 16)
+    skn = tl.multiple_of(skn, 16)
+    svn = tl.multiple_of(svn, 16)
+    son = tl.multiple_of(son, 16)
     RH += b * shb + h * shh
     RW += b * swb + h * swh
-    Out += b * sob + h * soh
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d0 = tl.arange(0, D0)
-    offs_d1 = D0 + tl.arange(0, D1)
+    offs_d1 = D - D1 + tl.arange(0, D1)
     m_ok = offs_m < N
-    d1_ok = offs_d1 < D
+    d1_own = offs_d1 >= D0  # columns of the D1 window that D0 does not cover
 
     q0 = tl.load(Q + offs_m[:, None] * sqn + offs_d0[None, :] * sqd, mask=m_ok[:, None], other=0.0)
     if HAS_D1:
         q1 = tl.load(
             Q + offs_m[:, None] * sqn + offs_d1[None, :] * sqd,
-            mask=m_ok[:, None] & d1_ok[None, :],
+            mask=m_ok[:, None] & d1_own[None, :],
             other=0.0,
         )
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
@@ -158,11 +170,14 @@ def _rel_pos_attn_fwd(
             )
         qk = tl.dot(q0, tl.trans(k0))
         if HAS_D1:
-            k1 = tl.load(
-                K + offs_n[:, None] * skn + offs_d1[None, :] * skd,
-                mask=n_ok[:, None] & d1_ok[None, :],
-                other=0.0,
-            )
+            if EVEN_N:
+                k1 = tl.load(K + offs_n[:, None] * skn + offs_d1[None, :] * skd)
+            else:
+                k1 = tl.load(
+                    K + offs_n[:, None] * skn + offs_d1[None, :] * skd,
+                    mask=n_ok[:, None],
+                    other=0.0,
+                )
             qk = tl.dot(q1, tl.trans(k1), qk)
         if BIAS_MODE == 0:  # row mode
             row = start // KW
@@ -209,11 +224,14 @@ def _rel_pos_attn_fwd(
             )
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
         if HAS_D1:
-            v1 = tl.load(
-                V + offs_n[:, None] * svn + offs_d1[None, :] * svd,
-                mask=n_ok[:, None] & d1_ok[None, :],
-                other=0.0,
-            )
+            if EVEN_N:
+                v1 = tl.load(V + offs_n[:, None] * svn + offs_d1[None, :] * svd)
+            else:
+                v1 = tl.load(
+                    V + offs_n[:, None] * svn + offs_d1[None, :] * svd,
+                    mask=n_ok[:, None],
+                    other=0.0,
+                )
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
         m_i = m_new
 
@@ -225,7 +243,7 @@ def _rel_pos_attn_fwd(
         tl.store(
             Out + offs_m[:, None] * son + offs_d1[None, :] * sod,
             out1,
-            mask=m_ok[:, None] & d1_ok[None, :],
+            mask=m_ok[:, None] & d1_own[None, :],
         )
 
 
@@ -275,7 +293,8 @@ def _pow2_at_least(x: int, low: int = 16) -> int:
 
 
 def split_head_dim(d: int) -> tuple[int, int]:
-    """D -> (D0, D1): D0 the largest power of two <= D, D1 the padded remainder (0 if none)."""
+    """D -> (D0, D1): D0 the largest power of two <= D; D1 the smallest power of two >= 16 that
+    covers the remainder D - D0 (0 if none). The kernel reads D1 as the columns [D - D1, D)."""
     if not 16 <= d <= 256:
         raise UnsupportedInputError(f"flash_4 supports head dims 16..256, got {d}")
     d0 = 1 << (d.bit_length() - 1)
@@ -348,33 +367,68 @@ def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     return kh, kw
 
 
-def new_output(q: torch.Tensor) -> torch.Tensor:
-    """Empty [B, H, N, D] stored token-major (memory [B, N, H, D], as SDPA's flash kernels
-    return it), so the caller's ``transpose(1, 2).reshape(B, N, H * D)`` is a view."""
-    b, h, n, d = q.shape
+ALIGN = 16  # elements: Triton's own divisibility unit for integer arguments
+
+
+def kernel_head_dim(d: int) -> int:
+    """The head dim the kernel runs: ``d`` rounded up to a multiple of ALIGN."""
+    return -(-d // ALIGN) * ALIGN
+
+
+def is_kernel_aligned(t: torch.Tensor) -> bool:
+    """Unit last-dim stride, 16-byte aligned start, head dim and every other stride multiples of
+    ALIGN elements (size-1 dims excepted): what the kernel's loads are compiled for."""
+    return (
+        t.stride(-1) == 1
+        and t.shape[-1] % ALIGN == 0
+        and t.data_ptr() % 16 == 0
+        and all(st % ALIGN == 0 for st, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1)
+    )
+
+
+def kernel_aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` if :func:`is_kernel_aligned`, else a copy with the head dim zero-padded to
+    :func:`kernel_head_dim` (zero columns add nothing to q.k; their outputs are dropped). SAM's
+    head dims (64, 80) in the encoder's qkv layout never copy."""
+    if is_kernel_aligned(t):
+        return t
+    out = t.new_zeros((*t.shape[:-1], kernel_head_dim(t.shape[-1])))
+    out[..., : t.shape[-1]] = t
+    return out
+
+
+def _output_buffer(q: torch.Tensor, d: int) -> torch.Tensor:
+    b, h, n, _ = q.shape
     return q.new_empty((b, n, h, d)).transpose(1, 2)
+
+
+def new_output(q: torch.Tensor) -> torch.Tensor:
+    """Empty [B, H, N, D] stored token-major (memory [B, N, H, D'], D' = :func:`kernel_head_dim`,
+    as SDPA's flash kernels return it), so for SAM's D' == D the caller's
+    ``transpose(1, 2).reshape(B, N, H * D)`` is a view."""
+    d = q.shape[-1]
+    return _output_buffer(q, kernel_head_dim(d))[..., :d]
 
 
 def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     """Launch the kernel with one tile config (no tuning); returns :func:`new_output`'s layout."""
     kh, kw = validate(q, k, v, rel_h, rel_w)
     b, h, n, d = q.shape
-    plan = make_plan(config, kh, kw, d)
-    out = new_output(q)
+    q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
+    d_run = q.shape[-1]
+    plan = make_plan(config, kh, kw, d_run)
+    out = _output_buffer(q, d_run)
     grid = (triton.cdiv(n, config.block_m), b * h)
-    # A single key tile has nothing to pipeline; triton 3.6 miscompiled that case with the
-    # split head dim (10x7 grid, D 80, m64_n128_w4_s2 gave errors ~2 on H100), so use 1 stage.
-    stages = 1 if n <= config.block_n else config.num_stages
     _rel_pos_attn_fwd[grid](
         q, k, v, rel_h, rel_w, out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
-        h, d**-0.5 * LOG2E, N=n, KW=kw, D=d,
+        h, n, d**-0.5 * LOG2E, KW=kw, D=d_run,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w,
-        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=stages,
+        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
-    return out
+    return out[..., :d]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""flash_4 under compute-sanitizer: every tile config on every test grid, head dims 64/72/80/36,
+batch 1 and 3, bf16 and fp16. Each (config, head dim, dtype) group runs in its own process (a
+memory error ends its CUDA context) under the chosen sanitizer tools; every case's output is
+also compared with the fp32 reference.
+
+    python -m benchmarks.sanitize_flash4 --out DIR [--tools memcheck racecheck initcheck]
+
+Writes DIR/sanitizer.csv and one log per group under DIR/logs; exits 1 if any group reports a
+sanitizer error, a failed run or an output off the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+
+GRIDS = [(14, 14), (64, 64), (10, 7), (7, 10), (8, 40), (3, 5)]  # (3, 5): one key tile for all
+HEAD_DIMS = [64, 72, 80, 36]  # 36: not a multiple of 8, so q, k, v are copied aligned
+BATCHES = [1, 3]
+DTYPES = ["bfloat16", "float16"]
+TOL = {"bfloat16": 2e-2, "float16": 5e-3}
+
+
+def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> None:
+    """Run every grid and batch with one config; print one CASE line per case."""
+    import torch
+
+    from torchao._models.sam.attention import reference_rel_pos_attention
+    from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+
+    cfg = rpa.TileConfig(*config)
+    dtype = getattr(torch, dtype_name)
+    for (kh, kw), b in itertools.product(GRIDS, BATCHES):
+        g = torch.Generator(device="cuda").manual_seed(b)
+        n = kh * kw
+        qkv = torch.randn(b, n, 3, 2, d, generator=g, device="cuda").to(dtype)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+        rel_h = torch.randn(b, 2, n, kh, generator=g, device="cuda").to(dtype)
+        rel_w = torch.randn(b, 2, n, kw, generator=g, device="cuda").to(dtype)
+        out = rpa.run_with_config(q, k, v, rel_h, rel_w, cfg)
+        torch.cuda.synchronize()
+        ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
+        err = (out.float() - ref).abs().max().item()
+        print(f"CASE {kh}x{kw} b{b} err={err:.4g}", flush=True)
+
+
+def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: str) -> dict:
+    name = "m{}_n{}_w{}_s{}".format(*config)
+    cmd = ["compute-sanitizer", f"--tool={tool}", "--print-limit=5", "--error-exitcode=99"]
+    cmd += [sys.executable, "-m", "benchmarks.sanitize_flash4"]
+    cmd += ["--group", json.dumps([config, d, dtype])]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    text = res.stdout + res.stderr
+    log = os.path.join(out_dir, "logs", f"{name}_d{d}_{dtype}_{tool}.log")
+    with open(log, "w") as f:
+        f.write(text)
+    summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
+    errs = [float(x) for x in re.findall(r"err=(\S+)", text)]
+    n_cases = len(GRIDS) * len(BATCHES)
+    return {
+        "config": name,
+        "head_dim": d,
+        "dtype": dtype,
+        "tool": tool,
+        "exit_code": res.returncode,
+        "sanitizer_errors": int(summary.group(1)) if summary else -1,
+        "cases_run": len(errs),
+        "max_abs_err": max(errs) if errs else float("nan"),
+        "ok": res.returncode == 0
+        and summary is not None
+        and int(summary.group(1)) == 0
+        and len(errs) == n_cases
+        and max(errs) <= TOL[dtype],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", help="results folder")
+    p.add_argument("--tools", nargs="+", default=["memcheck"])
+    p.add_argument("--head-dims", type=int, nargs="+", default=HEAD_DIMS)
+    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--group", help=argparse.SUPPRESS)  # one group, in a child process
+    args = p.parse_args()
+    if args.group:
+        config, d, dtype = json.loads(args.group)
+        run_group(tuple(config), d, dtype)
+        return
+    if not args.out:
+        p.error("--out is required")
+    from torchao._models.sam.kernels.rel_pos_attention_triton import CONFIGS
+
+    os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
+    jobs = [
+        ((c.block_m, c.block_n, c.num_warps, c.num_stages), d, dt, tool)
+        for c, d, dt, tool in itertools.product(CONFIGS, args.head_dims, DTYPES, args.tools)
+    ]
+    with cf.ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda j: sanitize(*j, args.out), jobs))
+    table = pd.DataFrame(rows)
+    path = os.path.join(args.out, "sanitizer.csv")
+    table.to_csv(path, mode="a", header=not os.path.exists(path), index=False)
+    bad = table[~table.ok]
+    print(bad.to_string() if len(bad) else "every group clean")
+    print(f"{len(table)} groups, {len(bad)} failed")
+    sys.exit(1 if len(bad) else 0)
+
+
+if __name__ == "__main__":
+    main()
