@@ -43,8 +43,8 @@ from torchao._models.sam.compress import (
     cosine_similarity,
     set_inductor_flags,
 )
-from torchao._models.sam.image_encoder import compile_image_encoder
-from torchao._models.sam.metrics import mask_iou
+from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+from torchao._models.sam.eval.metrics import mask_iou
 
 OPTIONS = ("none", *COMPRESS_OPTIONS)
 POINTS_PER_IMAGE = 4

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import append_rows, cuda_median_ms, environment, peak_mem_mib
 
 from torchao._models.sam import sam_model_registry, set_attention_backend
-from torchao._models.sam.image_encoder import Attention, compile_image_encoder
+from torchao._models.sam.modeling.image_encoder import Attention, compile_image_encoder
 
 BACKENDS = ["sdpa_nobias", "sdpa_bias", "sdpa_aug", "flash_4", "flex", "auto"]
 

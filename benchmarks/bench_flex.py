@@ -28,7 +28,7 @@ from torchao._models.sam.attention import (
     sdpa_aug_attention,
     sdpa_bias_attention,
 )
-from torchao._models.sam.flex_rel_pos_attention import _augment, flex_rel_pos_attention
+from torchao._models.sam.attention.flex import _augment, flex_rel_pos_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import environment  # noqa: E402
@@ -146,11 +146,11 @@ def baselines() -> dict[str, Callable]:
         "sdpa_bias": lambda q, k, v, rh, rw, opts: sdpa_bias_attention(q, k, v, rh, rw),
     }
     try:
-        from torchao._models.sam.kernels.rel_pos_attention_triton import (
-            triton_rel_pos_attention,
+        from torchao._models.sam.attention.flash4 import (
+            flash4_attention,
         )
 
-        out["flash_4"] = lambda q, k, v, rh, rw, opts: triton_rel_pos_attention(q, k, v, rh, rw)
+        out["flash_4"] = lambda q, k, v, rh, rw, opts: flash4_attention(q, k, v, rh, rw)
     except ImportError as exc:
         print(f"flash_4 not available: {exc}")
     return out

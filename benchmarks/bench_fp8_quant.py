@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import append_rows, cuda_median_ms, environment, first_call_s
 
 from torchao._models.sam.build_sam import ENCODER_CONFIGS
-from torchao._models.sam.common import MLPBlock
+from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.compress import (
     FLOAT8_AMAX_LOWER_BOUND,
     apply_compression,

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import fresh_cache_env  # noqa: E402
 
+from torchao._models.sam.attention import flash4_kernel as kern  # noqa: E402
+from torchao._models.sam.attention import reference_rel_pos_attention  # noqa: E402
+
 # name: (batch, heads, Kh, Kw, head_dim); batch of windowed layers = 16 images * 25 windows
 SHAPES = {
     "vit_b_global": (16, 12, 64, 64, 64),
@@ -37,14 +40,14 @@ SHAPES = {
 
 def extra_configs(m, kh: int, kw: int) -> list:
     """Configs outside the candidate set, timed only here to tune the set."""
-    tc = m.TileConfig
+    tc = kern.TileConfig
     if kw % 64 == 0:
         extra = [tc(128, 64, 4, 4), tc(128, 64, 8, 4), tc(128, 64, 4, 2), tc(64, 64, 4, 4)]
         extra += [tc(64, 32, 4, 3), tc(128, 64, 8, 2), tc(256, 64, 8, 3)]
     else:
         extra = [tc(32, 256, 4, 1), tc(128, 256, 8, 1), tc(64, 256, 4, 1), tc(64, 64, 4, 2)]
         extra += [tc(128, 128, 8, 2), tc(32, 128, 4, 2), tc(128, 64, 4, 2)]
-    return [c for c in extra if c not in m.CONFIGS]
+    return [c for c in extra if c not in kern.CONFIGS]
 
 
 def make_inputs(b, h, kh, kw, d, dtype=torch.bfloat16, qkv_view=True, seed=0):
@@ -73,9 +76,9 @@ def check_configs(name, shape, m) -> list[dict]:
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
         inputs = make_inputs(2, h, kh, kw, d, dtype=dtype, seed=1)
-        ref = m.reference_rel_pos_attention(*[t.float() for t in inputs])
-        for cfg in m.valid_configs(kh, kw, d):
-            out = m.run_with_config(*inputs, cfg)
+        ref = reference_rel_pos_attention(*[t.float() for t in inputs])
+        for cfg in kern.valid_configs(kh, kw, d):
+            out = kern.run_with_config(*inputs, cfg)
             torch.cuda.synchronize()
             err = (out.float() - ref).abs().max().item()
             rows.append({"shape": name, "dtype": str(dtype)[6:], "config": cfg.name(), "err": err})
@@ -91,16 +94,16 @@ def time_shape(name, shape, m, attention) -> list[dict]:
         ("sdpa_aug", lambda: attention.sdpa_aug_attention(qc, kc, vc, rel_h, rel_w)),
         ("sdpa_bias", lambda: attention.sdpa_bias_attention(qc, kc, vc, rel_h, rel_w)),
     ]
-    for cfg in m.valid_configs(kh, kw, d):
+    for cfg in kern.valid_configs(kh, kw, d):
         rows.append(
-            (f"flash4_{cfg.name()}", lambda c=cfg: m.run_with_config(q, k, v, rel_h, rel_w, c))
+            (f"flash4_{cfg.name()}", lambda c=cfg: kern.run_with_config(q, k, v, rel_h, rel_w, c))
         )
         rows.append(
-            (f"flash4c_{cfg.name()}", lambda c=cfg: m.run_with_config(qc, kc, vc, rel_h, rel_w, c))
+            (f"flash4c_{cfg.name()}", lambda c=cfg: kern.run_with_config(qc, kc, vc, rel_h, rel_w, c))
         )
     for cfg in extra_configs(m, kh, kw):
         rows.append(
-            (f"extra_{cfg.name()}", lambda c=cfg: m.run_with_config(q, k, v, rel_h, rel_w, c))
+            (f"extra_{cfg.name()}", lambda c=cfg: kern.run_with_config(q, k, v, rel_h, rel_w, c))
         )
     out = []
     for label, fn in rows:
@@ -117,15 +120,15 @@ def time_shape(name, shape, m, attention) -> list[dict]:
 
 def first_call(name) -> None:
     """Run in a fresh process: wall time of the cold first call and of the next call."""
-    from torchao._models.sam.kernels import rel_pos_attention_triton as m
+    from torchao._models.sam.attention import flash4 as m
 
     inputs = make_inputs(*SHAPES[name])
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    m.triton_rel_pos_attention(*inputs)
+    m.flash4_attention(*inputs)
     torch.cuda.synchronize()
     t1 = time.perf_counter()
-    m.triton_rel_pos_attention(*inputs)
+    m.flash4_attention(*inputs)
     torch.cuda.synchronize()
     t2 = time.perf_counter()
     chosen = [c.name() for c in m._chosen.values()]
@@ -165,7 +168,7 @@ def main() -> None:
         first_call(args.first_call)
         return
     from torchao._models.sam import attention
-    from torchao._models.sam.kernels import rel_pos_attention_triton as m
+    from torchao._models.sam.attention import flash4 as m
 
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     names = args.shapes.split(",")

@@ -137,7 +137,7 @@ def profile(cases: list[Case], marker: Callable[[], None]) -> None:
 
 def flash_4_configs(cases: list[Case]) -> dict[str, str]:
     """The tile config flash_4 chose per shape (autotuned during warm-up or read from cache)."""
-    from torchao._models.sam.kernels.rel_pos_attention_triton import choose_config
+    from torchao._models.sam.attention.flash4 import choose_config
 
     return {c.shape: choose_config(*c.inputs).name() for c in cases if c.backend == "flash_4"}
 

@@ -34,9 +34,9 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
     import torch
 
     from torchao._models.sam.attention import reference_rel_pos_attention
-    from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+    from torchao._models.sam.attention import flash4_kernel
 
-    cfg = rpa.TileConfig(*config)
+    cfg = flash4_kernel.TileConfig(*config)
     dtype = getattr(torch, dtype_name)
     for (kh, kw), b in itertools.product(GRIDS, BATCHES):
         g = torch.Generator(device="cuda").manual_seed(b)
@@ -45,7 +45,7 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
         rel_h = torch.randn(b, 2, n, kh, generator=g, device="cuda").to(dtype)
         rel_w = torch.randn(b, 2, n, kw, generator=g, device="cuda").to(dtype)
-        out = rpa.run_with_config(q, k, v, rel_h, rel_w, cfg)
+        out = flash4_kernel.run_with_config(q, k, v, rel_h, rel_w, cfg)
         torch.cuda.synchronize()
         ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
         err = (out.float() - ref).abs().max().item()
@@ -96,7 +96,7 @@ def main() -> None:
         return
     if not args.out:
         p.error("--out is required")
-    from torchao._models.sam.kernels.rel_pos_attention_triton import CONFIGS
+    from torchao._models.sam.attention.flash4 import CONFIGS
 
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     jobs = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from torchao._models.sam.atomic_file import atomic_path
+from torchao._models.sam.utils.atomic_file import atomic_path
 
 
 def test_success_replaces_the_file(tmp_path):

@@ -112,8 +112,8 @@ def record_sdpa_strides(monkeypatch) -> list[tuple[int, int, int]]:
     """Wrap F.scaled_dot_product_attention (as the SAM modules see it) to log q, k, v stride(-1)."""
     from torchao._models.sam import attention
 
-    wrapper, seen = stride_recorder(attention.F.scaled_dot_product_attention)
-    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", wrapper)
+    wrapper, seen = stride_recorder(attention.sdpa.F.scaled_dot_product_attention)
+    monkeypatch.setattr(attention.sdpa.F, "scaled_dot_product_attention", wrapper)
     return seen
 
 
@@ -140,14 +140,14 @@ def test_dispatcher_hands_every_backend_unit_last_dim_stride(monkeypatch, backen
 
     inputs = make_inputs(2, 2, (4, 4), 16, layout="transposed")
     record, seen = stride_recorder(reference_rel_pos_attention)
-    monkeypatch.setitem(attention._IMPLEMENTATIONS, backend, record)
+    monkeypatch.setitem(attention.dispatch._IMPLEMENTATIONS, backend, record)
     out = rel_pos_attention(*inputs, backend=backend)
     assert seen == [(1, 1, 1)]
     assert torch.equal(out, reference_rel_pos_attention(*inputs))
 
 
 def test_encoder_no_rel_pos_sdpa_gets_unit_last_dim_stride(monkeypatch):
-    from torchao._models.sam.image_encoder import Attention
+    from torchao._models.sam.modeling.image_encoder import Attention
 
     torch.manual_seed(0)
     attn = Attention(dim=128, num_heads=2, use_rel_pos=False)

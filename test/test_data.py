@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchao._models.sam import data as data_mod
-from torchao._models.sam.data import (
+from torchao._models.sam.eval import data as data_mod
+from torchao._models.sam.eval.data import (
     CocoPointDataset,
     Collate,
     DataError,
@@ -16,7 +16,7 @@ from torchao._models.sam.data import (
     point_for_mask,
     shard_indices,
 )
-from torchao._models.sam.synthetic import SyntheticSpec, write_synthetic_coco
+from torchao._models.sam.eval.synthetic import SyntheticSpec, write_synthetic_coco
 
 SPEC = SyntheticSpec(num_images=4, height=60, width=80, seed=3)
 

@@ -291,7 +291,7 @@ def test_two_process_torchrun_equals_one_process(shared, baseline, tmp_path):
 
 
 def test_compile_image_encoder_scopes():
-    from torchao._models.sam.image_encoder import Block, compile_image_encoder
+    from torchao._models.sam.modeling.image_encoder import Block, compile_image_encoder
 
     def encoder():
         return build_sam_from_config(64, 2, 2, [1], image_size=64, window_size=2).image_encoder

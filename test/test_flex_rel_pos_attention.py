@@ -17,7 +17,7 @@ from torchao._models.sam.attention import (
     reference_rel_pos_attention,
     rel_pos_attention,
 )
-from torchao._models.sam.flex_rel_pos_attention import (
+from torchao._models.sam.attention.flex import (
     FORMULATIONS,
     TUNED,
     _augment,

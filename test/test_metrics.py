@@ -1,9 +1,9 @@
-"""IoU and mIoU of the SAM benchmark (torchao._models.sam.metrics)."""
+"""IoU and mIoU of the SAM benchmark (torchao._models.sam.eval.metrics)."""
 
 import pytest
 import torch
 
-from torchao._models.sam.metrics import IoUAccumulator, mask_iou
+from torchao._models.sam.eval.metrics import IoUAccumulator, mask_iou
 
 
 def masks_from_rows(*rows: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from triton_interpreter import interpreter_result
 
 from torchao._models.sam.attention import UnsupportedInputError, reference_rel_pos_attention
-from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+from torchao._models.sam.attention import flash4, flash4_kernel
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -50,41 +50,41 @@ def max_err(out: torch.Tensor, inputs) -> float:
 def test_cpu_tensors_raise_clear_error():
     inputs = make_inputs(1, 2, 3, 4, 64, torch.bfloat16, "cpu")
     with pytest.raises(UnsupportedInputError, match="CUDA tensors only"):
-        rpa.triton_rel_pos_attention(*inputs)
+        flash4.flash4_attention(*inputs)
 
 
 def test_head_dim_split_has_no_big_pad():
-    assert rpa.split_head_dim(64) == (64, 0)
-    assert rpa.split_head_dim(80) == (64, 16)  # vit_h: 64 + 16, not a 128-wide pad
-    assert rpa.split_head_dim(72) == (64, 16)  # the window [56, 72) overlaps D0 by 8
+    assert flash4_kernel.split_head_dim(64) == (64, 0)
+    assert flash4_kernel.split_head_dim(80) == (64, 16)  # vit_h: 64 + 16, not a 128-wide pad
+    assert flash4_kernel.split_head_dim(72) == (64, 16)  # the window [56, 72) overlaps D0 by 8
     with pytest.raises(UnsupportedInputError):
-        rpa.split_head_dim(8)
+        flash4_kernel.split_head_dim(8)
 
 
 def test_plan_modes():
-    by_n = {c.block_n: c for c in rpa.CONFIGS}
-    global_plan = rpa.make_plan(by_n[64], 64, 64, 64)
-    assert global_plan.bias_mode == rpa.ROW and global_plan.hoist_w and global_plan.even_n
-    row_slice = rpa.make_plan(by_n[32], 64, 64, 64)
-    assert row_slice.bias_mode == rpa.ROW and not row_slice.hoist_w
-    window = rpa.make_plan(by_n[256], 14, 14, 80)
-    assert window.bias_mode == rpa.ONEHOT and not window.even_n
+    by_n = {c.block_n: c for c in flash4_kernel.CONFIGS}
+    global_plan = flash4_kernel.make_plan(by_n[64], 64, 64, 64)
+    assert global_plan.bias_mode == flash4_kernel.ROW and global_plan.hoist_w and global_plan.even_n
+    row_slice = flash4_kernel.make_plan(by_n[32], 64, 64, 64)
+    assert row_slice.bias_mode == flash4_kernel.ROW and not row_slice.hoist_w
+    window = flash4_kernel.make_plan(by_n[256], 14, 14, 80)
+    assert window.bias_mode == flash4_kernel.ONEHOT and not window.even_n
     assert window.kh_pad == window.kw_pad == 16
-    assert rpa.make_plan(by_n[128], 64, 64, 64).bias_mode == rpa.GATHER
-    assert rpa.make_plan(by_n[64], 10, 70, 64).bias_mode == rpa.GATHER
+    assert flash4_kernel.make_plan(by_n[128], 64, 64, 64).bias_mode == flash4_kernel.GATHER
+    assert flash4_kernel.make_plan(by_n[64], 10, 70, 64).bias_mode == flash4_kernel.GATHER
     # Gather mode is only timed where no faster mode exists.
-    assert all(rpa.bias_mode(c, 64, 64) == rpa.ROW for c in rpa.valid_configs(64, 64, 80))
-    assert rpa.valid_configs(10, 70, 64) == rpa.CONFIGS
+    assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in flash4_kernel.valid_configs(64, 64, 80))
+    assert flash4_kernel.valid_configs(10, 70, 64) == flash4_kernel.CONFIGS
 
 
 def test_default_config_is_a_candidate():
     for grid in [(64, 64), (14, 14), (10, 7), (32, 48)]:
-        assert rpa.default_config(*grid, 64) in rpa.valid_configs(*grid, 64)
+        assert flash4_kernel.default_config(*grid, 64) in flash4_kernel.valid_configs(*grid, 64)
 
 
 def test_output_is_token_major_so_the_head_merge_is_a_view():
     q = torch.empty(2, 3, 20, 16)
-    out = rpa.new_output(q)
+    out = flash4_kernel.new_output(q)
     assert out.shape == q.shape
     merged = out.transpose(1, 2).reshape(2, 20, 3 * 16)
     assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()
@@ -92,20 +92,20 @@ def test_output_is_token_major_so_the_head_merge_is_a_view():
 
 def test_cache_entries_accumulate_in_one_json_file(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    first, second = rpa.CONFIGS[0], rpa.CONFIGS[1]
-    rpa._write_cache_entry("gpu|a", first, {first.name(): 0.5})
-    rpa._write_cache_entry("gpu|b", second, {second.name(): 0.25})
-    cache = rpa._read_cache()
-    assert rpa.TileConfig(**cache["gpu|a"]["config"]) == first
+    first, second = flash4_kernel.CONFIGS[0], flash4_kernel.CONFIGS[1]
+    flash4._write_cache_entry("gpu|a", first, {first.name(): 0.5})
+    flash4._write_cache_entry("gpu|b", second, {second.name(): 0.25})
+    cache = flash4._read_cache()
+    assert flash4_kernel.TileConfig(**cache["gpu|a"]["config"]) == first
     assert cache["gpu|b"]["times_ms"] == {second.name(): 0.25}
-    assert [p.name for p in rpa.cache_path().parent.iterdir()] == [rpa.cache_path().name]
+    assert [p.name for p in flash4.cache_path().parent.iterdir()] == [flash4.cache_path().name]
 
 
 def test_cache_path_uses_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert rpa.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
+    assert flash4.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert str(rpa.cache_path()).startswith(os.path.expanduser("~"))
+    assert str(flash4.cache_path()).startswith(os.path.expanduser("~"))
 
 
 INTERPRETER_SCRIPT = textwrap.dedent(
@@ -113,12 +113,12 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     import json, os
     os.environ["TRITON_INTERPRET"] = "1"
     import torch
-    from torchao._models.sam.kernels import rel_pos_attention_triton as rpa
+    from torchao._models.sam.attention import flash4, flash4_kernel
     from torchao._models.sam.attention import reference_rel_pos_attention
     cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72),
              (1, 1, 3, 40, 64)]
     errs = []
-    for cfg in rpa.CONFIGS:
+    for cfg in flash4_kernel.CONFIGS:
         for i, (b, h, kh, kw, d) in enumerate(cases):
             g = torch.Generator().manual_seed(i)
             n = kh * kw
@@ -126,7 +126,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
             q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
             rel_h = torch.randn(b, h, n, kh, generator=g).half()
             rel_w = torch.randn(b, h, n, kw, generator=g).half()
-            out = rpa.run_with_config(q, k, v, rel_h, rel_w, cfg)
+            out = flash4_kernel.run_with_config(q, k, v, rel_h, rel_w, cfg)
             assert out.shape == q.shape and (d % 16 or out.transpose(1, 2).is_contiguous())
             ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
             errs.append([cfg.name(), [b, h, kh, kw, d], (out.float() - ref).abs().max().item()])
@@ -138,7 +138,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 def test_kernel_under_triton_interpreter():
     """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
     errs = interpreter_result(INTERPRETER_SCRIPT, timeout=120)
-    assert len(errs) == 5 * len(rpa.CONFIGS)
+    assert len(errs) == 5 * len(flash4_kernel.CONFIGS)
     bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
     assert not bad, bad
 
@@ -152,14 +152,14 @@ HEAD_DIMS = {"vit_b": 64, "d72": 72, "vit_h": 80}  # 72: the split head dim's wi
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("cfg", rpa.CONFIGS, ids=lambda c: c.name())
+@pytest.mark.parametrize("cfg", flash4_kernel.CONFIGS, ids=lambda c: c.name())
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 @pytest.mark.parametrize("model", list(HEAD_DIMS))
 def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
     inputs = make_inputs(batch, 2, *grid, HEAD_DIMS[model], dtype, "cuda", seed=batch)
-    out = rpa.run_with_config(*inputs, cfg)
+    out = flash4_kernel.run_with_config(*inputs, cfg)
     assert out.dtype == dtype
     assert max_err(out, inputs) <= TOL[dtype]
 
@@ -170,7 +170,7 @@ def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
 def test_contiguous_inputs_and_real_head_count(model):
     heads = {"vit_b": 12, "d72": 4, "vit_h": 16}[model]
     inputs = make_inputs(1, heads, 14, 14, HEAD_DIMS[model], torch.bfloat16, "cuda", qkv_view=False)
-    out = rpa.triton_rel_pos_attention(*inputs)
+    out = flash4.flash4_attention(*inputs)
     assert max_err(out, inputs) <= TOL[torch.bfloat16]
 
 
@@ -179,7 +179,7 @@ def test_contiguous_inputs_and_real_head_count(model):
 def test_fp32_raises():
     inputs = make_inputs(1, 2, 14, 14, 64, torch.float32, "cuda")
     with pytest.raises(UnsupportedInputError, match="fp32 is not supported"):
-        rpa.triton_rel_pos_attention(*inputs)
+        flash4.flash4_attention(*inputs)
 
 
 @pytest.mark.gpu
@@ -188,17 +188,17 @@ def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(rpa, "_chosen", {})
     inputs = make_inputs(2, 3, 10, 7, 64, torch.bfloat16, "cuda")
-    out = rpa.triton_rel_pos_attention(*inputs)
+    out = flash4.flash4_attention(*inputs)
     assert max_err(out, inputs) <= TOL[torch.bfloat16]
     path = tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
     assert path.is_file()
-    entry = json.loads(path.read_text())[rpa.cache_key(inputs[0], 10, 7)]
-    assert rpa.TileConfig(**entry["config"]) in rpa.valid_configs(10, 7, 64)
-    assert set(entry["times_ms"]) == {c.name() for c in rpa.valid_configs(10, 7, 64)}
+    entry = json.loads(path.read_text())[flash4.cache_key(inputs[0], 10, 7)]
+    assert flash4_kernel.TileConfig(**entry["config"]) in flash4_kernel.valid_configs(10, 7, 64)
+    assert set(entry["times_ms"]) == {c.name() for c in flash4_kernel.valid_configs(10, 7, 64)}
     # A fresh process state reads the choice back from the file instead of re-timing.
     monkeypatch.setattr(rpa, "_chosen", {})
     monkeypatch.setattr(rpa, "tune", lambda *a, **k: pytest.fail("re-tuned despite cache"))
-    assert rpa.choose_config(*inputs) == rpa.TileConfig(**entry["config"])
+    assert flash4.choose_config(*inputs) == flash4_kernel.TileConfig(**entry["config"])
 
 
 @pytest.mark.gpu
@@ -206,12 +206,12 @@ def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
 def test_forced_config_is_used():
     inputs = make_inputs(1, 2, 14, 14, 80, torch.float16, "cuda")
     try:
-        for cfg in rpa.CONFIGS:
-            rpa.set_forced_config(cfg)
-            assert rpa.choose_config(*inputs) == cfg
-            assert max_err(rpa.triton_rel_pos_attention(*inputs), inputs) <= TOL[torch.float16]
+        for cfg in flash4_kernel.CONFIGS:
+            flash4.set_forced_config(cfg)
+            assert flash4.choose_config(*inputs) == cfg
+            assert max_err(flash4.flash4_attention(*inputs), inputs) <= TOL[torch.float16]
     finally:
-        rpa.set_forced_config(None)
+        flash4.set_forced_config(None)
 
 
 @pytest.mark.gpu
@@ -233,7 +233,7 @@ def test_works_under_torch_compile_without_graph_break():
 
     def block(x: torch.Tensor) -> torch.Tensor:
         qkv = qkv_proj(x).reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
-        out = rpa.triton_rel_pos_attention(qkv[0], qkv[1], qkv[2], rel_h, rel_w)
+        out = flash4.flash4_attention(qkv[0], qkv[1], qkv[2], rel_h, rel_w)
         return out.transpose(1, 2).reshape(b, n, dim) * 2.0
 
     x = torch.randn(b, n, dim, device="cuda", dtype=torch.bfloat16)

@@ -20,7 +20,7 @@ from test_compress import encoder_input, tiny_encoder
 from triton_interpreter import interpreter_result
 
 from torchao._models.sam import float8_mlp
-from torchao._models.sam.common import MLPBlock
+from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.compress import (
     FLOAT8_AMAX_LOWER_BOUND,
     CompressionUnavailableError,

@@ -17,12 +17,12 @@ from torchao._models.sam.build_sam import (
     sam_model_registry,
     set_attention_backend,
 )
-from torchao._models.sam.image_encoder import ImageEncoderViT
-from torchao._models.sam.mask_decoder import MaskDecoder
+from torchao._models.sam.modeling.image_encoder import ImageEncoderViT
+from torchao._models.sam.modeling.mask_decoder import MaskDecoder
 from torchao._models.sam.predictor import SamPredictor
-from torchao._models.sam.prompt_encoder import PromptEncoder
-from torchao._models.sam.sam import Sam
-from torchao._models.sam.transformer import TwoWayTransformer
+from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
+from torchao._models.sam.modeling.sam import Sam
+from torchao._models.sam.modeling.transformer import TwoWayTransformer
 from torchao._models.sam.transforms import ResizeLongestSide
 
 build_sam = build_sam_vit_h  # the official name: the default model

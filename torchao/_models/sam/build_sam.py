@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from torchao._models.sam.attention import check_backend_name
-from torchao._models.sam.image_encoder import Attention as EncoderAttention
-from torchao._models.sam.image_encoder import ImageEncoderViT
-from torchao._models.sam.mask_decoder import MaskDecoder
-from torchao._models.sam.prompt_encoder import PromptEncoder
-from torchao._models.sam.sam import Sam
-from torchao._models.sam.transformer import TwoWayTransformer
+from torchao._models.sam.modeling.image_encoder import Attention as EncoderAttention
+from torchao._models.sam.modeling.image_encoder import ImageEncoderViT
+from torchao._models.sam.modeling.mask_decoder import MaskDecoder
+from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
+from torchao._models.sam.modeling.sam import Sam
+from torchao._models.sam.modeling.transformer import TwoWayTransformer
 
 # name: (embed_dim, depth, num_heads, global_attn_indexes)
 ENCODER_CONFIGS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {

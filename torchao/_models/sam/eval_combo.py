@@ -40,10 +40,10 @@ from torchao._models.sam.compress import (
     apply_compression,
     set_inductor_flags,
 )
-from torchao._models.sam.data import Batch, CocoPointDataset, make_loader
-from torchao._models.sam.image_encoder import compile_image_encoder
-from torchao._models.sam.metrics import IoUAccumulator, mask_iou
-from torchao._models.sam.synthetic import (
+from torchao._models.sam.eval.data import Batch, CocoPointDataset, make_loader
+from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+from torchao._models.sam.eval.metrics import IoUAccumulator, mask_iou
+from torchao._models.sam.eval.synthetic import (
     SyntheticSpec,
     write_random_checkpoint,
     write_synthetic_coco,
@@ -362,10 +362,7 @@ def preprocess_batch(sam, batch: Batch, device: torch.device) -> torch.Tensor:
 def attach_features(predictor: SamPredictor, features: torch.Tensor, input_size, original_size):
     """Make ``predictor`` answer prompts for one already-encoded image: features [1, C, h, w]."""
     predictor.reset_image()
-    predictor.features = features
-    predictor.input_size = tuple(input_size)
-    predictor.original_size = tuple(original_size)
-    predictor.is_image_set = True
+    predictor.set_features(features, original_size, input_size)
 
 
 def predict_points(predictor: SamPredictor, points: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchao._models.sam.common import MLPBlock
+from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
     DEFAULT_LOWER_BOUND,
     rowwise_fp8_quant,

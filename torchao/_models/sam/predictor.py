@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from torchao._models.sam.sam import Sam
+from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.transforms import ResizeLongestSide
 
 
@@ -42,10 +42,24 @@ class SamPredictor:
     ) -> None:
         """transformed_image: [1, 3, H, W], values 0..255, longest side = the encoder's img_size."""
         check_torch_image(transformed_image, self.model.image_encoder.img_size)
+        features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self.set_features(features, original_image_size, tuple(transformed_image.shape[-2:]))
+
+    def set_features(
+        self,
+        features: torch.Tensor,
+        original_size: tuple[int, ...],
+        input_size: tuple[int, ...],
+    ) -> None:
+        """Use precomputed encoder output for the next predictions (e.g. one image of a batch
+        encoded elsewhere). features: [1, C, He, We]; original_size: the image's (H, W);
+        input_size: its (H', W') after ResizeLongestSide."""
+        if features.dim() != 4 or features.shape[0] != 1:
+            raise ValueError(f"features must be [1, C, He, We], got {tuple(features.shape)}")
         self.reset_image()
-        self.original_size = tuple(int(s) for s in original_image_size)
-        self.input_size = tuple(transformed_image.shape[-2:])
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        self.original_size = tuple(int(s) for s in original_size)
+        self.input_size = tuple(int(s) for s in input_size)
+        self.features = features
         self.is_image_set = True
 
     def predict(

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from torchao._models.sam.common import unit_stride_last_dim
+from torchao._models.sam.utils.tensors import unit_stride_last_dim
 
 __all__ = [
     "DEFAULT_LOWER_BOUND",

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the encoder, the decoder and the kernels."""
+"""Small building blocks shared by the image encoder and the mask decoder."""
 
 from __future__ import annotations
 
@@ -33,8 +33,3 @@ class LayerNorm2d(nn.Module):
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
-def unit_stride_last_dim(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with stride(-1) == 1, copied only when needed (fused kernels want it)."""
-    return t if t.stride(-1) == 1 else t.contiguous()

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchao._models.sam.image_encoder import ImageEncoderViT
-from torchao._models.sam.mask_decoder import MaskDecoder
-from torchao._models.sam.prompt_encoder import PromptEncoder
+from torchao._models.sam.modeling.image_encoder import ImageEncoderViT
+from torchao._models.sam.modeling.mask_decoder import MaskDecoder
+from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
 
 
 class Sam(nn.Module):

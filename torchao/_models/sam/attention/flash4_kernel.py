@@ -1,13 +1,14 @@
-"""Fused Triton attention with SAM's decomposed relative-position bias (the ``flash_4`` backend).
+"""The ``flash_4`` Triton kernel: fused attention with SAM's decomposed relative-position bias,
+its tile configs and its launch (see ``flash4.py`` for the config choice and the public op).
 
-Computes, for q, k, v [B, H, N, D] (any strides) and rel_h [B, H, N, Kh], rel_w [B, H, N, Kw]
-with N = Kh * Kw (tokens row-major on a Kh x Kw grid):
+Computes, for q, k, v [B, H, N, D] and rel_h [B, H, N, Kh], rel_w [B, H, N, Kw] with
+N = Kh * Kw (tokens row-major on a Kh x Kw grid):
 
     out[b,h,i] = softmax_j(q_i.k_j / sqrt(D) + rel_h[b,h,i, j // Kw] + rel_w[b,h,i, j % Kw]) v_j
 
 One program handles BLOCK_M query rows of one (b, h) and walks the keys BLOCK_N at a time with an
-online (FlashAttention-style) softmax in base 2. The bias is added in one of two ways, fixed per
-launch by the tile config and the grid:
+online (FlashAttention-style) softmax in base 2. The bias is added in one of three modes, fixed
+per launch by the tile config and the grid:
 
 - row mode (``Kw % BLOCK_N == 0``): a key tile lies inside one grid row, so rel_h adds one value
   per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]. When
@@ -20,53 +21,27 @@ launch by the tile config and the grid:
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
 Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
-power-of-two window at the end (64 + 16; 72 as 64 + the window [56, 72)), so no padded copy of
-q, k, v is made, no FLOPs are spent on a 128-wide pad, and no load in the key loop is masked
-along the head dim. Inference forward only; bf16 and fp16 on CUDA.
-
-Tile configs come from ``CONFIGS``; the one used per (GPU, shape, dtype) is chosen by timing the
-valid candidates on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
-``~/.cache/torchao_sam``) as JSON. ``set_forced_config`` / ``run_with_config`` pin a config.
+power-of-two window at the end (64 + the columns [64, 80)), so no padded copy of q, k, v is
+made, no FLOPs are spent on a 128-wide pad, and no load in the key loop is masked along the
+head dim. Inference forward only; bf16 and fp16 on CUDA.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import threading
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from torchao._models.sam.atomic_file import atomic_path
-from torchao._models.sam.attention import (
-    UnsupportedInputError,
-    check_inputs,
-    reference_rel_pos_attention,
-)
-
-__all__ = [
-    "CONFIGS",
-    "TileConfig",
-    "UnsupportedInputError",
-    "cache_path",
-    "default_config",
-    "reference_rel_pos_attention",
-    "run_with_config",
-    "set_forced_config",
-    "triton_rel_pos_attention",
-    "tune",
-]
+from torchao._models.sam.attention.contract import UnsupportedInputError, check_inputs
 
 LOG2E = 1.4426950408889634
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
 ROW, ONEHOT, GATHER = 0, 1, 2  # bias modes
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -351,7 +326,7 @@ def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     """Raise UnsupportedInputError for inputs the kernel cannot run; return (Kh, Kw)."""
     kh, kw = check_inputs(q, k, v, rel_h, rel_w)
     tensors = (q, k, v, rel_h, rel_w)
-    if not _INTERPRET and any(t.device.type != "cuda" for t in tensors):
+    if not INTERPRET and any(t.device.type != "cuda" for t in tensors):
         raise UnsupportedInputError(
             "flash_4 (Triton) runs on CUDA tensors only; got devices "
             f"{sorted({str(t.device) for t in tensors})}. Use backend 'sdpa_bias' or 'sdpa_aug'."
@@ -429,123 +404,3 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
         EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out[..., :d]
-
-
-# ---------------------------------------------------------------------------------------------
-# Config choice: forced > in-memory > JSON cache file > timing the candidates (or the heuristic)
-
-AUTOTUNE_ENV = "TORCHAO_SAM_FLASH4_AUTOTUNE"  # "0": never time on a cold call, use the heuristic
-_forced_config: TileConfig | None = None
-_chosen: dict[str, TileConfig] = {}
-_lock = threading.Lock()
-
-
-def set_forced_config(config: TileConfig | None) -> None:
-    """Pin every call to ``config`` (None: back to tuned/cached choices). For tests and tuning."""
-    global _forced_config
-    _forced_config = config
-
-
-def cache_path() -> Path:
-    """$XDG_CACHE_HOME/torchao_sam/rel_pos_attention_triton.json (default base ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "torchao_sam" / "rel_pos_attention_triton.json"
-
-
-@functools.cache
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def cache_key(q: torch.Tensor, kh: int, kw: int) -> str:
-    b, h, _, d = q.shape
-    gpu = _device_name(q.device)
-    dtype = str(q.dtype).removeprefix("torch.")
-    return f"{gpu}|triton-{triton.__version__}|{dtype}|B{b}|H{h}|{kh}x{kw}|D{d}"
-
-
-def _read_cache() -> dict:
-    path = cache_path()
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # a corrupt or unreadable cache only costs a re-tune; it is rewritten below
-
-
-def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float]) -> None:
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _read_cache()
-    data[key] = {"config": asdict(config), "times_ms": times_ms}
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
-    """Time every valid candidate on these inputs (median of triton's do_bench), keep the best.
-
-    Records the choice in memory and, with ``save``, in the JSON cache file.
-    """
-    kh, kw = validate(q, k, v, rel_h, rel_w)
-    times = {}
-    for cfg in valid_configs(kh, kw, q.shape[-1]):
-        fn = lambda cfg=cfg: run_with_config(q, k, v, rel_h, rel_w, cfg)
-        times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
-    best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
-    key = cache_key(q, kh, kw)
-    _chosen[key] = best
-    if save:
-        _write_cache_entry(key, best, times)
-    return best
-
-
-def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
-    """The config a call runs with (see the section comment for the order)."""
-    if _forced_config is not None:
-        return _forced_config
-    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
-    key = cache_key(q, kh, kw)
-    with _lock:
-        if key in _chosen:
-            return _chosen[key]
-        entry = _read_cache().get(key)
-        if entry is not None:
-            cfg = TileConfig(**entry["config"])
-            if cfg in valid_configs(kh, kw, q.shape[-1]):
-                _chosen[key] = cfg
-                return cfg
-        no_timing = _INTERPRET or not q.is_cuda or torch.cuda.is_current_stream_capturing()
-        if no_timing or os.environ.get(AUTOTUNE_ENV, "1") == "0":
-            return default_config(kh, kw, q.shape[-1])
-        return tune(q, k, v, rel_h, rel_w)
-
-
-# ---------------------------------------------------------------------------------------------
-# Public entry point: a custom op so torch.compile treats the kernel as one opaque call
-
-
-@torch.library.custom_op("torchao_sam::rel_pos_attention", mutates_args=())
-def _rel_pos_attention_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
-) -> torch.Tensor:
-    config = choose_config(q, k, v, rel_h, rel_w)
-    return run_with_config(q, k, v, rel_h, rel_w, config)
-
-
-@_rel_pos_attention_op.register_fake
-def _(q, k, v, rel_h, rel_w):
-    return new_output(q)
-
-
-def triton_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
-    """Fused rel-pos attention. q, k, v [B, H, N, D]; rel_h [B, H, N, Kh]; rel_w [B, H, N, Kw].
-
-    Returns [B, H, N, D] in q's dtype, stored as [B, N, H, D] (see :func:`new_output`). Raises
-    UnsupportedInputError for CPU tensors, dtypes other than bf16/fp16 (fp32 included), and head
-    dims outside 16..256; any grid Kh x Kw runs (gather mode where neither row nor one-hot mode
-    applies).
-    """
-    validate(q, k, v, rel_h, rel_w)
-    return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)

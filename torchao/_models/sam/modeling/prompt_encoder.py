@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from torchao._models.sam.common import LayerNorm2d
+from torchao._models.sam.modeling.common import LayerNorm2d
 
 
 class PromptEncoder(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from torchao._models.sam.atomic_file import atomic_path
+from torchao._models.sam.utils.atomic_file import atomic_path
 from torchao._models.sam.transforms import ResizeLongestSide
 
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchao._models.sam.attention import check_backend_name, default_backend, rel_pos_attention
-from torchao._models.sam.common import LayerNorm2d, MLPBlock, unit_stride_last_dim
+from torchao._models.sam.modeling.common import LayerNorm2d, MLPBlock
+from torchao._models.sam.utils.tensors import unit_stride_last_dim
 
 ENCODER_NORM = partial(nn.LayerNorm, eps=1e-6)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchao._models.sam.common import MLPBlock
+from torchao._models.sam.modeling.common import MLPBlock
 
 
 class TwoWayTransformer(nn.Module):

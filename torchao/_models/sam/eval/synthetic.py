@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from torchao._models.sam.atomic_file import atomic_path
+from torchao._models.sam.utils.atomic_file import atomic_path
 
 CATEGORIES = ({"id": 1, "name": "ellipse"}, {"id": 2, "name": "rectangle"})
 MIN_VISIBLE_PIXELS = 64

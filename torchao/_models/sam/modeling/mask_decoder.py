@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchao._models.sam.common import LayerNorm2d
+from torchao._models.sam.modeling.common import LayerNorm2d
 
 
 class MaskDecoder(nn.Module):

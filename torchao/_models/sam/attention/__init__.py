@@ -1,0 +1,42 @@
+"""Attention with SAM's decomposed relative-position bias: the contract and fp32 reference
+(``contract``), the backends (``sdpa``, ``flash4`` + ``flash4_kernel``, ``flex``) and the one
+place that picks among them (``dispatch``). ``python -m torchao._models.sam.attention --explain
+vit_h`` prints what runs for each layer of a model."""
+
+from torchao._models.sam.attention.contract import (
+    UnsupportedInputError,
+    check_inputs,
+    grid_kind,
+    materialize_bias,
+    reference_rel_pos_attention,
+)
+from torchao._models.sam.attention.dispatch import (
+    AUTO_TABLE,
+    BACKENDS,
+    ENV_VAR,
+    check_backend_name,
+    default_backend,
+    explain,
+    rel_pos_attention,
+    resolve_backend,
+)
+from torchao._models.sam.attention.sdpa import augment_qk, sdpa_aug_attention, sdpa_bias_attention
+
+__all__ = [
+    "AUTO_TABLE",
+    "BACKENDS",
+    "ENV_VAR",
+    "UnsupportedInputError",
+    "augment_qk",
+    "check_backend_name",
+    "check_inputs",
+    "default_backend",
+    "explain",
+    "grid_kind",
+    "materialize_bias",
+    "reference_rel_pos_attention",
+    "rel_pos_attention",
+    "resolve_backend",
+    "sdpa_aug_attention",
+    "sdpa_bias_attention",
+]

@@ -1,0 +1,171 @@
+"""The ``flash_4`` backend: which tile config each shape runs, and the public op.
+
+The config used per (GPU, shape, dtype) is chosen by timing the valid candidates of
+``flash4_kernel.CONFIGS`` on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
+``~/.cache/torchao_sam``) as JSON; ``set_forced_config`` pins one. The kernel runs as a custom op
+so that ``torch.compile`` treats it as one opaque call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import triton
+
+from torchao._models.sam.attention.flash4_kernel import (
+    INTERPRET,
+    TileConfig,
+    default_config,
+    new_output,
+    run_with_config,
+    valid_configs,
+    validate,
+)
+from torchao._models.sam.utils.atomic_file import atomic_path
+
+# Config choice: forced > in-memory > JSON cache file > timing the candidates (or the heuristic)
+
+AUTOTUNE_ENV = "TORCHAO_SAM_FLASH4_AUTOTUNE"  # "0": never time on a cold call, use the heuristic
+_forced_config: TileConfig | None = None
+_chosen: dict[str, TileConfig] = {}
+_lock = threading.Lock()
+
+
+def set_forced_config(config: TileConfig | None) -> None:
+    """Pin every call to ``config`` (None: back to tuned/cached choices). For tests and tuning."""
+    global _forced_config
+    _forced_config = config
+
+
+def cache_path() -> Path:
+    """$XDG_CACHE_HOME/torchao_sam/rel_pos_attention_triton.json (default base ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "torchao_sam" / "rel_pos_attention_triton.json"
+
+
+@functools.cache
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def cache_key(q: torch.Tensor, kh: int, kw: int) -> str:
+    b, h, _, d = q.shape
+    return _key(_device_name(q.device), q.dtype, f"B{b}|H{h}", kh, kw, d)
+
+
+def _key(gpu: str, dtype: torch.dtype, batch_heads: str, kh: int, kw: int, d: int) -> str:
+    dtype_name = str(dtype).removeprefix("torch.")
+    return f"{gpu}|triton-{triton.__version__}|{dtype_name}|{batch_heads}|{kh}x{kw}|D{d}"
+
+
+def _read_cache() -> dict:
+    path = cache_path()
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a corrupt or unreadable cache only costs a re-tune; it is rewritten below
+
+
+def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float]) -> None:
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _read_cache()
+    data[key] = {"config": asdict(config), "times_ms": times_ms}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
+    """Time every valid candidate on these inputs (median of triton's do_bench), keep the best.
+
+    Records the choice in memory and, with ``save``, in the JSON cache file.
+    """
+    kh, kw = validate(q, k, v, rel_h, rel_w)
+    times = {}
+    for cfg in valid_configs(kh, kw, q.shape[-1]):
+        fn = lambda cfg=cfg: run_with_config(q, k, v, rel_h, rel_w, cfg)
+        times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
+    best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
+    key = cache_key(q, kh, kw)
+    _chosen[key] = best
+    if save:
+        _write_cache_entry(key, best, times)
+    return best
+
+
+def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
+    """The config a call runs with (see the section comment for the order)."""
+    if _forced_config is not None:
+        return _forced_config
+    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+    key = cache_key(q, kh, kw)
+    with _lock:
+        if key in _chosen:
+            return _chosen[key]
+        entry = _read_cache().get(key)
+        if entry is not None:
+            cfg = TileConfig(**entry["config"])
+            if cfg in valid_configs(kh, kw, q.shape[-1]):
+                _chosen[key] = cfg
+                return cfg
+        no_timing = INTERPRET or not q.is_cuda or torch.cuda.is_current_stream_capturing()
+        if no_timing or os.environ.get(AUTOTUNE_ENV, "1") == "0":
+            return default_config(kh, kw, q.shape[-1])
+        return tune(q, k, v, rel_h, rel_w)
+
+
+def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
+    """The config(s) a shape runs with on this machine's GPU, for ``attention --explain``."""
+    if _forced_config is not None:
+        return f"forced config {_forced_config.name()}"
+    gpu = _device_name(torch.device("cuda")) if torch.cuda.is_available() else "<no GPU here>"
+    prefix, suffix = _key(gpu, dtype, "", kh, kw, d).split("||")
+    cached = {
+        key.removeprefix(prefix).removesuffix(suffix).strip("|"): entry["config"]
+        for key, entry in _read_cache().items()
+        if key.startswith(prefix) and key.endswith(suffix)
+    }
+    if cached:
+        picks = ", ".join(f"{bh}: {TileConfig(**c).name()}" for bh, c in sorted(cached.items()))
+        return f"tuned configs cached for {gpu}: {picks}"
+    names = ", ".join(c.name() for c in valid_configs(kh, kw, d))
+    return (
+        f"not tuned on {gpu} yet: the first CUDA call times [{names}] and keeps the fastest "
+        f"(heuristic without timing: {default_config(kh, kw, d).name()})"
+    )
+
+
+# Public entry point: a custom op so torch.compile treats the kernel as one opaque call
+
+
+@torch.library.custom_op("torchao_sam::rel_pos_attention", mutates_args=())
+def _rel_pos_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    config = choose_config(q, k, v, rel_h, rel_w)
+    return run_with_config(q, k, v, rel_h, rel_w, config)
+
+
+@_rel_pos_attention_op.register_fake
+def _(q, k, v, rel_h, rel_w):
+    return new_output(q)
+
+
+def flash4_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
+    """Fused rel-pos attention. q, k, v [B, H, N, D]; rel_h [B, H, N, Kh]; rel_w [B, H, N, Kw].
+
+    Returns [B, H, N, D] in q's dtype, stored as [B, N, H, D] (see :func:`new_output`). Raises
+    UnsupportedInputError for CPU tensors, dtypes other than bf16/fp16 (fp32 included), and head
+    dims outside 16..256; any grid Kh x Kw runs (gather mode where neither row nor one-hot mode
+    applies).
+    """
+    validate(q, k, v, rel_h, rel_w)
+    return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)
