@@ -135,8 +135,10 @@ def test_predictor_predict_torch_batched(small_pair):
 
 def test_predictor_vit_b_full_size():
     pair = model_pair(VIT_B)
-    image = np.random.default_rng(2).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    # 600x800 up-scales to 768x1024: Pillow's resize, as in the official pipeline
+    image = np.random.default_rng(2).integers(0, 256, (600, 800, 3), dtype=np.uint8)
     p_ref, p_ours = predictor_pair(pair, image)
+    assert p_ours.input_size == p_ref.input_size == (768, 1024)
     kwargs = dict(
         point_coords=np.array([[500.0, 300.0]]), point_labels=np.array([1]), return_logits=True
     )
