@@ -2,11 +2,14 @@
 to the uncompressed encoder) or refused with a clear error."""
 
 import copy
+import importlib
+import sys
 import warnings
 
 import pytest
 import torch
 
+import torchao
 from torchao._models.sam import build_sam_from_config
 from torchao._models.sam.compress import (
     COMPRESS_OPTIONS,
@@ -17,7 +20,9 @@ from torchao._models.sam.compress import (
     compression_plan,
     cosine_similarity,
     is_attn_linear,
+    is_linear,
     is_mlp_linear,
+    prune_24,
     restrict_plan,
     set_inductor_flags,
     weight_types,
@@ -30,6 +35,7 @@ LAYER_NAMES = {
     "no_proj": ("attn.qkv", "mlp.lin1", "mlp.lin2"),
 }
 CUDA_ONLY = [o for o in COMPRESS_OPTIONS if o != "int8_dynamic_quant"]
+SPARSE_OPTIONS = [o for o in COMPRESS_OPTIONS if "sparse" in o]
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -208,3 +214,94 @@ def test_options_on_gpu_apply_or_refuse_clearly(option):
     cos = cosine_similarity(ref, out)
     print(f"{option}: {dict(types)} cosine {cos:.4f}")
     assert cos > 0.9
+
+
+def test_prune_24_keeps_the_two_largest_of_every_four_inputs():
+    w = torch.tensor([[1.0, -4.0, 3.0, 0.5, 0.0, 0.0, -2.0, 2.5], [4.0, 3.0, 2.0, 1.0] * 2])
+    expected = [[0.0, -4.0, 3.0, 0.0, 0.0, 0.0, -2.0, 2.5], [4.0, 3.0, 0.0, 0.0] * 2]
+    torch.testing.assert_close(prune_24(w), torch.tensor(expected), atol=0, rtol=0)
+    assert w[0, 0] == 1.0  # a new tensor
+    with pytest.raises(ValueError, match="in % 4 == 0"):
+        prune_24(torch.ones(4, 6))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ties", [False, True])
+def test_prune_24_equals_torchao_apply_fake_sparsity(dtype, ties):
+    """torchao 0.18's pruning (WeightNormSparsifier), while torchao still has it."""
+    sparse_api = pytest.importorskip("torchao.sparsity.sparse_api")
+    enc = tiny_encoder(dtype)
+    if ties:  # few distinct magnitudes: which of equal weights is dropped must agree too
+        with torch.no_grad():
+            for p in enc.parameters():
+                p.copy_(torch.randint(-2, 3, p.shape, generator=torch.Generator().manual_seed(0)))
+    reference = copy.deepcopy(enc)
+    sparse_api.apply_fake_sparsity(reference, filter_fn=is_linear)
+    pruned = {n: m.weight for n, m in reference.named_modules() if is_linear(m, n)}
+    for name, m in enc.named_modules():
+        if is_linear(m, name):
+            assert torch.equal(prune_24(m.weight), pruned[name]), name
+
+
+@pytest.fixture
+def no_torchao_sparsity(monkeypatch):
+    """torchao as on its main branch, which deleted torchao.sparsity (#4728)."""
+    for name in [n for n in sys.modules if n.split(".")[:2] == ["torchao", "sparsity"]]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torchao.sparsity", None)
+    monkeypatch.delattr(torchao, "sparsity", raising=False)
+    with pytest.raises(ImportError):
+        importlib.import_module("torchao.sparsity.sparse_api")
+
+
+@pytest.mark.parametrize("option", SPARSE_OPTIONS)
+def test_sparse_options_without_torchao_sparsity_refuse_cpu_clearly(no_torchao_sparsity, option):
+    assert "sparse24" in [step for step, _ in compression_plan(option)]
+    enc = tiny_encoder(torch.bfloat16)
+    with pytest.raises(CompressionUnavailableError, match=f"--compress {option} needs a CUDA GPU"):
+        apply_compression(enc, option, CPU, torch.bfloat16)
+    assert dict(weight_types(enc)) == {"Parameter": 8}
+
+
+def test_sparse_step_without_torchao_sparsity_reaches_torchs_cuda_check(no_torchao_sparsity):
+    """Past the device check, the 2:4 step runs on torch alone: on CPU, torch's own error."""
+    from torchao._models.sam.compress import _run_step
+
+    enc = tiny_encoder(torch.bfloat16)
+    before = copy.deepcopy(enc.state_dict())
+    with pytest.raises(RuntimeError, match="CUDA"):
+        _run_step(enc, "sparse24", is_mlp_linear)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.gpu
+@NEEDS_CUDA
+@pytest.mark.parametrize("option", ["sparse_mlp_only", "sparse"])
+def test_sparse_without_torchao_sparsity_on_gpu(no_torchao_sparsity, option):
+    enc = tiny_encoder(torch.bfloat16, "cuda", embed_dim=128)
+    x = encoder_input(torch.bfloat16, "cuda")
+    with torch.no_grad():
+        ref = enc(x)
+        types = apply_compression(enc, option, torch.device("cuda"), torch.bfloat16)
+        out = enc(x)
+    sparse = sum(n for t, n in types.items() if t.startswith("SparseSemiStructuredTensor"))
+    assert sparse == (4 if option == "sparse_mlp_only" else 8), dict(types)
+    assert torch.isfinite(out).all()
+    assert cosine_similarity(ref, out) > 0.9
+
+
+@pytest.mark.gpu
+@NEEDS_CUDA
+def test_sparse_equals_torchaos_semi_sparse_path_on_gpu():
+    """Our torch-only 2:4 path gives torchao 0.18's weights and outputs, bit for bit."""
+    sparse_api = pytest.importorskip("torchao.sparsity.sparse_api")
+    ours = tiny_encoder(torch.bfloat16, "cuda", embed_dim=128)
+    theirs = copy.deepcopy(ours)
+    apply_compression(ours, "sparse", torch.device("cuda"), torch.bfloat16)
+    sparse_api.apply_fake_sparsity(theirs, filter_fn=is_linear)
+    sparse_api.sparsify_(theirs, sparse_api.SemiSparseWeightConfig(), filter_fn=is_linear)
+    assert weight_types(ours) == weight_types(theirs)
+    x = encoder_input(torch.bfloat16, "cuda")
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))

@@ -6,7 +6,8 @@ Each option maps to today's torchao API (>= 0.17):
 option                           what runs
 ===============================  ===============================================================
 int8_dynamic_quant               Int8DynamicActivationInt8WeightConfig on every Linear
-sparse_mlp_only                  2:4 magnitude pruning + SemiSparseWeightConfig on mlp.lin1/lin2
+sparse_mlp_only                  2:4 magnitude pruning + torch's semi-structured sparse weights
+                                 (torch.sparse.to_sparse_semi_structured) on mlp.lin1/lin2
 sparse                           the same on every Linear
 int8_dynamic_quant_sparse        int8 dynamic on attn.qkv/proj; 2:4 semi-sparse on the mlp
 int4_weight_only                 Int4WeightOnlyConfig(group_size=128, tile_packed_to_4d) on all
@@ -20,9 +21,17 @@ float8_dynamic_quant_fused_gelu  float8_dynamic_quant, then every encoder MLPBlo
 The old benchmark fused int8 (or int4 Marlin) with 2:4 in one tensor layout for mlp.lin1;
 those layouts (SemiSparseLayout, MarlinSparseLayout) were removed from torchao before 0.17,
 so the ``*_sparse`` options here combine the two per layer instead (quantized attention, 2:4
-sparse bf16/fp16 mlp). Every option checks its device/dtype needs before touching the model
-and raises :class:`CompressionUnavailableError` naming what is missing; after applying, every
-selected weight must have been replaced by a torchao/sparse tensor, or it raises.
+sparse bf16/fp16 mlp).
+
+2:4 sparsity runs on torch alone (``prune_24`` + ``torch.sparse.to_sparse_semi_structured``), on
+every torchao: torchao's main branch removed ``torchao.sparsity`` after 0.18, and 0.18's
+``apply_fake_sparsity`` + ``sparsify_(SemiSparseWeightConfig())`` did exactly this (its
+WeightNormSparsifier keeps the same 2 of 4 weights, its config calls the same torch function;
+``test_compress.py`` checks both against torchao when it has them).
+
+Every option checks its device/dtype needs before touching the model and raises
+:class:`CompressionUnavailableError` naming what is missing; after applying, every selected
+weight must have been replaced by a torchao/sparse tensor, or it raises.
 
 torchao's quantization configs set process-wide inductor options by default
 (``set_inductor_config=True``: coordinate descent tuning in all directions, among others). On
@@ -176,12 +185,29 @@ def _float8_config():
     )
 
 
-def _sparsify_24(module: nn.Module, filter_fn: Filter) -> None:
-    """Magnitude 2:4 pruning, then semi-structured sparse weights, on the selected Linears."""
-    from torchao.sparsity.sparse_api import SemiSparseWeightConfig, apply_fake_sparsity, sparsify_
+def prune_24(weight: torch.Tensor) -> torch.Tensor:
+    """Magnitude 2:4 pruning of a [out, in] weight: in each group of 4 consecutive inputs of a
+    row, zero the 2 with the smallest w * w (computed in the weight's dtype; torch.topk picks
+    among ties, as torchao 0.18's WeightNormSparsifier(sparse_block_shape=(1, 4),
+    zeros_per_block=2) does). Returns a new tensor."""
+    if weight.dim() != 2 or weight.shape[1] % 4:
+        raise ValueError(f"2:4 pruning takes [out, in] with in % 4 == 0, got {tuple(weight.shape)}")
+    rows, cols = weight.shape
+    groups = weight.detach().reshape(rows, cols // 4, 4)
+    _, drop = torch.topk(groups * groups, k=2, dim=-1, largest=False)
+    pruned = groups.scatter(-1, drop, 0.0)
+    return pruned.reshape(rows, cols)
 
-    apply_fake_sparsity(module, filter_fn=filter_fn)
-    sparsify_(module, SemiSparseWeightConfig(), filter_fn=filter_fn)
+
+def _sparsify_24(module: nn.Module, filter_fn: Filter) -> None:
+    """Magnitude 2:4 pruning, then torch's semi-structured sparse weights (CUDA), on the
+    selected Linears."""
+    from torch.sparse import to_sparse_semi_structured
+
+    for name, linear in list(module.named_modules()):
+        if filter_fn(linear, name):
+            sparse = to_sparse_semi_structured(prune_24(linear.weight))
+            linear.weight = nn.Parameter(sparse, requires_grad=False)
 
 
 def compression_plan(option: str) -> list[tuple[str, Filter]]:
