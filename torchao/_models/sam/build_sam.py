@@ -111,7 +111,14 @@ class CheckpointError(RuntimeError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM .pth file; clear errors for a directory, a missing or bad file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith((".pth", ".pt")))
+        hint = f"; it holds {', '.join(found[:4])}" if found else ""
+        raise IsADirectoryError(
+            f"SAM checkpoint path {path} is a directory: pass the .pth file itself{hint}"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SAM checkpoint not found: {path}")
     try:

@@ -8,6 +8,8 @@ import torch
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.transforms import ResizeLongestSide
 
+POINT_LABELS = (-1, 0, 1)  # ignored (padding), background, foreground
+
 
 class SamPredictor:
     def __init__(self, sam_model: Sam) -> None:
@@ -26,7 +28,8 @@ class SamPredictor:
         self.input_size: tuple[int, int] | None = None
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """image: uint8 numpy [H, W, 3] in ``image_format`` ('RGB' or 'BGR')."""
+        """image: numpy [H, W, 3] in ``image_format`` ('RGB' or 'BGR'): uint8 0..255, or
+        float 0..1, scaled to uint8 as the official predictor does (see image_to_uint8)."""
         check_numpy_image(image)
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -72,7 +75,9 @@ class SamPredictor:
         return_logits: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prompts for one object in original-image pixels: point_coords [P, 2] (x, y),
-        point_labels [P], box [4], mask_input [1, 256, 256] (low-res logits).
+        point_labels [P] (1 foreground, 0 background, -1 ignored), box [4] (x0, y0, x1, y1;
+        one box: predict_torch takes many), mask_input [1, 256, 256] (low-res logits, 256 =
+        the prompt encoder's mask_input_size).
 
         Returns masks [M, H, W], iou predictions [M], low-res logits [M, 256, 256] as numpy.
         """
@@ -84,9 +89,10 @@ class SamPredictor:
             coords = torch.as_tensor(coords_np, dtype=torch.float, device=self.device)[None]
             labels = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
-            box_np = self.transform.apply_boxes(np.asarray(box), self.original_size)
+            box_np = self.transform.apply_boxes(check_box(box), self.original_size)
             boxes = torch.as_tensor(box_np, dtype=torch.float, device=self.device)
         if mask_input is not None:
+            check_mask_input(np.shape(mask_input), self._mask_input_size(1)[1:], "predict")
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
         out = self.predict_torch(coords, labels, boxes, masks, multimask_output, return_logits)
         return tuple(_to_numpy(t[0]) for t in out)
@@ -102,12 +108,17 @@ class SamPredictor:
         return_logits: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prompts in the resized frame (see ResizeLongestSide): point_coords [B, P, 2],
-        point_labels [B, P], boxes [B, 4], mask_input [B, 1, 256, 256].
+        point_labels [B, P] (1, 0 or -1), boxes [B, 4], mask_input [B, 1, 256, 256].
 
         Returns masks [B, M, H, W] (bool unless return_logits), iou [B, M], low-res [B, M, h, w].
+        Non-finite coordinates and other labels raise ValueError (one host-device sync).
         """
         self._check_image_set()
         check_prompt_batch(point_coords, point_labels, boxes, mask_input)
+        if mask_input is not None:
+            size = self._mask_input_size(mask_input.shape[0])
+            check_mask_input(tuple(mask_input.shape), size, "predict_torch")
+        check_prompt_values(point_coords, point_labels, boxes)
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         low_res, iou = self.model.mask_decoder(
@@ -127,6 +138,10 @@ class SamPredictor:
         self._check_image_set()
         return self.features
 
+    def _mask_input_size(self, batch: int) -> tuple[int, ...]:
+        """The mask_input shape the prompt encoder takes: [batch, 1, 4 * He, 4 * We]."""
+        return (batch, 1, *self.model.prompt_encoder.mask_input_size)
+
     def _check_image_set(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
@@ -142,8 +157,10 @@ def check_numpy_image(image: np.ndarray) -> None:
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 with values 0..255, got dtype {image.dtype}")
+    if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"image must be uint8 (0..255) or floating point (0..1), got dtype {image.dtype}"
+        )
 
 
 def check_torch_image(image: torch.Tensor, img_size: int) -> None:
@@ -169,6 +186,60 @@ def check_points(point_coords, point_labels) -> None:
         raise ValueError(f"point_coords must be [P, 2], got {coords.shape}")
     if labels.shape != (coords.shape[0],):
         raise ValueError(f"point_labels must be [{coords.shape[0]}], got {labels.shape}")
+    if not np.isfinite(coords).all():
+        raise ValueError(f"point_coords must be finite, got {coords.tolist()}")
+    bad = ~np.isin(labels, POINT_LABELS)
+    if bad.any():
+        raise ValueError(_labels_message(np.unique(labels[bad]).tolist()))
+
+
+def _labels_message(bad: list) -> str:
+    return (
+        f"point_labels must be 1 (foreground), 0 (background) or -1 (ignored padding), got "
+        f"{bad}; give box corners as a box (box= / boxes=), not as labels 2 and 3"
+    )
+
+
+def check_box(box) -> np.ndarray:
+    """One box of 4 finite numbers (x0, y0, x1, y1), as an array [1, 4]."""
+    arr = np.asarray(box)
+    if arr.size != 4:
+        raise ValueError(
+            f"predict takes one box of 4 numbers (x0, y0, x1, y1), got shape {arr.shape}; for "
+            f"many boxes (masks for each) use predict_torch(None, None, "
+            f"boxes=predictor.transform.apply_boxes_torch(boxes, predictor.original_size))"
+        )
+    if not np.isfinite(arr.astype(float)).all():
+        raise ValueError(f"box must be finite, got {arr.tolist()}")
+    return arr.reshape(1, 4)
+
+
+def check_mask_input(shape: tuple[int, ...], expected: tuple[int, ...], where: str) -> None:
+    """mask_input must have the prompt encoder's shape (low-res logits of an earlier call)."""
+    if tuple(shape) != tuple(expected):
+        raise ValueError(
+            f"{where}: mask_input must be {list(expected)} (low-res logits, as an earlier "
+            f"prediction returns them), got {list(shape)}"
+        )
+
+
+def check_prompt_values(point_coords, point_labels, boxes) -> None:
+    """Finite coordinates and labels in POINT_LABELS for predict_torch's tensors (one sync)."""
+    checks: list[tuple[str, torch.Tensor]] = []
+    if point_coords is not None:
+        checks.append(("point_coords", ~torch.isfinite(point_coords).all()))
+        ok = (point_labels == -1) | (point_labels == 0) | (point_labels == 1)
+        checks.append(("point_labels", ~ok.all()))
+    if boxes is not None:
+        checks.append(("boxes", ~torch.isfinite(boxes).all()))
+    if not checks:
+        return
+    flags = torch.stack([flag for _, flag in checks]).tolist()
+    for (name, _), failed in zip(checks, flags):
+        if failed and name == "point_labels":
+            raise ValueError(_labels_message(torch.unique(point_labels[~ok]).tolist()))
+        if failed:
+            raise ValueError(f"{name} must be finite: it holds NaN or infinite values")
 
 
 def check_prompt_batch(point_coords, point_labels, boxes, mask_input) -> None:
