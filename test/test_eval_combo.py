@@ -1,20 +1,21 @@
 """The SAM benchmark end to end on synthetic data with a shrunk model (CPU)."""
 
 import csv
-import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 import torch
 
-from torchao._models.sam import build_sam_from_config, eval_combo
-from torchao._models.sam.eval_combo import COLUMNS, build_parser, gpu_lock, main
+from torchao._models.sam import build_sam_from_config
+from torchao._models.sam.eval.main import main
+from torchao._models.sam.eval.results import EVAL_SCHEMA
+from torchao._models.sam.utils.results import append_row
+
+COLUMNS = list(EVAL_SCHEMA.columns)
 
 # mIoU may differ between attention backends by float rounding flipping a few mask pixels;
 # on these runs it is in practice identical.
@@ -36,7 +37,7 @@ def run(tmp_path, *flags: str) -> dict:
         str(tmp_path / "results.csv"),
         *flags,
     ]
-    return main(build_parser().parse_args(argv))
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_row_schema_and_csv(tmp_path, capsys):
     assert row["num_annotations"] > 4 and 0.0 <= row["mIoU"] <= 1.0
     assert row["img_s(avg)"] > 0 and row["batch_ms(avg)/batch_size"] > 0
     assert row["torch_version"] == torch.__version__
-    assert row["gpu_lock_wait_s"] == 0.0  # no --gpu_lock
+    assert row["triton_version"] and row["torchao_version"]
     with open(tmp_path / "results.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == COLUMNS and len(rows) == 2
@@ -72,100 +73,14 @@ def test_row_schema_and_csv(tmp_path, capsys):
         assert len(list(csv.reader(f))) == 3
 
 
-def lock_is_free(path: str) -> bool:
-    """Whether an exclusive flock on ``path`` could be taken right now (by anyone)."""
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True  # closing the file releases it
-
-
-def hold_lock(path: str, seconds: float, after: threading.Event | None = None) -> threading.Thread:
-    """A thread holding gpu_lock(path) until ``after`` is set (if given), then ``seconds``
-    more; returns once it has the lock. (flock belongs to the open file, so another open() in
-    this process conflicts with it.)"""
-    acquired = threading.Event()
-
-    def hold() -> None:
-        with gpu_lock(path):
-            acquired.set()
-            if after is not None:
-                assert after.wait(60)
-            time.sleep(seconds)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert acquired.wait(5)
-    return thread
-
-
-def test_gpu_lock_is_exclusive(tmp_path):
-    path = str(tmp_path / "gpu.lock")  # created by the first holder
-    holder = hold_lock(path, 0.5)
-    assert not lock_is_free(path)
-    with gpu_lock(path) as waited:
-        assert waited >= 0.25  # blocked until the holder let go
-        assert not lock_is_free(path)
-    holder.join()
-    assert lock_is_free(path)
-    with gpu_lock(None) as waited:
-        assert waited == 0.0
-
-
-def test_gpu_lock_is_taken_after_the_first_warm_up_pass(shared, baseline, tmp_path, monkeypatch):
-    """--gpu_lock end to end: the first warm-up pass (compile) runs unlocked; the lock is
-    waited for, then held through an extra warm-up pass, the timed batches and the profile."""
-    lock = str(tmp_path / "gpu.lock")
-    seen, holders, warmed = [], [], threading.Event()
-
-    def probe(name: str) -> None:
-        real = getattr(eval_combo, name)
-
-        def wrapped(*a, **k):
-            seen.append((name, lock_is_free(lock)))
-            if name != "warm_up":
-                return real(*a, **k)
-            # another process takes the GPU while this one compiles, and keeps it 0.5 s after
-            holders.append(hold_lock(lock, 0.5, after=warmed))
-            try:
-                return real(*a, **k)
-            finally:
-                warmed.set()
-
-        monkeypatch.setattr(eval_combo, name, wrapped)
-
-    for name in ("warm_up", "repeat_sizes", "timed_step", "profile_step"):
-        probe(name)
-    trace = str(tmp_path / "trace.json")
-    row = run(
-        shared, "--attention_backend", "sdpa_bias", "--gpu_lock", lock, "--profile_path", trace
-    )
-    holders[0].join()
-    assert seen == [
-        ("warm_up", True),
-        ("repeat_sizes", False),  # inside warm_up, the other holder has the lock
-        ("repeat_sizes", False),  # --warmup_batches 1: one more pass under our lock
-        ("timed_step", False),
-        ("timed_step", False),
-        ("profile_step", False),
-    ]
-    assert lock_is_free(lock)  # released when run_eval returned
-    assert row["gpu_lock_wait_s"] >= 0.2 and list(row) == COLUMNS
-    assert row["mIoU"] == baseline["mIoU"]
-
-
 def append_rows(path: str, value: int, start) -> None:
-    args = build_parser().parse_args(["--output_csv_path", path])
     start.wait()  # all processes find the file new at once
     for _ in range(20):
-        eval_combo.write_row(dict.fromkeys(COLUMNS, value), args)
+        append_row(path, dict.fromkeys(COLUMNS, value), EVAL_SCHEMA)
 
 
 def test_concurrent_runs_append_to_one_csv(tmp_path):
-    """gpu_suite.sh EVAL_JOBS: processes appending to one new CSV write one header, no
-    interleaved rows."""
+    """Processes appending to one new CSV write one header and no interleaved rows."""
     import multiprocessing
 
     path = str(tmp_path / "shared.csv")
@@ -223,11 +138,13 @@ def test_cuda_only_compression_is_refused_on_cpu(shared):
         run(shared, "--compress", "sparse", "--use_half", "bfloat16")
 
 
-def test_bad_flag_combinations_stop_with_a_message(tmp_path):
-    with pytest.raises(SystemExit, match="--memory_path records CUDA memory"):
+def test_bad_flag_combinations_stop_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit):
         run(tmp_path, "--memory_path", str(tmp_path / "m.pickle"))
-    with pytest.raises(SystemExit, match="--sam_checkpoint_base_path is required"):
-        main(build_parser().parse_args(["--coco_root_dir", str(tmp_path), "--device", "cpu"]))
+    assert "--memory_path records CUDA memory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--coco_root_dir", str(tmp_path), "--device", "cpu"])
+    assert "--sam_checkpoint_base_path is required" in capsys.readouterr().err
 
 
 def test_bf16_and_debug_masks_and_profile(shared, tmp_path):
@@ -303,3 +220,73 @@ def test_compile_image_encoder_scopes():
     assert whole._compiled_call_impl is not None
     with pytest.raises(ValueError, match="compile scope"):
         compile_image_encoder(encoder(), "layer")
+
+
+def fails_before_running(capsys, argv: list[str], message: str) -> None:
+    """main(argv) exits with ``message`` on stderr, and creates nothing."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_output_csv_problems_are_found_before_the_run(tmp_path, capsys):
+    syn = tmp_path / "syn"
+    flags = [*TINY_FLAGS, "--synthetic_dir", str(syn)]
+    fails_before_running(
+        capsys, [*flags, "--output_csv_path", str(tmp_path / "missing" / "r.csv")], "does not exist"
+    )
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    fails_before_running(capsys, [*flags, "--output_csv_path", str(other)], "other columns")
+    assert not syn.exists()  # nothing was built or written
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_synthetic_count_must_be_positive(tmp_path, capsys, count):
+    syn = tmp_path / "syn"
+    argv = ["--synthetic", count, "--device", "cpu", "--tiny", "--synthetic_dir", str(syn)]
+    fails_before_running(capsys, argv, "--synthetic must be >= 1")
+    assert not syn.exists()
+
+
+def test_attention_backend_env_var(shared, monkeypatch, capsys):
+    monkeypatch.setenv("TORCHAO_SAM_ATTENTION_BACKEND", "sdpa_aug")
+    assert run(shared, "--limit", "2")["attention_backend"] == "sdpa_aug"
+    monkeypatch.setenv("TORCHAO_SAM_ATTENTION_BACKEND", "")  # empty counts as unset
+    assert run(shared, "--limit", "2")["attention_backend"] == "auto"
+    monkeypatch.setenv("TORCHAO_SAM_ATTENTION_BACKEND", "nope")
+    with pytest.raises(SystemExit):
+        run(shared, "--limit", "2")
+    assert "TORCHAO_SAM_ATTENTION_BACKEND='nope' is not an attention backend" in (
+        capsys.readouterr().err
+    )
+
+
+def test_data_and_checkpoint_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "coco").mkdir()
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    argv = ["--coco_root_dir", str(tmp_path / "coco"), "--device", "cpu", "--sam_model_type",
+            "vit_b", "--sam_checkpoint_base_path", str(ckpt)]
+    fails_before_running(capsys, argv, "checkpoint not found")
+    (ckpt / "sam_vit_b_01ec64.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert str(info.value).startswith("error: ") and "\n" not in str(info.value)
+
+
+def test_default_run_writes_no_csv(tmp_path, monkeypatch, shared, capsys):
+    monkeypatch.chdir(tmp_path)
+    row = main([*TINY_FLAGS, "--synthetic_dir", str(shared / "syn"), "--limit", "2"])
+    assert os.listdir(tmp_path) == []
+    assert capsys.readouterr().out.strip().endswith(str(row["torchao_version"]))
+
+
+def test_damaged_synthetic_image_is_rebuilt(tmp_path):
+    syn = tmp_path / "syn"
+    first = run(tmp_path, "--attention_backend", "sdpa_bias")
+    image = next((syn / "coco_n4_seed0" / "val2017").iterdir())
+    image.write_bytes(b"damaged")
+    again = run(tmp_path, "--attention_backend", "sdpa_bias")
+    assert again["mIoU"] == first["mIoU"]

@@ -14,15 +14,17 @@ from torchao._models.sam.build_sam import (
     build_sam_vit_l,
     cast_predictor,
     load_checkpoint,
+    sam_from_config,
     sam_model_registry,
     set_attention_backend,
 )
+from torchao._models.sam.modeling.config import PRESETS, SamConfig
 from torchao._models.sam.modeling.image_encoder import ImageEncoderViT
 from torchao._models.sam.modeling.mask_decoder import MaskDecoder
-from torchao._models.sam.predictor import SamPredictor
 from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.modeling.transformer import TwoWayTransformer
+from torchao._models.sam.predictor import SamPredictor
 from torchao._models.sam.transforms import ResizeLongestSide
 
 build_sam = build_sam_vit_h  # the official name: the default model
@@ -32,9 +34,11 @@ __all__ = [
     "CheckpointError",
     "ImageEncoderViT",
     "MaskDecoder",
+    "PRESETS",
     "PromptEncoder",
     "ResizeLongestSide",
     "Sam",
+    "SamConfig",
     "SamPredictor",
     "TwoWayTransformer",
     "build_sam",
@@ -45,6 +49,7 @@ __all__ = [
     "cast_predictor",
     "load_checkpoint",
     "rel_pos_attention",
+    "sam_from_config",
     "sam_model_registry",
     "set_attention_backend",
 ]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from torchao._models.sam.attention import check_backend_name
+from torchao._models.sam.modeling.config import SamConfig
 from torchao._models.sam.modeling.image_encoder import Attention as EncoderAttention
 from torchao._models.sam.modeling.image_encoder import ImageEncoderViT
 from torchao._models.sam.modeling.mask_decoder import MaskDecoder
@@ -16,12 +17,49 @@ from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.modeling.transformer import TwoWayTransformer
 
-# name: (embed_dim, depth, num_heads, global_attn_indexes)
-ENCODER_CONFIGS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
-    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
-    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
-    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
-}
+
+def sam_from_config(
+    config: SamConfig,
+    checkpoint: str | os.PathLike | None = None,
+    attention_backend: str | None = None,
+    use_rel_pos: bool = True,
+) -> Sam:
+    """A Sam of ``config``'s size in eval mode, with the checkpoint loaded strictly if given."""
+    encoder = ImageEncoderViT(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        embed_dim=config.encoder_embed_dim,
+        depth=config.encoder_depth,
+        num_heads=config.encoder_num_heads,
+        mlp_ratio=4,
+        out_chans=config.prompt_embed_dim,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=use_rel_pos,
+        window_size=config.window_size,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        attention_backend=attention_backend,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=config.prompt_embed_dim,
+        image_embedding_size=(config.grid_size, config.grid_size),
+        input_image_size=(config.image_size, config.image_size),
+        mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=2, embedding_dim=config.prompt_embed_dim, mlp_dim=2048, num_heads=8
+        ),
+        transformer_dim=config.prompt_embed_dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    sam = Sam(encoder, prompt_encoder, decoder)
+    sam.eval()
+    if checkpoint is not None:
+        load_checkpoint(sam, checkpoint)
+    return sam
 
 
 def build_sam_from_config(
@@ -35,59 +73,23 @@ def build_sam_from_config(
     window_size: int = 14,
     use_rel_pos: bool = True,
 ) -> Sam:
-    """A Sam with the given encoder size; other parts as in the official models."""
-    prompt_embed_dim, patch_size = 256, 16
-    embedding_size = image_size // patch_size
-    encoder = ImageEncoderViT(
-        img_size=image_size,
-        patch_size=patch_size,
-        embed_dim=encoder_embed_dim,
-        depth=encoder_depth,
-        num_heads=encoder_num_heads,
-        mlp_ratio=4,
-        out_chans=prompt_embed_dim,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_rel_pos=use_rel_pos,
+    """A Sam with the given encoder size (see :class:`SamConfig`); other parts as official."""
+    config = SamConfig(
+        encoder_embed_dim,
+        encoder_depth,
+        encoder_num_heads,
+        tuple(encoder_global_attn_indexes),
+        image_size=image_size,
         window_size=window_size,
-        global_attn_indexes=encoder_global_attn_indexes,
-        attention_backend=attention_backend,
     )
-    prompt_encoder = PromptEncoder(
-        embed_dim=prompt_embed_dim,
-        image_embedding_size=(embedding_size, embedding_size),
-        input_image_size=(image_size, image_size),
-        mask_in_chans=16,
-    )
-    decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(
-            depth=2, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8
-        ),
-        transformer_dim=prompt_embed_dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=256,
-    )
-    sam = Sam(encoder, prompt_encoder, decoder)
-    sam.eval()
-    if checkpoint is not None:
-        load_checkpoint(sam, checkpoint)
-    return sam
+    return sam_from_config(config, checkpoint, attention_backend, use_rel_pos)
 
 
 def _registry_builder(name: str):
-    embed_dim, depth, heads, global_idx = ENCODER_CONFIGS[name]
+    config = SamConfig.from_name(name)
 
     def build(checkpoint=None, attention_backend: str | None = None, **kwargs) -> Sam:
-        return build_sam_from_config(
-            embed_dim,
-            depth,
-            heads,
-            global_idx,
-            checkpoint=checkpoint,
-            attention_backend=attention_backend,
-            **kwargs,
-        )
+        return sam_from_config(config, checkpoint, attention_backend, **kwargs)
 
     build.__name__ = f"build_sam_{name}"
     build.__doc__ = f"SAM {name}; checkpoint: path to the official .pth file (optional)."
@@ -169,17 +171,19 @@ def set_attention_backend(model: nn.Module, backend: str) -> None:
             module.attention_backend = backend
 
 
-def cast_predictor(predictor, dtype: torch.dtype):
-    """Cast a SamPredictor's model for inference in ``dtype`` (fp32, bf16 or fp16).
-
-    Inputs are normalised in fp32 and cast at each module's entry; output masks are
-    upsampled in fp32. Returns the predictor.
-    """
+def cast_sam(sam: Sam, dtype: torch.dtype) -> Sam:
+    """Cast ``sam`` for inference in ``dtype`` (fp32, bf16 or fp16): the encoder, prompt
+    encoder and decoder weights. Images are normalised in fp32 and masks upsampled in fp32."""
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-    sam = predictor.model
     sam.image_encoder.to(dtype)
     sam.prompt_encoder.to(dtype)
     sam.mask_decoder.to(dtype)
+    return sam
+
+
+def cast_predictor(predictor, dtype: torch.dtype):
+    """Cast a SamPredictor's model with :func:`cast_sam` and clear its image. Returns it."""
+    cast_sam(predictor.model, dtype)
     predictor.reset_image()
     return predictor

@@ -21,11 +21,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
     DEFAULT_LOWER_BOUND,
     rowwise_fp8_quant,
 )
+from torchao._models.sam.modeling.common import MLPBlock
 
 __all__ = ["Float8GeluMLP", "fuse_float8_gelu_mlps", "ineligibility"]
 

@@ -37,7 +37,7 @@ def default_backend() -> str:
     if not value:
         return "auto"
     if value not in BACKENDS:
-        raise ValueError(f"{ENV_VAR}={value!r} is not an attention backend; choose one of {BACKENDS}")
+        raise ValueError(f"{ENV_VAR}={value!r} is not an attention backend; choose from {BACKENDS}")
     return value
 
 

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from torchao._models.sam.utils.atomic_file import atomic_path
 from torchao._models.sam.transforms import ResizeLongestSide
+from torchao._models.sam.utils.atomic_file import atomic_path
 
 
 class DataError(ValueError):
@@ -132,6 +132,10 @@ class CocoPointDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.img_ids)
 
+    def num_prompts(self, index: int) -> int:
+        """How many point prompts (annotations) image ``index`` has, without loading it."""
+        return len(self._ann_ids(self.img_ids[index]))
+
     def __getitem__(self, index: int) -> Sample:
         img_id = self.img_ids[index]
         image = self.load_image(img_id)
@@ -234,6 +238,17 @@ class Collate:
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
     """Round-robin shard of range(n) for ``rank`` of ``world_size``."""
     return list(range(rank, n, world_size))
+
+
+def batch_plan(
+    dataset: CocoPointDataset, batch_size: int, rank: int = 0, world_size: int = 1
+) -> tuple[set[int], set[int]]:
+    """The batch sizes and per-batch prompt counts :func:`make_loader` will yield for a rank."""
+    shard = shard_indices(len(dataset), rank, world_size)
+    batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
+    sizes = {len(b) for b in batches}
+    prompts = {sum(dataset.num_prompts(i) for i in b) for b in batches}
+    return sizes, prompts
 
 
 def make_loader(

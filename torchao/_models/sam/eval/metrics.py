@@ -6,7 +6,7 @@ with the mask predicted from its point prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,3 +42,14 @@ class IoUAccumulator:
         if self.count == 0:
             raise ValueError("mIoU of zero annotations is undefined")
         return self.total / self.count
+
+
+@dataclass
+class EvalStats:
+    """One rank's totals: IoUs, images, batches, timed seconds and warm-up seconds."""
+
+    ious: IoUAccumulator = field(default_factory=IoUAccumulator)
+    num_images: int = 0
+    num_batches: int = 0
+    seconds: float = 0.0
+    warmup_seconds: float = 0.0  # untimed warm-up runs, compilation included

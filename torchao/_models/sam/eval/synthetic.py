@@ -119,11 +119,20 @@ def write_synthetic_coco(root: str, spec: SyntheticSpec = SyntheticSpec()) -> st
 
 
 def _matches(ann_path: str, spec: SyntheticSpec) -> bool:
+    """Whether the data set on disk is whole and was written for ``spec``: its annotation file
+    names the spec and every image it lists opens as a PNG."""
     try:
         with open(ann_path) as f:
-            return json.load(f)["info"]["spec"] == spec.__dict__
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+            data = json.load(f)
+        if data["info"]["spec"] != spec.__dict__:
+            return False
+        image_dir = os.path.join(os.path.dirname(os.path.dirname(ann_path)), spec.slice_name)
+        for image in data["images"]:
+            with Image.open(os.path.join(image_dir, image["file_name"])) as im:
+                im.verify()
+        return True
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+        return False  # PIL raises SyntaxError for some damaged files
 
 
 def randomize_weights(model: torch.nn.Module, seed: int) -> None:

@@ -12,10 +12,10 @@ from torchao._models.sam.modeling.common import LayerNorm2d
 class MaskDecoder(nn.Module):
     """Predicts masks from image embeddings and prompt embeddings.
 
-    image_embeddings [Bi, C, He, We] (Bi = 1 or the prompt batch B), image_pe [1, C, He, We],
-    sparse_prompt_embeddings [B, T, C], dense_prompt_embeddings [B, C, He, We].
-    Returns masks [B, M, 4 * He, 4 * We] and iou_pred [B, M]; M = num_multimask_outputs if
-    multimask_output else 1.
+    image_embeddings [I, C, He, We], image_pe [1, C, He, We], sparse_prompt_embeddings [B, T, C],
+    dense_prompt_embeddings [B, C, He, We]; image_index [B] (long) names each prompt's image, or
+    None when I is 1 or B. Returns masks [B, M, 4 * He, 4 * We] and iou_pred [B, M];
+    M = num_multimask_outputs if multimask_output else 1.
     """
 
     def __init__(
@@ -57,9 +57,14 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            image_index,
         )
         keep = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, keep], iou_pred[:, keep]
@@ -70,6 +75,7 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks [B, M+1, 4He, 4We] and their IoU scores [B, M+1]."""
         dtype = self.iou_token.weight.dtype
@@ -80,9 +86,12 @@ class MaskDecoder(nn.Module):
             dim=1,
         )
         src = image_embeddings.to(dtype)
-        if src.shape[0] != b:
+        if image_index is not None:
+            src = src.index_select(0, image_index)  # each prompt's image: one gather
+        elif src.shape[0] not in (1, b):
             src = torch.repeat_interleave(src, b // src.shape[0], dim=0)
-        src = src + dense_prompt_embeddings.to(dtype)
+        src = src + dense_prompt_embeddings.to(dtype)  # one image broadcasts to all B prompts
+        src = src.expand(b, -1, -1, -1)
         pos_src = image_pe.to(dtype).expand(b, -1, -1, -1)
         _, c, h, w = src.shape
 

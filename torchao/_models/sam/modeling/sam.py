@@ -59,6 +59,34 @@ class Sam(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for the prompts of many images in one call.
+
+        image_embeddings [I, C, He, We]; image_index [P] (long): each prompt's image (None when
+        I is 1 or P); point_coords [P, K, 2] and point_labels [P, K] in the encoder's input
+        frame; boxes [P, 4]; mask_input [P, 1, 4He, 4We]. Returns low-res logits
+        [P, M, 4He, 4We] and predicted IoUs [P, M] (M = 3 with multimask_output, else 1).
+        """
+        points = None if point_coords is None else (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            image_index=image_index,
+        )
+
     @torch.no_grad()
     def forward(
         self, batched_input: list[dict[str, Any]], multimask_output: bool
@@ -66,35 +94,64 @@ class Sam(nn.Module):
         """The official batched API: a list of dicts with 'image' [3, H, W] (resized),
         'original_size', and optional 'point_coords', 'point_labels', 'boxes', 'mask_inputs'.
         Returns per image 'masks' (bool), 'iou_predictions' and 'low_res_logits'.
+
+        All images are encoded together; the prompts of all images that have the same kind of
+        prompts (same number of points, boxes or not, masks or not) are decoded in one call.
         """
         images = torch.stack([self.preprocess(x["image"][None])[0] for x in batched_input])
         embeddings = self.image_encoder(images)
-        return [
-            self._predict_one(record, emb[None], multimask_output)
-            for record, emb in zip(batched_input, embeddings)
-        ]
+        outputs: list[dict[str, torch.Tensor]] = [{} for _ in batched_input]
+        for group in _groups_by_prompt_kind(batched_input):
+            records = [batched_input[i] for i in group]
+            low_res, iou = self.decode(
+                embeddings[group],
+                _prompt_image_index(records, embeddings.device),
+                *_cat_prompts(records),
+                multimask_output=multimask_output,
+            )
+            counts = [_num_prompts(r) for r in records]
+            for i, rec, lr, sc in zip(group, records, low_res.split(counts), iou.split(counts)):
+                masks = self.postprocess_masks(
+                    lr, tuple(rec["image"].shape[-2:]), rec["original_size"]
+                )
+                outputs[i] = {
+                    "masks": masks > self.mask_threshold,
+                    "iou_predictions": sc,
+                    "low_res_logits": lr,
+                }
+        return outputs
 
-    def _predict_one(
-        self, record: dict[str, Any], embedding: torch.Tensor, multimask_output: bool
-    ) -> dict[str, torch.Tensor]:
-        points = None
-        if "point_coords" in record:
-            points = (record["point_coords"], record["point_labels"])
-        sparse, dense = self.prompt_encoder(
-            points=points, boxes=record.get("boxes"), masks=record.get("mask_inputs")
-        )
-        low_res, iou = self.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-        masks = self.postprocess_masks(
-            low_res, tuple(record["image"].shape[-2:]), record["original_size"]
-        )
-        return {
-            "masks": masks > self.mask_threshold,
-            "iou_predictions": iou,
-            "low_res_logits": low_res,
-        }
+
+_PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")
+
+
+def _num_prompts(record: dict[str, Any]) -> int:
+    for key in ("point_coords", "boxes", "mask_inputs"):
+        if key in record:
+            return record[key].shape[0]
+    return 1
+
+
+def _prompt_kind(record: dict[str, Any]) -> tuple:
+    """Records of one kind can be decoded together: same keys and points per prompt."""
+    points = record["point_coords"].shape[1] if "point_coords" in record else None
+    return tuple(key in record for key in _PROMPT_KEYS) + (points,)
+
+
+def _groups_by_prompt_kind(records: list[dict[str, Any]]) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(_prompt_kind(record), []).append(i)
+    return list(groups.values())
+
+
+def _prompt_image_index(records: list[dict[str, Any]], device: torch.device) -> torch.Tensor:
+    counts = torch.tensor([_num_prompts(r) for r in records], device=device)
+    return torch.repeat_interleave(torch.arange(len(records), device=device), counts)
+
+
+def _cat_prompts(records: list[dict[str, Any]]) -> list[torch.Tensor | None]:
+    """point_coords, point_labels, boxes, mask_input of all records, concatenated."""
+    return [
+        torch.cat([r[key] for r in records]) if key in records[0] else None for key in _PROMPT_KEYS
+    ]

@@ -1,0 +1,50 @@
+"""Print what runs in each attention layer of a SAM model.
+
+    python -m torchao._models.sam.attention --explain vit_h [--backend auto] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from torchao._models.sam.attention.dispatch import BACKENDS, default_backend, explain
+from torchao._models.sam.modeling.config import PRESETS
+
+
+def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
+    """(layer kind, Kh, Kw, head dim) for each kind of attention layer of a preset."""
+    config = PRESETS[model]
+    grid, window = config.grid_size, config.window_size
+    return [
+        (f"global ({len(config.encoder_global_attn_indexes)} blocks)", grid, grid, config.head_dim),
+        (
+            f"windowed ({config.encoder_depth - len(config.encoder_global_attn_indexes)} blocks)",
+            window,
+            window,
+            config.head_dim,
+        ),
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--explain", required=True, choices=sorted(PRESETS), metavar="MODEL")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: as a model would")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    args = p.parse_args()
+    backend = args.backend or default_backend()
+    dtype = getattr(torch, args.dtype)
+    print(f"{args.explain}, backend {backend!r}, {args.dtype}:")
+    for device in ("cuda", "cpu"):
+        for kind, kh, kw, d in layer_shapes(args.explain):
+            try:
+                what = explain(backend, device, kh, kw, d, dtype)
+            except ImportError as e:  # flash_4 needs triton
+                what = f"unavailable here ({e})"
+            print(f"  {device:4s} {kind:22s} {kh}x{kw}, head dim {d}: {what}")
+
+
+if __name__ == "__main__":
+    main()

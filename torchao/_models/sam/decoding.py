@@ -1,0 +1,105 @@
+"""Decoding the prompts of many images in one call, with fixed shapes for torch.compile.
+
+Prompt counts vary from image to image and call to call; the decoder pads them up to a bucket
+(:data:`PROMPT_BUCKETS`) so that a compiled decoder compiles once per bucket and, with
+``mode="reduce-overhead"``, replays one CUDA graph per bucket. Padded prompts are decoded and
+dropped; every real prompt's result is independent of the padding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchao._models.sam.modeling.sam import Sam
+
+PROMPT_BUCKETS = (1, 4, 16, 64, 256, 1024)
+
+
+def bucket_size(n: int) -> int:
+    """The smallest bucket >= n; past the largest, the next multiple of the largest."""
+    for size in PROMPT_BUCKETS:
+        if n <= size:
+            return size
+    top = PROMPT_BUCKETS[-1]
+    return -(-n // top) * top
+
+
+def _pad_rows(t: torch.Tensor, rows: int, value: float) -> torch.Tensor:
+    if t.shape[0] == rows:
+        return t
+    pad = t.new_full((rows - t.shape[0], *t.shape[1:]), value)
+    return torch.cat([t, pad])
+
+
+class BatchedDecoder:
+    """Point prompts of many images through ``sam``'s prompt encoder and mask decoder at once.
+
+    compile_mode: None (eager) or a ``torch.compile`` mode; compiled, prompt counts are padded
+    to :func:`bucket_size`. Outputs are always fresh tensors (never a CUDA graph's buffers).
+    """
+
+    def __init__(self, sam: Sam, compile_mode: str | None = None) -> None:
+        self.sam = sam
+        self.compile_mode = compile_mode
+        self._decode = sam.decode
+        if compile_mode is not None:
+            self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings [I, C, He, We]; image_index [P] (None: one image); point_coords
+        [P, K, 2] and point_labels [P, K] in the encoder's input frame.
+        Returns low-res logits [P, M, 4He, 4We] and IoU predictions [P, M]."""
+        p = point_coords.shape[0]
+        if image_index is not None:  # each prompt's embedding: one gather, outside the graph
+            image_embeddings = image_embeddings.index_select(0, image_index)
+        if self.compile_mode is not None:  # shapes depend on the bucket only
+            rows = bucket_size(p)
+            if image_index is not None:
+                image_embeddings = _pad_rows(image_embeddings, rows, 0.0)
+            point_coords = _pad_rows(point_coords, rows, 0.0)
+            point_labels = _pad_rows(point_labels, rows, 1)
+        low_res, iou = self._decode(
+            image_embeddings, None, point_coords, point_labels, multimask_output=multimask_output
+        )
+        return low_res[:p].clone(), iou[:p].clone()
+
+    def warm_up(self, image_embeddings: torch.Tensor, prompt_counts: set[int]) -> None:
+        """Compile (or autotune) for every bucket these prompt counts fall in, with one point
+        per prompt, on one image's embedding [1, C, He, We]."""
+        device = image_embeddings.device
+        for rows in sorted({bucket_size(n) for n in prompt_counts}):
+            coords = torch.zeros(rows, 1, 2, device=device)
+            labels = torch.ones(rows, 1, dtype=torch.int, device=device)
+            index = torch.zeros(rows, dtype=torch.long, device=device)
+            self(image_embeddings, index, coords, labels)
+
+
+def select_best(low_res: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Of each prompt's M masks, the one with the highest predicted IoU, chosen on the device:
+    low_res [P, M, h, w], iou [P, M] -> [P, 1, h, w], [P]."""
+    best = iou.argmax(dim=1)
+    rows = torch.arange(low_res.shape[0], device=low_res.device)
+    return low_res[rows, best][:, None], iou[rows, best]
+
+
+def masks_for_images(
+    sam: Sam,
+    low_res: torch.Tensor,
+    counts: list[int],
+    input_sizes: list[tuple[int, int]],
+    original_sizes: list[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """Upscale, crop and threshold on the device, image by image (sizes differ):
+    low_res [P, M, h, w] with ``counts[i]`` prompts of image i -> bool [counts[i], M, H_i, W_i]."""
+    out = []
+    for lr, inp, orig in zip(low_res.split(counts), input_sizes, original_sizes):
+        out.append(sam.postprocess_masks(lr, inp, orig) > sam.mask_threshold)
+    return out
