@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from torchao._models.sam.decoding import BatchedDecoder
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.transforms import ResizeLongestSide
 
@@ -15,6 +16,7 @@ class SamPredictor:
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.decoder = BatchedDecoder(sam_model)  # eager until optimize()
         self.reset_image()
 
     @property
@@ -94,7 +96,8 @@ class SamPredictor:
         if mask_input is not None:
             check_mask_input(np.shape(mask_input), self._mask_input_size(1)[1:], "predict")
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
-        out = self.predict_torch(coords, labels, boxes, masks, multimask_output, return_logits)
+        # numpy prompts were checked on the host: no device-side value check (no sync)
+        out = self._predict(coords, labels, boxes, masks, multimask_output, return_logits)
         return tuple(_to_numpy(t[0]) for t in out)
 
     @torch.no_grad()
@@ -119,19 +122,69 @@ class SamPredictor:
             size = self._mask_input_size(mask_input.shape[0])
             check_mask_input(tuple(mask_input.shape), size, "predict_torch")
         check_prompt_values(point_coords, point_labels, boxes)
-        points = None if point_coords is None else (point_coords, point_labels)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=self.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
+        return self._predict(
+            point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
         )
+
+    @torch.no_grad()
+    def _predict(self, point_coords, point_labels, boxes, mask_input, multimask_output, logits):
+        """predict_torch without its checks. Point-only prompts go through ``self.decoder``
+        (compiled per prompt-count bucket after :meth:`optimize`)."""
+        if point_coords is not None and boxes is None and mask_input is None:
+            low_res, iou = self.decoder(
+                self.features, None, point_coords, point_labels, multimask_output
+            )
+        else:
+            low_res, iou = self.model.decode(
+                self.features,
+                None,
+                point_coords,
+                point_labels,
+                boxes,
+                mask_input,
+                multimask_output,
+            )
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
-        if not return_logits:
+        if not logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
+
+    def optimize(
+        self,
+        dtype: torch.dtype = torch.bfloat16,
+        encoder_mode: str | None = "default",
+        decoder_mode: str | None = "reduce-overhead",
+        image_size: tuple[int, int] | None = None,
+        prompt_counts: tuple[int, ...] = (1, 4, 16, 64),
+    ) -> SamPredictor:
+        """Make the predictor fast for interactive use: cast to ``dtype``, compile each encoder
+        Block (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph
+        per prompt-count bucket; "reduce-overhead" replays CUDA graphs), then warm both up on a
+        blank image of ``image_size`` (default: the encoder's square) and one point per prompt
+        for ``prompt_counts`` prompts, so the first real call does not compile. Returns self."""
+        from torchao._models.sam.build_sam import cast_sam
+        from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+
+        cast_sam(self.model, dtype)
+        if encoder_mode is not None:
+            compile_image_encoder(self.model.image_encoder, "block", encoder_mode)
+        self.decoder = BatchedDecoder(self.model, decoder_mode)
+        size = image_size or (self.transform.target_length,) * 2
+        blank = torch.zeros(
+            1,
+            3,
+            *self.transform.get_preprocess_shape(*size, self.transform.target_length),
+            dtype=torch.uint8,
+            device=self.device,
+        )
+        for _ in range(3):  # CUDA graphs are recorded on a later call than the first
+            self.set_torch_image(blank, size)
+            for count in prompt_counts:
+                coords = torch.zeros(count, 1, 2, device=self.device)
+                labels = torch.ones(count, 1, dtype=torch.int, device=self.device)
+                self._predict(coords, labels, None, None, True, False)
+        self.reset_image()
+        return self
 
     def get_image_embedding(self) -> torch.Tensor:
         """The encoder output for the current image: [1, C, He, We]."""

@@ -1,0 +1,150 @@
+"""The batched decode path (issue 17): many images' prompts in one decoder call, padded to
+prompt-count buckets, equal to the per-image path and to the official package."""
+
+import numpy as np
+import pytest
+import torch
+from sam_oracle import SMALL, model_pair
+
+from torchao._models.sam import SamPredictor
+from torchao._models.sam.decoding import BatchedDecoder, bucket_size, select_best
+from torchao._models.sam.eval.data import Batch
+from torchao._models.sam.eval.step import model_step
+
+TOL = dict(atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    return model_pair(SMALL)
+
+
+def test_bucket_sizes():
+    assert [bucket_size(n) for n in (1, 2, 4, 5, 16, 17, 1024, 1025)] == [
+        1,
+        4,
+        4,
+        16,
+        16,
+        64,
+        1024,
+        2048,
+    ]
+
+
+def test_sam_forward_decodes_images_of_one_prompt_kind_together(small_pair):
+    """Two images with point prompts (3 and 1 prompts of 2 points) and one with a box: the
+    official batched API's results, from two decoder calls instead of three."""
+    official, ours = small_pair
+    g = torch.Generator().manual_seed(0)
+
+    def points(n):
+        return {
+            "point_coords": torch.rand(n, 2, 2, generator=g) * 200,
+            "point_labels": torch.randint(0, 2, (n, 2), generator=g),
+        }
+
+    batch = [
+        {
+            "image": torch.rand(3, 256, 192, generator=g) * 255,
+            "original_size": (300, 225),
+            **points(3),
+        },
+        {
+            "image": torch.rand(3, 256, 256, generator=g) * 255,
+            "original_size": (256, 256),
+            "boxes": torch.tensor([[10.0, 10.0, 100.0, 120.0]]),
+        },
+        {
+            "image": torch.rand(3, 200, 256, generator=g) * 255,
+            "original_size": (400, 512),
+            **points(1),
+        },
+    ]
+    ref, out = official(batch, multimask_output=True), ours(batch, multimask_output=True)
+    for r, o in zip(ref, out):
+        torch.testing.assert_close(o["low_res_logits"], r["low_res_logits"], **TOL)
+        torch.testing.assert_close(o["iou_predictions"], r["iou_predictions"], **TOL)
+        assert torch.equal(o["masks"], r["masks"])
+
+
+def per_image_masks(sam, batch: Batch) -> list[torch.Tensor]:
+    """The reference: each image through SamPredictor.predict_torch, best of three."""
+    predictor = SamPredictor(sam)
+    out = []
+    for i, pts in enumerate(batch.points):
+        image = batch.images[i : i + 1, :, : batch.input_sizes[i][0], : batch.input_sizes[i][1]]
+        predictor.set_torch_image(image.float(), batch.original_sizes[i])
+        labels = torch.ones(pts.shape[0], 1, dtype=torch.int)
+        masks, iou, _ = predictor.predict_torch(pts[:, None], labels)
+        out.append(masks[torch.arange(len(pts)), iou.argmax(1)])
+    return out
+
+
+def make_batch(seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    sizes = [(256, 192), (200, 256)]
+    images = torch.zeros(2, 3, 256, 256, dtype=torch.uint8)
+    for i, (h, w) in enumerate(sizes):
+        images[i, :, :h, :w] = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+    points = [torch.rand(3, 2, generator=g) * 180, torch.rand(5, 2, generator=g) * 180]
+    return Batch(
+        [1, 2],
+        images,
+        sizes,
+        [(320, 240), (300, 384)],
+        points,
+        [torch.zeros(3, 320, 240, dtype=torch.bool)] * 2,
+        [np.arange(3)] * 2,
+    )
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_eval_step_equals_the_per_image_path(small_pair, padded):
+    _, sam = small_pair
+    batch = make_batch()
+    decoder = BatchedDecoder(sam)
+    if padded:  # the compiled path's padding to a bucket, without compiling
+        decoder.compile_mode = "default"
+    got = model_step(sam, decoder, batch, torch.device("cpu"))
+    for g, ref in zip(got, per_image_masks(sam, batch)):
+        assert g.shape == ref.shape and torch.equal(g, ref)
+
+
+def test_select_best_takes_the_highest_predicted_iou():
+    low_res = torch.arange(2 * 3 * 4, dtype=torch.float).reshape(2, 3, 2, 2)
+    iou = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.2, 0.1]])
+    best, scores = select_best(low_res, iou)
+    torch.testing.assert_close(best[:, 0], torch.stack([low_res[0, 1], low_res[1, 0]]))
+    torch.testing.assert_close(scores, torch.tensor([0.9, 0.8]))
+
+
+def test_predictor_optimize_keeps_the_results(small_pair):
+    """optimize() in fp32 without compiling: same predictions, through the decoder path."""
+    _, sam = small_pair
+    image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    point = dict(point_coords=np.array([[100, 80], [30, 40]]), point_labels=np.array([1, 0]))
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    before = predictor.predict(**point)
+    predictor.optimize(torch.float32, encoder_mode=None, decoder_mode=None, prompt_counts=(1,))
+    predictor.set_image(image)
+    for a, b in zip(before, predictor.predict(**point)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_optimized_bf16_predictor_matches_fp32_on_gpu():
+    """optimize(): bf16, compiled encoder Blocks and CUDA-graph decoder, vs eager fp32."""
+    _, sam = model_pair(SMALL)
+    image = np.random.default_rng(1).integers(0, 256, (200, 256, 3), dtype=np.uint8)
+    prompts = dict(point_coords=np.array([[100, 80]]), point_labels=np.array([1]))
+    ref = SamPredictor(sam.cuda())
+    ref.set_image(image)
+    masks_ref, iou_ref, _ = ref.predict(**prompts)
+    fast = SamPredictor(model_pair(SMALL)[1].cuda()).optimize(image_size=(200, 256))
+    for _ in range(2):  # the second call replays the recorded graphs
+        fast.set_image(image)
+        masks, iou, _ = fast.predict(**prompts)
+    assert (masks == masks_ref).mean() >= 0.97
+    np.testing.assert_allclose(iou, iou_ref, atol=0.05)
