@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import append_rows, cuda_median_ms, environment, first_call_s
 
-from torchao._models.sam.build_sam import ENCODER_CONFIGS
+from torchao._models.sam.modeling.config import PRESETS
 from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.compress import (
     FLOAT8_AMAX_LOWER_BOUND,
@@ -35,7 +35,9 @@ from torchao._models.sam.kernels.rowwise_fp8_quant_triton import rowwise_fp8_qua
 
 FP8 = torch.float8_e4m3fn
 # model -> (dim, mlp_dim): the encoder MLP widths (mlp_ratio 4)
-WIDTHS = {m: (ENCODER_CONFIGS[m][0], 4 * ENCODER_CONFIGS[m][0]) for m in ("vit_b", "vit_h")}
+WIDTHS = {
+    m: (PRESETS[m].encoder_embed_dim, 4 * PRESETS[m].encoder_embed_dim) for m in ("vit_b", "vit_h")
+}
 
 
 def torchao_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

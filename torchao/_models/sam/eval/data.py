@@ -12,7 +12,7 @@ import io
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -51,6 +51,13 @@ class Batch:
     points: list[torch.Tensor]
     gt_masks: list[torch.Tensor]
     ann_ids: list[np.ndarray]
+
+    def pin_memory(self) -> Batch:
+        """The DataLoader's pin_memory hook: images and points in page-locked memory, so the
+        model step's copies to the GPU are asynchronous."""
+        return replace(
+            self, images=self.images.pin_memory(), points=[p.pin_memory() for p in self.points]
+        )
 
 
 def point_for_mask(mask: np.ndarray) -> np.ndarray:

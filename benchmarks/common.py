@@ -1,0 +1,94 @@
+"""What every GPU benchmark shares: SAM's layer shapes, input makers, the one timing method,
+the environment columns and the results writer (rows follow a ``ResultSchema`` declared in the
+benchmark that produces them; ``check_regression`` and ``plot_results`` read those schemas).
+
+Timing: ``median_ms`` runs ``triton.testing.do_bench`` (CUDA events around each call over a
+full queue, L2 flushed between calls, median reported); ``first_call_s`` times a cold call
+(compilation, autotuning) separately.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+from torchao._models.sam.modeling.config import PRESETS
+from torchao._models.sam.utils.results import ResultSchema, append_row, environment
+
+NO_BIAS_FLOOR = "sdpa_nobias"  # the encoder with the bias switched off: plain SDPA
+
+
+def attention_shapes(model: str) -> dict[str, tuple[int, int, int, int]]:
+    """layer kind -> (windows per image, grid side, heads, head dim) of a preset at 1024 px."""
+    config = PRESETS[model]
+    grid, window = config.grid_size, config.window_size
+    windows = (-(-grid // window)) ** 2  # the grid is padded to whole windows
+    return {
+        "global": (1, grid, config.encoder_num_heads, config.head_dim),
+        "window": (windows, window, config.encoder_num_heads, config.head_dim),
+    }
+
+
+def attention_inputs(model: str, layer: str, batch: int, dtype: torch.dtype, seed: int = 0):
+    """q, k, v [B', H, N, D] as views of one qkv projection (the encoder's layout), rel_h,
+    rel_w [B', H, N, side]; B' = batch * windows per image."""
+    windows, side, heads, d = attention_shapes(model)[layer]
+    b, n = batch * windows, side * side
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    qkv = torch.randn(b, n, 3, heads, d, device="cuda", dtype=dtype, generator=g)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    rel_h = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
+    rel_w = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
+    return q, k, v, rel_h, rel_w
+
+
+def median_ms(fn: Callable[[], object], warmup_ms: float = 100, rep_ms: float = 500) -> float:
+    """The one timer: median milliseconds per call of ``fn`` (see the module docstring)."""
+    import triton
+
+    return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def first_call_s(fn: Callable[[], object]) -> float:
+    """Wall time of one synchronised call: compile / autotune time on a cold call."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def peak_mem_mib(fn: Callable[[], object]) -> float:
+    """Peak memory allocated during one call, above what was allocated before it."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def fresh_cache_env(root: str) -> dict[str, str]:
+    """This process's environment with inductor's, Triton's and flash_4's tile-config caches
+    ($XDG_CACHE_HOME) under ``root``: a child process started with it compiles and tunes cold."""
+    return {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "TRITON_CACHE_DIR": os.path.join(root, "triton"),
+        "XDG_CACHE_HOME": os.path.join(root, "xdg"),
+    }
+
+
+def gpu_environment() -> dict[str, str]:
+    """The environment columns (GPU name, torch/triton/torchao versions) of this machine."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return environment(device)
+
+
+def write_rows(path: str | os.PathLike, rows: list[dict[str, object]], schema: ResultSchema):
+    """Append rows that follow ``schema`` to a CSV (header when the file is new)."""
+    for row in rows:
+        append_row(path, row, schema)
