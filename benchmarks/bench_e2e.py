@@ -109,30 +109,30 @@ def official_step(sam, batch: Batch, device: torch.device) -> list[torch.Tensor]
     return out
 
 
-def interactive(predictor, image: np.ndarray) -> dict[str, float]:
+def interactive(predictor, image: np.ndarray, reps: int = 20) -> dict[str, float]:
     """set_image at batch 1 and predict with 1 and 16 points, median ms (numpy API)."""
     rng = np.random.default_rng(0)
     h, w = image.shape[:2]
     one = dict(point_coords=np.array([[w // 2, h // 2]]), point_labels=np.array([1]))
     many = dict(point_coords=rng.uniform(0, [w, h], (16, 2)), point_labels=np.ones(16, int))
     with torch.no_grad():
-        set_ms = median_ms(lambda: predictor.set_image(image))
+        set_ms = median_ms(lambda: predictor.set_image(image), reps=reps)
         predictor.set_image(image)
         predictor.predict(**many)  # compiles for 16 points outside the timing
         return {
             "set_image_b1_ms": set_ms,
-            "predict_1pt_ms": median_ms(lambda: predictor.predict(**one)),
-            "predict_16pt_ms": median_ms(lambda: predictor.predict(**many)),
+            "predict_1pt_ms": median_ms(lambda: predictor.predict(**one), reps=reps),
+            "predict_16pt_ms": median_ms(lambda: predictor.predict(**many), reps=reps),
         }
 
 
-def throughput(encoder, step, batch: Batch, sam, device) -> dict[str, float]:
+def throughput(encoder, step, batch: Batch, sam, device, reps: int = 20) -> dict[str, float]:
     """Encoder-only and model-step img/s on one batch, and the step's peak memory."""
     x = preprocess_batch(sam, batch.images.to(device), batch.input_sizes)
     n = batch.images.shape[0]
     with torch.no_grad():
-        enc = n / median_ms(lambda: encoder(x)) * 1e3
-        e2e = n / median_ms(step) * 1e3
+        enc = n / median_ms(lambda: encoder(x), warmup=min(3, reps), reps=reps) * 1e3
+        e2e = n / median_ms(step, warmup=min(3, reps), reps=reps) * 1e3
         peak = peak_mem_mib(step)
     return {
         "encoder_img_s": enc,
@@ -204,12 +204,12 @@ def bench_official(state: dict, model: str, batch: Batch, image: np.ndarray) -> 
     sam = official_registry[model]()
     sam.load_state_dict(state)
     sam = sam.to(device).eval()
-    values = guarded(interactive, OfficialPredictor(sam), image)
-    values |= guarded(
-        throughput, sam.image_encoder, lambda: official_step(sam, batch, device), batch, sam, device
-    )
+    slow = 3  # fp32 vit_h takes seconds per batch: fewer repetitions, the same timer
+    values = guarded(interactive, OfficialPredictor(sam), image, slow)
+    step = lambda: official_step(sam, batch, device)  # noqa: E731
+    values |= guarded(throughput, sam.image_encoder, step, batch, sam, device, slow)
     bf16 = copy.deepcopy(sam).to(torch.bfloat16)
-    failure = guarded(interactive, OfficialPredictor(bf16), image)
+    failure = guarded(interactive, OfficialPredictor(bf16), image, 1)
     return [
         row(
             "",

@@ -2,14 +2,15 @@
 the environment columns and the results writer (rows follow a ``ResultSchema`` declared in the
 benchmark that produces them; ``check_regression`` and ``plot_results`` read those schemas).
 
-Timing: ``median_ms`` runs ``triton.testing.do_bench`` (CUDA events around each call over a
-full queue, L2 flushed between calls, median reported); ``first_call_s`` times a cold call
-(compilation, autotuning) separately.
+Timing: ``median_ms`` (CUDA events around each call with the queue kept full, median of the
+calls after a warm-up) for every benchmark, from a kernel to a whole ``generate``; ``first_call_s``
+times a cold call (compilation, autotuning) separately.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -45,11 +46,22 @@ def attention_inputs(model: str, layer: str, batch: int, dtype: torch.dtype, see
     return q, k, v, rel_h, rel_w
 
 
-def median_ms(fn: Callable[[], object], warmup_ms: float = 100, rep_ms: float = 500) -> float:
-    """The one timer: median milliseconds per call of ``fn`` (see the module docstring)."""
-    import triton
-
-    return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> float:
+    """The one timer: ``warmup`` untimed calls, then ``reps`` calls back to back, each between
+    two CUDA events (the queue stays full; one synchronisation at the end); the median ms."""
+    for _ in range(warmup):
+        fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))]
+    events += [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(reps - 1)
+    ]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
 def first_call_s(fn: Callable[[], object]) -> float:
