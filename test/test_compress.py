@@ -167,7 +167,7 @@ def test_every_inductor_preset_names_options_this_torch_has(preset):
 
 
 def test_eval_combo_takes_the_presets_and_sets_nothing_by_default():
-    from torchao._models.sam.eval_combo import build_parser
+    from torchao._models.sam.eval.config import build_parser  # eval_combo's argument parser
 
     assert build_parser().parse_args([]).inductor_flags == "none"
     assert INDUCTOR_PRESETS["none"] == {}
