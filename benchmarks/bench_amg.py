@@ -1,0 +1,130 @@
+"""Segment everything on the GPU: seconds per image of our ``SamAutomaticMaskGenerator`` (bf16,
+``predictor.optimize``) and the official generator (fp32: its bf16 path fails) on the same
+random weights and image, in one run; 32x32 point grid, with and without one crop layer, at the
+default thresholds and with every threshold at 0 (the worst case for post-processing). Random
+weights change what survives filtering, so each row records how many masks were kept.
+
+    python -m benchmarks.bench_amg --models vit_h --out benchmarks/results/amg.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import gpu_environment, median_ms, write_rows
+from torchao._models.sam import sam_model_registry
+from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
+from torchao._models.sam.eval.synthetic import draw_image, randomize_weights
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
+
+KEYS = ("model", "implementation", "dtype", "crop_n_layers", "thresholds")
+SCHEMA = ResultSchema(
+    name="amg",
+    columns=KEYS
+    + ("points_per_side", "s_per_image", "img_s", "masks_kept", "first_call_s", "status")
+    + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("img_s", "throughput"),),
+)
+THRESHOLDS = {
+    "default": {},
+    "zero": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+}
+IMAGE_HW = (768, 1024)
+
+
+def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
+    """First call (compilation) and the median of ``reps`` more, plus how many masks it kept."""
+    t0 = time.perf_counter()
+    kept = len(generator.generate(image))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
+    return {"s_per_image": ms / 1e3, "img_s": 1e3 / ms, "masks_kept": kept, "first_call_s": first}
+
+
+def build_models(model: str):
+    """Ours (bf16, optimized: compiled encoder Blocks and decoder) and the official (fp32) on
+    the same random weights; returns ours' optimized decoder too, for every generator."""
+    from segment_anything import sam_model_registry as official_registry
+
+    ours = sam_model_registry[model]()
+    randomize_weights(ours, seed=0)
+    official = official_registry[model]()
+    official.load_state_dict(ours.state_dict())
+    warm = SamAutomaticMaskGenerator(ours.cuda())
+    warm.predictor.optimize(torch.bfloat16, image_size=IMAGE_HW, prompt_counts=(1024,))
+    return ours, warm.predictor.decoder, official.cuda().eval()
+
+
+def make_generator(impl: str, models, crop: int, thresholds: dict, points_per_side: int):
+    from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
+
+    ours, decoder, official = models
+    args = dict(points_per_side=points_per_side, crop_n_layers=crop, **thresholds)
+    if impl == "official":
+        return OfficialGenerator(official, **args)
+    generator = SamAutomaticMaskGenerator(ours, **args)
+    generator.predictor.decoder = decoder  # the compiled decoder of build_models
+    return generator
+
+
+def bench_model(
+    model: str, image: np.ndarray, crops, thresholds, reps: dict, points_per_side: int = 32
+) -> list[dict]:
+    models = build_models(model)
+    rows = []
+    for crop in crops:
+        for name in thresholds:
+            for impl, dtype in (("ours", "bfloat16"), ("official", "float32")):
+                row = dict.fromkeys(SCHEMA.columns, "")
+                row.update(
+                    model=model,
+                    implementation=impl,
+                    dtype=dtype,
+                    crop_n_layers=crop,
+                    thresholds=name,
+                    points_per_side=32,
+                    status="ok",
+                    **gpu_environment(),
+                )
+                try:
+                    args = (impl, models, crop, THRESHOLDS[name], points_per_side)
+                    generator = make_generator(*args)
+                    row.update(time_generate(generator, image, reps[impl]))
+                except Exception as e:  # record the failure and go on with the other rows
+                    row["status"] = f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                rows.append(row)
+                print(
+                    {k: row[k] for k in SCHEMA.columns if k not in ENVIRONMENT_COLUMNS}, flush=True
+                )
+                torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["vit_b", "vit_h"])
+    p.add_argument("--crop-n-layers", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--thresholds", nargs="+", default=list(THRESHOLDS), choices=list(THRESHOLDS))
+    p.add_argument("--reps", type=int, default=5, help="timed calls of ours")
+    p.add_argument("--official-reps", type=int, default=1, help="timed calls of the official")
+    p.add_argument("--out", default="benchmarks/results/amg.csv")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_amg needs a CUDA GPU")
+    image, _ = draw_image(np.random.default_rng(0), *IMAGE_HW)  # shapes on a textured ground
+    reps = {"ours": args.reps, "official": args.official_reps}
+    for model in args.models:
+        torch._dynamo.reset()
+        rows = bench_model(model, image, args.crop_n_layers, args.thresholds, reps)
+        write_rows(args.out, rows, SCHEMA)
+
+
+if __name__ == "__main__":
+    main()
