@@ -1,92 +1,93 @@
 """Op-level benchmark of the encoder attention backends on SAM's real layer shapes (GPU).
 
 For each model (vit_b / vit_l / vit_h), layer kind (global 64x64 grid, windowed 14x14 grid) and
-batch size, every backend runs from the same inputs (q, k, v as views of one qkv projection,
-rel_h, rel_w), bias preparation included. ``sdpa_nobias`` (plain SDPA, no bias) is the floor.
-Writes one CSV row per (model, layer, batch, backend); see --out.
+batch size, every backend runs from the same inputs (``common.attention_inputs``: q, k, v as
+views of one qkv projection, rel_h, rel_w), bias preparation included. ``sdpa_nobias`` (plain
+SDPA, no bias) is the floor. Writes one CSV row per (model, layer, batch, backend); see --out.
 
-    python benchmarks/bench_attention.py --out benchmarks/results/attention.csv
+    python -m benchmarks.bench_attention --out benchmarks/results/attention.csv
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import append_rows, cuda_median_ms, environment, first_call_s, peak_mem_mib
-
+from benchmarks.common import (
+    NO_BIAS_FLOOR,
+    attention_inputs,
+    attention_shapes,
+    first_call_s,
+    gpu_environment,
+    median_ms,
+    peak_mem_mib,
+    write_rows,
+)
 from torchao._models.sam.attention import rel_pos_attention
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
-# model: (heads, head_dim)
-MODELS = {"vit_b": (12, 64), "vit_l": (16, 64), "vit_h": (16, 80)}
-# layer: (grid side, windows per image): 64x64 tokens of a 1024 image; 14x14 windows of the
-# 64x64 grid padded to 70x70 = 25 windows
-LAYERS = {"global": (64, 1), "window": (14, 25)}
-BACKENDS = ["sdpa_nobias", "sdpa_bias", "sdpa_aug", "flash_4", "flex"]
-
-
-def make_inputs(model: str, layer: str, batch: int, dtype: torch.dtype, seed: int = 0):
-    heads, d = MODELS[model]
-    side, windows = LAYERS[layer]
-    b, n = batch * windows, side * side
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    qkv = torch.randn(b, n, 3, heads, d, device="cuda", dtype=dtype, generator=g)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    rel_h = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
-    rel_w = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
-    return q, k, v, rel_h, rel_w
+KEYS = ("model", "layer", "batch", "backend")
+SCHEMA = ResultSchema(
+    name="attention",
+    columns=("model", "layer", "batch", "heads", "seq_len", "head_dim", "backend")
+    + ("median_ms", "ratio_to_floor", "tflops", "peak_mem_mib", "first_call_s")
+    + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("median_ms", "time"), Metric("peak_mem_mib", "memory")),
+)
+MODELS = ("vit_b", "vit_l", "vit_h")
+LAYERS = tuple(attention_shapes("vit_b"))  # global, window
+BACKENDS = [NO_BIAS_FLOOR, "sdpa_bias", "sdpa_aug", "flash_4", "flex"]
 
 
 def backend_fn(name: str, q, k, v, rel_h, rel_w):
-    if name == "sdpa_nobias":
+    if name == NO_BIAS_FLOOR:
         return lambda: F.scaled_dot_product_attention(q, k, v)
     return lambda: rel_pos_attention(q, k, v, rel_h, rel_w, backend=name)
 
 
-def measure(name: str, inputs, iters: int) -> dict[str, float]:
+def measure(name: str, inputs, reps: int) -> dict[str, float]:
     fn = backend_fn(name, *inputs)
     cold = first_call_s(fn)
-    ms = cuda_median_ms(fn, warmup=5, iters=iters)
+    ms = median_ms(fn, reps=reps)
     return {"median_ms": ms, "peak_mem_mib": peak_mem_mib(fn), "first_call_s": cold}
 
 
-def bench_case(model, layer, batch, backends, dtype, iters) -> list[dict[str, object]]:
-    inputs = make_inputs(model, layer, batch, dtype)
-    q = inputs[0]
+def make_row(model, layer, batch, q, name, r, floor, env) -> dict[str, object]:
+    """One SCHEMA row; ``r`` is ``measure``'s result, ``floor`` the no-bias ms (or None)."""
     flops = 4 * q.shape[0] * q.shape[1] * q.shape[2] ** 2 * q.shape[3]
+    values = {
+        "model": model,
+        "layer": layer,
+        "batch": batch,
+        "heads": q.shape[1],
+        "seq_len": q.shape[2],
+        "head_dim": q.shape[3],
+        "backend": name,
+        "median_ms": round(r["median_ms"], 4),
+        "ratio_to_floor": round(r["median_ms"] / floor, 3) if floor else "",
+        "tflops": round(flops / r["median_ms"] / 1e9, 1),
+        "peak_mem_mib": round(r["peak_mem_mib"], 1),
+        "first_call_s": round(r["first_call_s"], 2),
+        **env,
+    }
+    return {c: values[c] for c in SCHEMA.columns}
+
+
+def bench_case(model, layer, batch, backends, dtype, reps) -> list[dict[str, object]]:
+    inputs = attention_inputs(model, layer, batch, dtype)
     results = {}
     for name in backends:
         try:
-            results[name] = measure(name, inputs, iters)
+            results[name] = measure(name, inputs, reps)
         except torch.OutOfMemoryError:
             print(f"OOM: {model} {layer} batch {batch} {name}", flush=True)
             torch.cuda.empty_cache()
-    floor = results.get("sdpa_nobias", {}).get("median_ms")
-    rows = []
-    for name, r in results.items():
-        rows.append(
-            {
-                **environment(),
-                "model": model,
-                "layer": layer,
-                "batch": batch,
-                "heads": q.shape[1],
-                "seq_len": q.shape[2],
-                "head_dim": q.shape[3],
-                "backend": name,
-                "median_ms": round(r["median_ms"], 4),
-                "ratio_to_floor": round(r["median_ms"] / floor, 3) if floor else "",
-                "tflops": round(flops / r["median_ms"] / 1e9, 1),
-                "peak_mem_mib": round(r["peak_mem_mib"], 1),
-                "first_call_s": round(r["first_call_s"], 2),
-            }
-        )
-    return rows
+    floor = results.get(NO_BIAS_FLOOR, {}).get("median_ms")
+    env = gpu_environment()
+    return [make_row(model, layer, batch, inputs[0], n, r, floor, env) for n, r in results.items()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,17 +97,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 16, 32])
     p.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--reps", type=int, default=30, help="timed calls per case (median)")
     p.add_argument("--out", default="benchmarks/results/attention.csv")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("bench_attention.py needs a CUDA GPU")
+        raise SystemExit("bench_attention needs a CUDA GPU")
     dtype = getattr(torch, args.dtype)
     for model in args.models:
         for layer in args.layers:
             for batch in args.batches:
-                rows = bench_case(model, layer, batch, args.backends, dtype, args.iters)
-                append_rows(args.out, rows)
+                rows = bench_case(model, layer, batch, args.backends, dtype, args.reps)
+                write_rows(args.out, rows, SCHEMA)
                 for r in rows:
                     print(
                         f"{model:6} {layer:6} B={batch:<3} {r['backend']:12} "

@@ -7,7 +7,7 @@ Accuracy is against the same encoder uncompressed in bf16 (same random weights a
 cosine similarity of the encoder output, and IoU of the mask decoder's masks for fixed point
 prompts.
 
-    python benchmarks/bench_compress.py --models vit_b vit_h \\
+    python -m benchmarks.bench_compress --models vit_b vit_h \\
         --options none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant \\
         --out benchmarks/results/compress.csv --profile-out benchmarks/results/compress_profile.csv
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,16 +25,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (
-    append_rows,
-    cuda_median_ms,
-    environment,
+from benchmarks.common import (
     first_call_s,
     fresh_cache_env,
+    gpu_environment,
+    median_ms,
     peak_mem_mib,
+    write_rows,
 )
-
 from torchao._models.sam import sam_model_registry, set_attention_backend
 from torchao._models.sam.compress import (
     COMPRESS_OPTIONS,
@@ -43,11 +42,17 @@ from torchao._models.sam.compress import (
     cosine_similarity,
     set_inductor_flags,
 )
-from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 from torchao._models.sam.eval.metrics import mask_iou
+from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
+REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ("none", *COMPRESS_OPTIONS)
 POINTS_PER_IMAGE = 4
+# the case: compare img/s only between rows of one ``run`` (it is not a key: a new run's rows
+# are compared with the baseline's)
+KEYS = ("model", "batch", "backend", "compress", "layers", "inductor_flags", "compile")
+CASE_COLUMNS = ("run", *KEYS)
 RESULT_COLUMNS = (
     "status",
     "img_s",
@@ -60,6 +65,24 @@ RESULT_COLUMNS = (
     "mask_positive_frac",
     "weight_types",
 )
+SCHEMA = ResultSchema(
+    name="compress",
+    columns=CASE_COLUMNS + RESULT_COLUMNS + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("img_s", "throughput"), Metric("peak_mem_mib", "memory")),
+)
+# --profile-out: each case's top CUDA kernels (context for a row, not compared)
+PROFILE_SCHEMA = ResultSchema(
+    name="compress_profile",
+    columns=CASE_COLUMNS + ("batch_ms", "rank", "kernel", "ms", "calls") + ENVIRONMENT_COLUMNS,
+    keys=KEYS + ("rank",),
+    metrics=(Metric("ms", "time"),),
+)
+
+
+def schema_row(schema: ResultSchema, values: dict[str, object]) -> dict[str, object]:
+    """``values`` (case, results, environment) in ``schema``'s column order."""
+    return {c: values[c] for c in schema.columns}
 
 
 def build_sam(model: str, backend: str, seed: int) -> torch.nn.Module:
@@ -114,12 +137,9 @@ def profile_top(fn, n: int) -> list[tuple[str, float, int]]:
     return [(e.key[:160], e.self_device_time_total / 1e3, e.count) for e in events[:n]]
 
 
-def run_case(args: argparse.Namespace) -> None:
-    """One (model, option, layers) case in this process: append its row (and profile rows)."""
-    model, option, layers = args.models[0], args.options[0], args.layers[0]
-    # Where a case that runs out of time is stuck: every thread's stack, shortly before the kill.
-    faulthandler.dump_traceback_later(max(args.case_timeout_s - 10, 1), exit=False)
-    sam = build_sam(model, args.backend, args.seed)
+def measure(args: argparse.Namespace, option: str, layers: str) -> tuple[dict, object]:
+    """Build, compress and compile the case's encoder; return its results and the timed call."""
+    sam = build_sam(args.models[0], args.backend, args.seed)
     encoder = sam.image_encoder
     torch.manual_seed(args.seed + 1)
     x = torch.randn(args.batch, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
@@ -140,12 +160,10 @@ def run_case(args: argparse.Namespace) -> None:
 
     compile_s = first_call_s(fn)
     faulthandler.cancel_dump_traceback_later()
-    ms = cuda_median_ms(fn, warmup=3, iters=args.iters)
+    ms = median_ms(fn, reps=args.reps)
     out = fn()
     miou, positive = mask_agreement(ref_masks, decoder_masks(sam, out, args.seed))
-    key = case_key(args, model, option, layers)
-    row = {
-        **key,
+    results = {
         "status": "ok",
         "img_s": round(args.batch / ms * 1e3, 2),
         "median_batch_ms": round(ms, 3),
@@ -157,28 +175,39 @@ def run_case(args: argparse.Namespace) -> None:
         "mask_positive_frac": round(positive, 4),
         "weight_types": " ".join(f"{k}:{v}" for k, v in sorted(types.items())),
     }
-    append_rows(args.out, [row])
-    print(row, flush=True)
+    return results, fn
+
+
+def run_case(args: argparse.Namespace) -> None:
+    """One (model, option, layers) case in this process: append its row (and profile rows)."""
+    model, option, layers = args.models[0], args.options[0], args.layers[0]
+    # Where a case that runs out of time is stuck: every thread's stack, shortly before the kill.
+    faulthandler.dump_traceback_later(max(args.case_timeout_s - 10, 1), exit=False)
+    results, fn = measure(args, option, layers)
+    key = case_key(args, model, option, layers)
+    write_rows(args.out, [schema_row(SCHEMA, {**key, **results})], SCHEMA)
+    print(results, flush=True)
     if args.profile_out:
-        top = profile_top(fn, args.profile_top)
-        rows = [
-            {**key, "batch_ms": row["median_batch_ms"], "rank": i, "kernel": k, "ms": round(t, 3),
-             "calls": c}
-            for i, (k, t, c) in enumerate(top)
-        ]  # fmt: skip
-        append_rows(args.profile_out, rows)
+        write_profile(args, key, fn, results["median_batch_ms"])
     from torch._dynamo.utils import compile_times, counters
 
     print(compile_times(repr="str"), file=sys.stderr, flush=True)
     print({k: dict(v) for k, v in counters.items() if v}, file=sys.stderr, flush=True)
 
 
-def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> dict[str, object]:
-    import torchao
+def write_profile(args: argparse.Namespace, key: dict, fn, batch_ms: float) -> None:
+    """Append the case's top CUDA kernels to ``--profile-out`` (PROFILE_SCHEMA rows)."""
+    rows = [
+        schema_row(PROFILE_SCHEMA, {**key, "batch_ms": batch_ms, "rank": i, "kernel": name,
+                                    "ms": round(ms, 3), "calls": calls})
+        for i, (name, ms, calls) in enumerate(profile_top(fn, args.profile_top))
+    ]  # fmt: skip
+    write_rows(args.profile_out, rows, PROFILE_SCHEMA)
 
+
+def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> dict[str, object]:
+    """The case columns and this machine's environment columns of a row."""
     return {
-        **environment(),
-        "torchao": torchao.__version__,
         "run": args.run,
         "model": model,
         "batch": args.batch,
@@ -187,16 +216,17 @@ def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> 
         "layers": layers if option != "none" else "",
         "inductor_flags": args.inductor_flags,
         "compile": f"block:{args.compile_mode or 'default'}",
+        **gpu_environment(),
     }
 
 
 def case_argv(
     args: argparse.Namespace, model: str, option: str, layers: str, limit_s: float
 ) -> list[str]:
-    argv = [sys.executable, __file__, "--case", "--models", model, "--options", option]
-    argv += ["--case-timeout-s", str(limit_s)]
+    argv = [sys.executable, "-m", "benchmarks.bench_compress", "--case"]
+    argv += ["--models", model, "--options", option, "--case-timeout-s", str(limit_s)]
     argv += ["--layers", layers, "--batch", str(args.batch), "--backend", args.backend]
-    argv += ["--inductor-flags", args.inductor_flags, "--iters", str(args.iters)]
+    argv += ["--inductor-flags", args.inductor_flags, "--reps", str(args.reps)]
     argv += ["--seed", str(args.seed), "--out", args.out, "--profile-top", str(args.profile_top)]
     argv += ["--run", args.run]
     if args.profile_out:
@@ -204,6 +234,14 @@ def case_argv(
     if args.compile_mode:
         argv += ["--compile-mode", args.compile_mode]
     return argv
+
+
+def case_env(cache_root: str) -> dict[str, str]:
+    """A case process's environment: empty caches under ``cache_root``, and this checkout on
+    the path so that ``-m benchmarks.bench_compress`` resolves from any working directory."""
+    env = fresh_cache_env(cache_root)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
 
 
 def cases(args: argparse.Namespace) -> list[tuple[str, str, str]]:
@@ -232,14 +270,14 @@ def sweep(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory(
                 prefix="bench_compress_cache_", ignore_cleanup_errors=True
             ) as root:
-                proc = subprocess.run(argv, timeout=limit, env=fresh_cache_env(root))
+                proc = subprocess.run(argv, timeout=limit, env=case_env(root))
             status = None if proc.returncode == 0 else f"failed rc={proc.returncode}"
         except subprocess.TimeoutExpired:
             status = f"timeout after {limit:.0f} s"
         if status:
-            blank = dict.fromkeys(RESULT_COLUMNS, "")
-            row = {**case_key(args, model, option, layers), **blank, "status": status}
-            append_rows(args.out, [row])
+            blank = {**dict.fromkeys(RESULT_COLUMNS, ""), "status": status}
+            row = schema_row(SCHEMA, {**case_key(args, model, option, layers), **blank})
+            write_rows(args.out, [row], SCHEMA)
             print(f"!!! {model} {option} {layers}: {status}", flush=True)
 
 
@@ -253,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--inductor-flags", default="none", choices=list(INDUCTOR_PRESETS))
     p.add_argument("--compile-mode", default=None)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--reps", type=int, default=10, help="timed batches per case (median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--case-timeout-s", type=float, default=300)
     p.add_argument("--budget-s", type=float, default=3600, help="stop starting cases after this")
@@ -268,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("bench_compress.py needs a CUDA GPU")
+        raise SystemExit("bench_compress needs a CUDA GPU")
     run_case(args) if args.case else sweep(args)
 
 

@@ -1,27 +1,26 @@
 """Time FlexAttention formulations of SAM's rel-pos attention against SDPA floors (CUDA only).
 
-Usage: python benchmarks/bench_flex.py --out DIR [--shapes vit_b_global,...] [--budget-s 330]
+Usage: python -m benchmarks.bench_flex --out DIR [--shapes vit_b_global,...] [--budget-s 330]
 
-Writes DIR/flex_results.csv (one row per shape x variant: median ms of the whole op through
-triton.testing.do_bench, the attention kernel's own ms and the rest from torch.profiler, and the
-relative error against the fp32 reference on two batch entries) and prints a table.
+Appends to DIR/flex_results.csv (SCHEMA: one row per shape x variant: ``common.median_ms`` of the
+whole op, the attention kernel's own ms and the rest from torch.profiler, and the relative error
+against the fp32 reference on two batch entries) and prints a table. Inputs are
+``common.attention_inputs`` at 16 images with q, k, v made contiguous.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from benchmarks.common import attention_inputs, gpu_environment, median_ms, write_rows
 from torchao._models.sam.attention import (
     augment_qk,
     reference_rel_pos_attention,
@@ -29,28 +28,28 @@ from torchao._models.sam.attention import (
     sdpa_bias_attention,
 )
 from torchao._models.sam.attention.flex import _augment, flex_rel_pos_attention
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import environment  # noqa: E402
-
-# name -> (batch, heads, Kh, Kw, head dim); windowed batch = 16 images x 25 windows.
-SHAPES = {
-    "vit_b_global": (16, 12, 64, 64, 64),
-    "vit_b_window": (400, 12, 14, 14, 64),
-    "vit_h_global": (16, 16, 64, 64, 80),
-    "vit_h_window": (400, 16, 14, 14, 80),
-}
+KEYS = ("shape", "variant", "kernel_options")
+SCHEMA = ResultSchema(
+    name="flex",
+    columns=KEYS
+    + ("op_ms", "attn_kernel_ms", "other_ms", "rel_err", "first_call_s", "error")
+    + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("op_ms", "time"),),
+)
+# "<model>_<layer>": 16 images (windowed layers: 16 x 25 windows)
+SHAPES = [f"{model}_{layer}" for model in ("vit_b", "vit_h") for layer in ("global", "window")]
+IMAGES = 16
 ATTN_KERNEL_TAGS = ("triton_tem", "flash", "fmha", "cudnn", "attention", "efficient", "rel_pos")
 
 
-def make_inputs(shape, dtype, device="cuda"):
-    b, h, kh, kw, d = shape
-    n = kh * kw
-    g = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, generator=g) for _ in range(3))
-    rel_h = torch.randn(b, h, n, kh, device=device, dtype=dtype, generator=g)
-    rel_w = torch.randn(b, h, n, kw, device=device, dtype=dtype, generator=g)
-    return q, k, v, rel_h, rel_w
+def make_inputs(shape_name: str, dtype: torch.dtype):
+    """q, k, v [B', H, N, D] (contiguous), rel_h, rel_w of one shape at 16 images."""
+    model, layer = shape_name.rsplit("_", 1)
+    q, k, v, rel_h, rel_w = attention_inputs(model, layer, IMAGES, dtype)
+    return q.contiguous(), k.contiguous(), v.contiguous(), rel_h, rel_w
 
 
 # ---- bench-only formulations (layout experiments); the module holds the kept ones ----
@@ -192,26 +191,27 @@ def rel_err(out: torch.Tensor, inputs) -> float:
     return ((out[:2].float() - ref).norm() / ref.norm()).item()
 
 
-def run_variant(name, fn, inputs, opts, write_row, shape_name):
-    import triton.testing
-
+def run_variant(name, fn, inputs, opts, shape_name) -> dict[str, object]:
+    """One SCHEMA row: time, kernel split and error of ``fn``, or the error it raised."""
     t0 = time.time()
     call = lambda: fn(*inputs, opts)  # noqa: E731
+    row = dict.fromkeys(SCHEMA.columns, "")
+    row.update(shape=shape_name, variant=name, kernel_options=str(opts or {}))
     try:
         out = call()
         torch.cuda.synchronize()
         compile_s = time.time() - t0
         err = rel_err(out, inputs) if not name.startswith(("sdpa_floor", "flex_no_bias")) else 0.0
-        ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
+        ms = median_ms(call)
         attn_ms, other_ms = profile_split(call)
-        row = [shape_name, name, str(opts or {}), f"{ms:.3f}", f"{attn_ms:.3f}", f"{other_ms:.3f}"]
-        row += [f"{err:.2e}", f"{compile_s:.1f}", ""]
+        row.update(op_ms=f"{ms:.3f}", attn_kernel_ms=f"{attn_ms:.3f}", other_ms=f"{other_ms:.3f}")
+        row.update(rel_err=f"{err:.2e}", first_call_s=f"{compile_s:.1f}")
     except Exception as exc:  # recorded, not hidden: the error text goes into the CSV
-        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        row = [shape_name, name, str(opts or {}), "", "", "", "", f"{time.time() - t0:.1f}", msg]
-    write_row(row)
-    print(" | ".join(row), flush=True)
+        row.update(first_call_s=f"{time.time() - t0:.1f}")
+        row.update(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    print(" | ".join(str(row[c]) for c in SCHEMA.columns[:9]), flush=True)
     torch.cuda.empty_cache()
+    return row
 
 
 def base_plan() -> list[tuple[str, Callable, dict | None]]:
@@ -297,14 +297,27 @@ def module_variant_default() -> Callable:
     return fn
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def plan(shape_name: str, phase: str, inputs) -> list[tuple[str, Callable, dict | None]]:
+    if phase == "refine":
+        return refine_plan(shape_name)
+    if phase == "extra":
+        return extra_plan(shape_name)
+    items = base_plan()
+    kernel_only = sdpa_aug_kernel_only(inputs)
+    items.insert(2, ("sdpa_aug_kernel", lambda *a, _k=kernel_only: _k(), None))
+    return items
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--budget-s", type=float, default=330.0)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--phase", default="all", choices=["all", "refine"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_flex needs a CUDA GPU")
     dtype = getattr(torch, args.dtype)
     # every (shape, formulation, kernel_options) is its own graph of one compiled wrapper
     torch._dynamo.config.recompile_limit = 512
@@ -312,35 +325,21 @@ def main() -> None:
     start = time.time()
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     os.makedirs(args.out, exist_ok=True)
-    with open(f"{args.out}/flex_results.csv", "w", newline="") as fh:
-        env = environment()
-        head = ["shape", "variant", "kernel_options", "op_ms", "attn_kernel_ms", "other_ms"]
-        csv.writer(fh).writerow([*env, *head, "rel_err", "first_call_s", "error"])
-        rows = csv.writer(fh)
-        prefix = list(env.values())  # GPU name and versions start every row
-        write_row = lambda row: rows.writerow([*prefix, *row])  # noqa: E731
-        shapes = args.shapes.split(",")
-        phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
-        if args.phase == "refine":
-            phases = [(sh, "refine") for sh in shapes]
-        for shape_name, phase in phases:
-            inputs = make_inputs(SHAPES[shape_name], dtype)
-            if phase == "base":
-                items = base_plan()
-                kernel_only = sdpa_aug_kernel_only(inputs)
-                items.insert(2, ("sdpa_aug_kernel", lambda *a, _k=kernel_only: _k(), None))
-            elif phase == "refine":
-                items = refine_plan(shape_name)
-            else:
-                items = extra_plan(shape_name)
-            for name, fn, opts in items:
-                if time.time() - start > args.budget_s:
-                    print(f"budget reached, skipping {shape_name} {name}")
-                    continue
-                run_variant(name, fn, inputs, opts, write_row, shape_name)
-                fh.flush()
-            del inputs
-            torch.cuda.empty_cache()
+    path, env = os.path.join(args.out, "flex_results.csv"), gpu_environment()
+    shapes = args.shapes.split(",")
+    phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
+    if args.phase == "refine":
+        phases = [(sh, "refine") for sh in shapes]
+    for shape_name, phase in phases:
+        inputs = make_inputs(shape_name, dtype)
+        for name, fn, opts in plan(shape_name, phase, inputs):
+            if time.time() - start > args.budget_s:
+                print(f"budget reached, skipping {shape_name} {name}")
+                continue
+            row = run_variant(name, fn, inputs, opts, shape_name)
+            write_rows(path, [{**row, **env}], SCHEMA)
+        del inputs
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Fused GELU + row-wise fp8 quantization against what torch.compile makes of torchao's (CUDA).
 
-Usage: python benchmarks/bench_fp8_quant.py --out fp8_quant.csv [--rows 65536]
+Usage: python -m benchmarks.bench_fp8_quant --out fp8_quant.csv [--rows 65536]
 
-Two parts, each row with the GPU name and torch / triton versions:
+Two parts, each row with the environment columns (GPU name, torch / triton / torchao versions):
 - ``quant``: x [rows, K] bf16 (rows = 16 images x 64 x 64 tokens) for SAM's MLP widths: our
   kernel with and without GELU, the compiled torchao path (F.gelu, ``_choose_scale_float8``,
-  ``_quantize_affine_float8``), and a bf16 copy of x as the bandwidth yardstick. ms is the
-  median of CUDA-event timings after warm-up; GB/s counts x read, q written (1 byte) and scales.
+  ``_quantize_affine_float8``), and a bf16 copy of x as the bandwidth yardstick. ms is
+  ``common.median_ms``; GB/s counts x read, q written (1 byte) and scales.
 - ``mlp``: one encoder MLPBlock [16, 64, 64, C] compiled three ways: bf16, torchao float8
   (PerRow, our lower bound), and Float8GeluMLP; cosine of each float8 output to the bf16 one.
 """
@@ -14,17 +14,11 @@ Two parts, each row with the GPU name and torch / triton versions:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import append_rows, cuda_median_ms, environment, first_call_s
-
-from torchao._models.sam.modeling.config import PRESETS
-from torchao._models.sam.modeling.common import MLPBlock
+from benchmarks.common import first_call_s, gpu_environment, median_ms, write_rows
 from torchao._models.sam.compress import (
     FLOAT8_AMAX_LOWER_BOUND,
     apply_compression,
@@ -32,7 +26,17 @@ from torchao._models.sam.compress import (
 )
 from torchao._models.sam.float8_mlp import Float8GeluMLP
 from torchao._models.sam.kernels.rowwise_fp8_quant_triton import rowwise_fp8_quant
+from torchao._models.sam.modeling.common import MLPBlock
+from torchao._models.sam.modeling.config import PRESETS
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
+KEYS = ("part", "shape", "case")
+SCHEMA = ResultSchema(
+    name="fp8_quant",
+    columns=KEYS + ("ms", "gb_s", "first_call_s", "cosine") + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("ms", "time"),),
+)
 FP8 = torch.float8_e4m3fn
 # model -> (dim, mlp_dim): the encoder MLP widths (mlp_ratio 4)
 WIDTHS = {
@@ -65,7 +69,7 @@ def quant_rows(rows: int, k: int) -> list[dict[str, object]]:
     out = []
     for name, fn in cases.items():
         first = first_call_s(fn)
-        ms = cuda_median_ms(fn)
+        ms = median_ms(fn)
         nbytes = rows * k * 4 if name == "bf16_copy" else rows * (k * 3 + 4)
         out.append({"part": "quant", "shape": f"{rows}x{k}", "case": name, "ms": round(ms, 4),
                     "gb_s": round(nbytes / ms / 1e6, 1), "first_call_s": round(first, 2),
@@ -87,7 +91,7 @@ def mlp_rows(model: str) -> list[dict[str, object]]:
             first = first_call_s(lambda: fn(x))
             cos = cosine_similarity(reference, fn(x))
             out.append({"part": "mlp", "shape": f"{model} 16x64x64x{dim}", "case": case,
-                        "ms": round(cuda_median_ms(lambda: fn(x)), 4), "gb_s": "",
+                        "ms": round(median_ms(lambda: fn(x)), 4), "gb_s": "",
                         "first_call_s": round(first, 2), "cosine": round(cos, 6)})  # fmt: skip
 
         add("bf16", mlp)
@@ -104,14 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("bench_fp8_quant.py needs a CUDA GPU")
-    env = environment()
+        raise SystemExit("bench_fp8_quant needs a CUDA GPU")
+    env = gpu_environment()
     rows = []
     for model in args.models:
         rows += quant_rows(args.rows, WIDTHS[model][1])
         rows += mlp_rows(model)
-    rows = [{**env, **r} for r in rows]
-    append_rows(args.out, rows)
+    rows = [{**r, **env} for r in rows]
+    write_rows(args.out, rows, SCHEMA)
     for r in rows:
         print(r["part"], r["shape"], r["case"], r["ms"], "ms", r["gb_s"], r["cosine"])
 

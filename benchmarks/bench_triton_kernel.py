@@ -1,18 +1,18 @@
 """Tuning benchmark for the flash_4 Triton kernel (GPU only).
 
-    python benchmarks/bench_triton_kernel.py [--out DIR] [--shapes vit_b_global,...]
-    python benchmarks/bench_triton_kernel.py --first-call SHAPE   # one cold call, fresh caches
+    python -m benchmarks.bench_triton_kernel [--out DIR] [--shapes vit_b_global,...]
+    python -m benchmarks.bench_triton_kernel --first-call SHAPE   # one cold call, fresh caches
 
-For each SAM attention shape: checks every candidate config against the fp32 reference (on a
-batch of 2), times every config and the SDPA baselines at the full batch (median of
-triton.testing.do_bench), then measures the cold first call (autotune included) in a fresh
-process with empty Triton and torchao_sam caches. Prints a table; writes CSVs under --out.
+For each SAM attention shape (``common.attention_inputs`` at 16 images): checks every candidate
+config against the fp32 reference (on two batch entries), times every config and the SDPA
+baselines at the full batch (``common.median_ms``), then measures the cold first call (autotune
+included) in a fresh process with empty Triton and torchao_sam caches. Prints a table; writes
+triton_errors.csv and triton_times.csv (TIMES_SCHEMA) under --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -23,22 +23,52 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import fresh_cache_env  # noqa: E402
+from benchmarks.common import (
+    attention_inputs,
+    attention_shapes,
+    fresh_cache_env,
+    gpu_environment,
+    median_ms,
+    write_rows,
+)
+from torchao._models.sam.attention import flash4_kernel as kern
+from torchao._models.sam.attention import reference_rel_pos_attention
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
-from torchao._models.sam.attention import flash4_kernel as kern  # noqa: E402
-from torchao._models.sam.attention import reference_rel_pos_attention  # noqa: E402
+# A tuning sweep (read by hand, not compared by check_regression): triton_times.csv rows, and
+# triton_errors.csv rows (max abs error of each config against the fp32 reference).
+SCHEMA = ResultSchema(
+    name="triton_kernel",
+    columns=("shape", "impl", "ms") + ENVIRONMENT_COLUMNS,
+    keys=("shape", "impl"),
+    metrics=(Metric("ms", "time"),),
+)
+ERRORS_SCHEMA = ResultSchema(
+    name="triton_kernel_errors",
+    columns=("shape", "dtype", "config", "err") + ENVIRONMENT_COLUMNS,
+    keys=("shape", "dtype", "config"),
+    metrics=(Metric("err", "accuracy"),),
+)
+REPO = Path(__file__).resolve().parents[1]
+# "<model>_<layer>" at 16 images (windowed layers: 16 x 25 windows)
+SHAPES = [f"{model}_{layer}" for model in ("vit_b", "vit_h") for layer in ("global", "window")]
+IMAGES = 16
 
-# name: (batch, heads, Kh, Kw, head_dim); batch of windowed layers = 16 images * 25 windows
-SHAPES = {
-    "vit_b_global": (16, 12, 64, 64, 64),
-    "vit_h_global": (16, 16, 64, 64, 80),
-    "vit_b_window": (400, 12, 14, 14, 64),
-    "vit_h_window": (400, 16, 14, 14, 80),
-}
+
+def split_shape(name: str) -> tuple[str, str]:
+    """'vit_b_global' -> ('vit_b', 'global')."""
+    model, layer = name.rsplit("_", 1)
+    return model, layer
 
 
-def extra_configs(m, kh: int, kw: int) -> list:
+def grid(name: str) -> tuple[int, int, int]:
+    """(Kh, Kw, head dim) of a shape: the kernel's configs depend on these."""
+    model, layer = split_shape(name)
+    _, side, _, d = attention_shapes(model)[layer]
+    return side, side, d
+
+
+def extra_configs(kh: int, kw: int) -> list:
     """Configs outside the candidate set, timed only here to tune the set."""
     tc = kern.TileConfig
     if kw % 64 == 0:
@@ -50,69 +80,55 @@ def extra_configs(m, kh: int, kw: int) -> list:
     return [c for c in extra if c not in kern.CONFIGS]
 
 
-def make_inputs(b, h, kh, kw, d, dtype=torch.bfloat16, qkv_view=True, seed=0):
-    """q, k, v [B, H, N, D] (views of one [B, N, 3, H, D] tensor if qkv_view), rel_h, rel_w."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    n = kh * kw
-    if qkv_view:
-        qkv = torch.randn(b, n, 3, h, d, device="cuda", dtype=dtype, generator=g)
-        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-    else:
-        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype, generator=g) for _ in "qkv")
-    rel_h = torch.randn(b, h, n, kh, device="cuda", dtype=dtype, generator=g)
-    rel_w = torch.randn(b, h, n, kw, device="cuda", dtype=dtype, generator=g)
-    return q, k, v, rel_h, rel_w
+def make_inputs(name: str, dtype: torch.dtype = torch.bfloat16, images: int = IMAGES, seed=0):
+    """q, k, v [B', H, N, D] as views of one qkv projection, rel_h, rel_w, of one shape."""
+    return attention_inputs(*split_shape(name), images, dtype, seed)
 
 
-def bench(fn) -> float:
-    import triton
-
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-
-
-def check_configs(name, shape, m) -> list[dict]:
-    """Max abs error of every candidate config vs the fp32 reference, batch 2, bf16 and fp16."""
-    b, h, kh, kw, d = shape
+def check_configs(name: str, env: dict) -> list[dict]:
+    """Max abs error of every candidate config vs the fp32 reference, on two batch entries,
+    bf16 and fp16."""
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
-        inputs = make_inputs(2, h, kh, kw, d, dtype=dtype, seed=1)
+        inputs = [t[:2] for t in make_inputs(name, dtype, images=2, seed=1)]
         ref = reference_rel_pos_attention(*[t.float() for t in inputs])
-        for cfg in kern.valid_configs(kh, kw, d):
+        for cfg in kern.valid_configs(*grid(name)):
             out = kern.run_with_config(*inputs, cfg)
             torch.cuda.synchronize()
             err = (out.float() - ref).abs().max().item()
-            rows.append({"shape": name, "dtype": str(dtype)[6:], "config": cfg.name(), "err": err})
+            rows.append({"shape": name, "dtype": str(dtype)[6:], "config": cfg.name(), "err": err,
+                         **env})  # fmt: skip
     return rows
 
 
-def time_shape(name, shape, m, attention) -> list[dict]:
-    b, h, kh, kw, d = shape
-    q, k, v, rel_h, rel_w = make_inputs(b, h, kh, kw, d)
+def candidates(name: str, attention) -> list[tuple[str, object]]:
+    """(label, call) of the SDPA baselines, every candidate config (on the qkv views and on
+    contiguous q, k, v) and the extra configs, for one shape."""
+    q, k, v, rel_h, rel_w = make_inputs(name)
     qc, kc, vc = (t.contiguous() for t in (q, k, v))
-    rows = [
+    run = kern.run_with_config
+    calls = [
         ("floor_sdpa_nobias", lambda: F.scaled_dot_product_attention(qc, kc, vc)),
         ("sdpa_aug", lambda: attention.sdpa_aug_attention(qc, kc, vc, rel_h, rel_w)),
         ("sdpa_bias", lambda: attention.sdpa_bias_attention(qc, kc, vc, rel_h, rel_w)),
     ]
-    for cfg in kern.valid_configs(kh, kw, d):
-        rows.append(
-            (f"flash4_{cfg.name()}", lambda c=cfg: kern.run_with_config(q, k, v, rel_h, rel_w, c))
-        )
-        rows.append(
-            (f"flash4c_{cfg.name()}", lambda c=cfg: kern.run_with_config(qc, kc, vc, rel_h, rel_w, c))
-        )
-    for cfg in extra_configs(m, kh, kw):
-        rows.append(
-            (f"extra_{cfg.name()}", lambda c=cfg: kern.run_with_config(q, k, v, rel_h, rel_w, c))
-        )
+    for cfg in kern.valid_configs(*grid(name)):
+        calls.append((f"flash4_{cfg.name()}", lambda c=cfg: run(q, k, v, rel_h, rel_w, c)))
+        calls.append((f"flash4c_{cfg.name()}", lambda c=cfg: run(qc, kc, vc, rel_h, rel_w, c)))
+    for cfg in extra_configs(*grid(name)[:2]):
+        calls.append((f"extra_{cfg.name()}", lambda c=cfg: run(q, k, v, rel_h, rel_w, c)))
+    return calls
+
+
+def time_shape(name: str, attention, env: dict) -> list[dict]:
     out = []
-    for label, fn in rows:
+    for label, fn in candidates(name, attention):
         try:
-            ms = bench(fn)
+            ms = median_ms(fn)
         except Exception as e:  # an extra config may not fit: record it and go on
             print(f"{name} {label} failed: {type(e).__name__}: {str(e)[:200]}")
             ms = float("nan")
-        out.append({"shape": name, "impl": label, "ms": ms})
+        out.append({"shape": name, "impl": label, "ms": ms, **env})
         print(f"{name:14s} {label:34s} {ms:8.3f} ms", flush=True)
         torch.cuda.empty_cache()
     return out
@@ -122,7 +138,7 @@ def first_call(name) -> None:
     """Run in a fresh process: wall time of the cold first call and of the next call."""
     from torchao._models.sam.attention import flash4 as m
 
-    inputs = make_inputs(*SHAPES[name])
+    inputs = make_inputs(name)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     m.flash4_attention(*inputs)
@@ -139,8 +155,9 @@ def first_call(name) -> None:
 def run_first_call_subprocess(name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         env = fresh_cache_env(tmp)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         res = subprocess.run(
-            [sys.executable, __file__, "--first-call", name],
+            [sys.executable, "-m", "benchmarks.bench_triton_kernel", "--first-call", name],
             env=env,
             capture_output=True,
             text=True,
@@ -149,40 +166,7 @@ def run_first_call_subprocess(name: str) -> str:
     return line[0] if line else f"FIRST_CALL {name} failed: {res.stderr[-2000:]}"
 
 
-def write_csv(path, rows):
-    if rows:
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", default=".")
-    p.add_argument("--shapes", default=",".join(SHAPES))
-    p.add_argument("--first-call", default=None)
-    p.add_argument("--skip-first-call", action="store_true")
-    args = p.parse_args()
-    if args.first_call:
-        first_call(args.first_call)
-        return
-    from torchao._models.sam import attention
-    from torchao._models.sam.attention import flash4 as m
-
-    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
-    names = args.shapes.split(",")
-    errs, times, firsts = [], [], []
-    for name in names:
-        errs += check_configs(name, SHAPES[name], m)
-    for r in errs:
-        print(f"ERR {r['shape']:14s} {r['dtype']:9s} {r['config']:18s} {r['err']:.2e}", flush=True)
-    for name in names:
-        times += time_shape(name, SHAPES[name], m, attention)
-    if not args.skip_first_call:
-        firsts = [run_first_call_subprocess(name) for name in names]
-    write_csv(os.path.join(args.out, "triton_errors.csv"), errs)
-    write_csv(os.path.join(args.out, "triton_times.csv"), times)
+def print_summary(names: list[str], times: list[dict], firsts: list[str]) -> None:
     print("\n=== summary (ms, median) ===")
     for name in names:
         t = {r["impl"]: r["ms"] for r in times if r["shape"] == name}
@@ -197,6 +181,32 @@ def main() -> None:
         )
     for line in firsts:
         print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=".")
+    p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument("--first-call", default=None)
+    p.add_argument("--skip-first-call", action="store_true")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_triton_kernel needs a CUDA GPU")
+    if args.first_call:
+        first_call(args.first_call)
+        return
+    from torchao._models.sam import attention
+
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    names, env = args.shapes.split(","), gpu_environment()
+    errs = [row for name in names for row in check_configs(name, env)]
+    for r in errs:
+        print(f"ERR {r['shape']:14s} {r['dtype']:9s} {r['config']:18s} {r['err']:.2e}", flush=True)
+    times = [row for name in names for row in time_shape(name, attention, env)]
+    firsts = [] if args.skip_first_call else [run_first_call_subprocess(n) for n in names]
+    write_rows(os.path.join(args.out, "triton_errors.csv"), errs, ERRORS_SCHEMA)
+    write_rows(os.path.join(args.out, "triton_times.csv"), times, SCHEMA)
+    print_summary(names, times, firsts)
 
 
 if __name__ == "__main__":

@@ -2,118 +2,53 @@
 
 Usage::
 
-    python benchmarks/check_regression.py BASELINE.csv CURRENT.csv \
-        [--max-slowdown 0.05] [--max-miou-delta 0.002] [--max-memory-growth 0.10] \
+    python -m benchmarks.check_regression CURRENT.csv [--baseline-dir benchmarks/baselines]
+    python -m benchmarks.check_regression BASELINE.csv CURRENT.csv
+        [--max-slowdown 0.05] [--max-miou-delta 0.002] [--max-memory-growth 0.10]
         [--metrics img_s(avg) mIoU] [--allow-gpu-mismatch]
 
-The CSV kind (eval_combo results, attention benchmark, encoder benchmark) is detected from its
-columns through :data:`SCHEMAS`; both files must be the same kind. Rows are matched on the
-schema's key columns. Every compared (row, metric) is printed with PASS/FAIL; a baseline row
-missing from CURRENT fails; a row only in CURRENT is reported as ``new`` and does not fail.
+The CSV kind is the result schema (``benchmarks.schemas``: the eval harness's and each
+benchmark's own) whose key columns are all in the header together with its metric columns, so
+older files with other environment columns still load; both files must be the same kind. With
+one CSV the baseline is ``<baseline-dir>/<gpu slug>/<kind>.csv`` for the GPU that produced
+CURRENT (``gpu_slug``; CPU rows count as ``cpu``). Rows are matched on the kind's key columns.
+Every compared (row, metric) is printed with PASS/FAIL; a baseline row missing from CURRENT
+fails; a row only in CURRENT is reported as ``new`` and does not fail.
 
 Exit codes: 0 pass, 1 regression, 2 bad input (unreadable or malformed CSV, missing columns,
-unknown schema, duplicated keys, different GPUs without ``--allow-gpu-mismatch``).
+unknown or ambiguous kind, duplicated keys, no baseline for this GPU and kind, different GPUs
+without ``--allow-gpu-mismatch``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.tables import (
+    InputError,
+    Table,
+    check_columns,
+    detect_schema,
+    gpu_of,
+    gpu_slug,
+    index_rows,
+    load_table,
+    measured,
+    parse_value,
+    row_status,
+    table_gpu,
+)
+from torchao._models.sam.utils.results import Metric, ResultSchema
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
-GPU_COLUMN = "gpu_name"
+DEFAULT_BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
 # Slack for float round-off so that a change of exactly the threshold passes.
 EPS = 1e-9
-
-
-class InputError(Exception):
-    """The inputs cannot be compared (bad file, wrong columns, ...): exit code 2."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One compared column.
-
-    kind:
-      - ``throughput``: higher is better; fails when it drops by more than ``--max-slowdown``.
-      - ``time``: lower is better; fails when it grows by more than ``--max-slowdown``.
-      - ``memory``: lower is better; fails when it grows by more than ``--max-memory-growth``.
-      - ``accuracy``: two-sided; fails when |current - baseline| > ``--max-miou-delta``.
-    """
-
-    column: str
-    kind: str
-
-
-@dataclass(frozen=True)
-class Schema:
-    name: str
-    signature: str  # a column only this kind of CSV has; used for detection
-    keys: tuple[str, ...]
-    metrics: tuple[Metric, ...]
-
-
-SCHEMAS: tuple[Schema, ...] = (
-    Schema(
-        name="eval",
-        signature="sam_model_type",
-        keys=(
-            "device",
-            "sam_model_type",
-            "batch_size",
-            "use_compile",
-            "use_half",
-            "compress",
-            "attention_backend",
-            "use_compile_decoder",
-            "use_rel_pos",
-            "pad_input_image_batch",
-        ),
-        metrics=(
-            Metric("img_s(avg)", "throughput"),
-            Metric("mIoU", "accuracy"),
-            Metric("memory(MiB)", "memory"),
-        ),
-    ),
-    Schema(
-        name="attention",
-        signature="layer",
-        keys=("model", "layer", "batch", "backend"),
-        metrics=(Metric("median_ms", "time"), Metric("peak_mem_mib", "memory")),
-    ),
-    Schema(
-        name="encoder",
-        signature="compile_mode",
-        keys=("model", "batch", "backend", "compile_mode"),
-        metrics=(Metric("img_s", "throughput"), Metric("peak_mem_mib", "memory")),
-    ),
-    Schema(
-        name="compress",
-        signature="weight_types",
-        keys=("model", "batch", "backend", "compress", "layers", "inductor_flags", "compile"),
-        metrics=(Metric("img_s", "throughput"), Metric("peak_mem_mib", "memory")),
-    ),
-)
-# A CSV with this column marks rows that did not measure (e.g. "timeout after 150 s").
-STATUS_COLUMN = "status"
-
-
-def measured(row: dict[str, str]) -> bool:
-    """False for a row whose status column says it did not finish."""
-    return row.get(STATUS_COLUMN, "ok") == "ok"
-
-
-@dataclass(frozen=True)
-class Table:
-    """A parsed CSV: ``rows`` are dicts column -> stripped string."""
-
-    path: str
-    header: tuple[str, ...]
-    rows: tuple[dict[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -136,42 +71,7 @@ class Result:
     status: str
 
 
-def load_table(path: str) -> Table:
-    """Read a CSV with a header row; blank lines are skipped, ragged rows are an error."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            lines = [row for row in csv.reader(f) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"{path}: cannot read CSV: {e}") from e
-    if not lines:
-        raise InputError(f"{path}: empty file (no header row)")
-    header = tuple(c.strip() for c in lines[0])
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if dupes or "" in header:
-        raise InputError(f"{path}: header has empty or duplicated column names: {dupes}")
-    rows = []
-    for lineno, fields in enumerate(lines[1:], start=2):
-        if len(fields) != len(header):
-            raise InputError(
-                f"{path}: data row {lineno} has {len(fields)} fields, header has {len(header)}"
-            )
-        rows.append({c: v.strip() for c, v in zip(header, fields, strict=True)})
-    if not rows:
-        raise InputError(f"{path}: no data rows")
-    return Table(path, header, tuple(rows))
-
-
-def detect_schema(table: Table) -> Schema:
-    """The schema whose signature column is in the header (exactly one must be)."""
-    found = [s for s in SCHEMAS if s.signature in table.header]
-    if len(found) != 1:
-        known = ", ".join(f"{s.name} (has column {s.signature!r})" for s in SCHEMAS)
-        what = "no" if not found else "several"
-        raise InputError(f"{table.path}: unknown schema: {what} signature columns; known: {known}")
-    return found[0]
-
-
-def select_metrics(schema: Schema, names: Sequence[str] | None) -> tuple[Metric, ...]:
+def select_metrics(schema: ResultSchema, names: Sequence[str] | None) -> tuple[Metric, ...]:
     """The metrics to compare: all of the schema's, or the named subset (unknown name: error)."""
     if not names:
         return schema.metrics
@@ -182,35 +82,6 @@ def select_metrics(schema: Schema, names: Sequence[str] | None) -> tuple[Metric,
             f"--metrics {unknown} not in the {schema.name} schema; choose from {list(by_name)}"
         )
     return tuple(by_name[n] for n in names)
-
-
-def check_columns(table: Table, schema: Schema, metrics: Sequence[Metric]) -> None:
-    """Raise if a key, compared metric or gpu_name column is absent; extra columns are fine."""
-    needed = [GPU_COLUMN, *schema.keys, *(m.column for m in metrics)]
-    missing = [c for c in needed if c not in table.header]
-    if missing:
-        raise InputError(f"{table.path}: {schema.name} CSV lacks required columns {missing}")
-
-
-def index_rows(table: Table, keys: Sequence[str]) -> dict[tuple[str, ...], dict[str, str]]:
-    """Map key tuple -> row; a repeated key is an input error."""
-    out: dict[tuple[str, ...], dict[str, str]] = {}
-    for row in table.rows:
-        key = tuple(row[k] for k in keys)
-        if key in out:
-            pairs = ", ".join(f"{k}={v}" for k, v in zip(keys, key, strict=True))
-            raise InputError(f"{table.path}: duplicated key ({pairs})")
-        out[key] = row
-    return out
-
-
-def gpu_of(row: dict[str, str]) -> str:
-    """The row's GPU; 'cpu' for an empty or 'cpu' gpu_name, or for a row with device=cpu
-    (eval_combo writes the CPU architecture, e.g. x86_64, as gpu_name on CPU)."""
-    name = row[GPU_COLUMN].strip()
-    if name.lower() in ("", "cpu") or row.get("device", "").strip().lower() == "cpu":
-        return "cpu"
-    return name
 
 
 def check_same_gpu(baseline: Table, current: Table) -> None:
@@ -224,15 +95,17 @@ def check_same_gpu(baseline: Table, current: Table) -> None:
         )
 
 
-def parse_value(text: str, where: str) -> float:
-    """A finite float, else an input error naming the file, row and column."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{where}: not a finite number: {text!r}")
-    return value
+def baseline_for(current: Table, schema: ResultSchema, baseline_dir: Path) -> str:
+    """``<baseline_dir>/<gpu slug>/<kind>.csv`` for the GPU of CURRENT; an input error naming
+    the GPU, the kind and the path when there is no such file."""
+    gpu = table_gpu(current)
+    path = Path(baseline_dir) / gpu_slug(gpu) / f"{schema.name}.csv"
+    if not path.is_file():
+        raise InputError(
+            f"no {schema.name} baseline for GPU {gpu!r}: {path} does not exist (see "
+            f"benchmarks/baselines/README.md to produce one, or pass BASELINE CURRENT)"
+        )
+    return str(path)
 
 
 def judge(kind: str, base: float, cur: float, t: Thresholds, where: str) -> tuple[str, str, bool]:
@@ -256,7 +129,7 @@ def judge(kind: str, base: float, cur: float, t: Thresholds, where: str) -> tupl
 def compare(
     baseline: Table,
     current: Table,
-    schema: Schema,
+    schema: ResultSchema,
     metrics: Sequence[Metric],
     thresholds: Thresholds,
 ) -> list[Result]:
@@ -272,7 +145,7 @@ def compare(
         if not measured(brow):
             continue  # nothing to compare against
         if not measured(crow):
-            results.append(Result(key, "-", "ok", crow[STATUS_COLUMN], "-", "-", "FAIL"))
+            results.append(Result(key, "-", "ok", row_status(crow), "-", "-", "FAIL"))
             continue
         for m in metrics:
             bwhere = f"{baseline.path} {key} {m.column}"
@@ -324,13 +197,24 @@ def summarize(results: Sequence[Result]) -> tuple[str, bool]:
     return f"{'PASS' if passed else 'REGRESSION'}: {text}", passed
 
 
+def load_pair(args: argparse.Namespace) -> tuple[Table, Table, ResultSchema]:
+    """BASELINE and CURRENT (the baseline chosen by CURRENT's GPU when only it is given) and
+    their common kind."""
+    current = load_table(args.csvs[-1])
+    schema = detect_schema(current)
+    if len(args.csvs) == 2:
+        baseline_path = args.csvs[0]
+    else:
+        baseline_path = baseline_for(current, schema, args.baseline_dir)
+    baseline = load_table(baseline_path)
+    kind = detect_schema(baseline).name
+    if kind != schema.name:
+        raise InputError(f"baseline is a {kind} CSV but current is a {schema.name} CSV")
+    return baseline, current, schema
+
+
 def run(args: argparse.Namespace) -> int:
-    baseline, current = load_table(args.baseline), load_table(args.current)
-    schema = detect_schema(baseline)
-    if detect_schema(current).name != schema.name:
-        raise InputError(
-            f"baseline is a {schema.name} CSV but current is a {detect_schema(current).name} CSV"
-        )
+    baseline, current, schema = load_pair(args)
     metrics = select_metrics(schema, args.metrics)
     check_columns(baseline, schema, metrics)
     check_columns(current, schema, metrics)
@@ -352,28 +236,37 @@ def non_negative(text: str) -> float:
     return value
 
 
+THRESHOLD_FLAGS = (
+    ("--max-slowdown", "allowed img/s drop or time growth, as a fraction"),
+    ("--max-miou-delta", "allowed absolute mIoU change either way"),
+    ("--max-memory-growth", "allowed peak-memory growth, as a fraction"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("baseline", help="committed baseline CSV (benchmarks/baselines/...)")
-    p.add_argument("current", help="fresh CSV from eval_combo or a benchmark script")
-    p.add_argument(
-        "--max-slowdown",
-        type=non_negative,
-        default=0.05,
-        help="allowed img/s drop or time growth, as a fraction (default 0.05)",
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.check_regression",
+        usage="%(prog)s [BASELINE] CURRENT [options]",
+        description=__doc__.split("\n\n")[0],
     )
     p.add_argument(
-        "--max-miou-delta",
-        type=non_negative,
-        default=0.002,
-        help="allowed absolute mIoU change either way (default 0.002)",
+        "csvs",
+        nargs="+",
+        metavar="[BASELINE] CURRENT",
+        help="the fresh CSV (eval_combo or a benchmark), after the baseline if one is named",
     )
     p.add_argument(
-        "--max-memory-growth",
-        type=non_negative,
-        default=0.10,
-        help="allowed peak-memory growth, as a fraction (default 0.10)",
+        "--baseline-dir",
+        type=Path,
+        default=DEFAULT_BASELINE_DIR,
+        help="where CURRENT's baseline is looked up as <gpu slug>/<kind>.csv (default: "
+        "benchmarks/baselines)",
     )
+    for flag, text in THRESHOLD_FLAGS:
+        default = getattr(Thresholds(), flag[2:].replace("-", "_"))
+        p.add_argument(
+            flag, type=non_negative, default=default, help=f"{text} (default {default:g})"
+        )
     p.add_argument(
         "--metrics",
         nargs="+",
@@ -389,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.csvs) > 2:
+        parser.error(f"give CURRENT or BASELINE CURRENT, got {len(args.csvs)} files")
     try:
         return run(args)
     except InputError as e:

@@ -1,32 +1,32 @@
 #!/usr/bin/env bash
 # The GPU runs behind the committed results and baselines, one stage per argument:
 #   bash benchmarks/gpu_suite.sh OUT_DIR STAGE [STAGE ...]
-# Stages:
+# Stages (every benchmark runs as python -m benchmarks.NAME; this checkout goes on PYTHONPATH):
 #   tests        pytest -m gpu (every GPU test; 5 workers share the GPU, correctness only)
 #   sanitizer    flash_4 under compute-sanitizer memcheck: every tile config x grid x head dim
-#                (benchmarks/sanitize_flash4.py); fails if any group reports an error
+#                (benchmarks.sanitize_flash4); fails if any group reports an error
 #   attention    op benchmark, every model / layer / batch 1 8 16 32 / backend
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
-#                SYNTHETIC (32) images, each Block compiled (default mode); each run stops after
-#                EVAL_TIMEOUT_S (300, lock wait included). EVAL_JOBS (1) lanes of rows run at
-#                once, each pinned to its share of the CPUs: they compile in parallel and take
-#                turns on the GPU through eval_combo --gpu_lock (OUT_DIR/gpu.lock) for the
-#                timed part; one log each in OUT_DIR/eval_logs/, their tails appended to
-#                eval.log as they finish, rows to eval_synthetic.csv. Measured on the H100
-#                (2026-11-25): with 3-4 lanes, vit_b rows moved by up to 30% against the same
-#                rows run alone (the eager decoder is CPU-bound and the other lanes compile);
-#                vit_h rows stayed within 6%. Quote EVAL_JOBS=1 rows for vit_b.
+#                SYNTHETIC (32) images, each Block compiled (default mode), one row at a time
+#                (rows run side by side moved by up to 30%); each run stops after EVAL_TIMEOUT_S
+#                (300); one log per row in OUT_DIR/eval_logs/, its tail appended to eval.log,
+#                rows to eval_synthetic.csv
+#   e2e          end to end, ours against the official package (benchmarks.bench_e2e)
+#   amg          segment-everything seconds per image (benchmarks.bench_amg)
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
 #   ncu          Nsight Compute profile of the attention kernels (profile_attention_ncu.sh)
-#   fp8          fused GELU + fp8 quantization (bench_fp8_quant.py), then bench_compress.py on
-#                bf16, float8_dynamic_quant and float8_dynamic_quant_fused_gelu (vit_b, vit_h)
+#   fp8          fused GELU + fp8 quantization (benchmarks.bench_fp8_quant), then
+#                benchmarks.bench_compress on bf16, float8_dynamic_quant and
+#                float8_dynamic_quant_fused_gelu (vit_b, vit_h)
 # Each stage writes under OUT_DIR; a stage that fails is reported and the next one runs.
 set -uo pipefail
 out="${1:?OUT_DIR}"
 shift
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
 
 stage_tests() {  # 5 workers, 2 inductor compile threads each: with 8 workers x 16 threads
@@ -41,18 +41,20 @@ stage_sanitizer() {
 }
 
 stage_attention() {
-  "$py" benchmarks/bench_attention.py --models ${MODELS:-vit_b vit_l vit_h} \
+  # shellcheck disable=SC2086  # MODELS and BATCHES are lists of words
+  "$py" -m benchmarks.bench_attention --models ${MODELS:-vit_b vit_l vit_h} \
     --batches ${BATCHES:-1 8 16 32} --out "$out/attention.csv" 2>&1 | tee -a "$out/attention.log"
 }
 
 stage_encoder() {
-  "$py" benchmarks/bench_encoder.py --models ${MODELS:-vit_b vit_h} --batch 16 \
+  # shellcheck disable=SC2086
+  "$py" -m benchmarks.bench_encoder --models ${MODELS:-vit_b vit_h} --batch 16 \
     --backends ${BACKENDS:-sdpa_nobias sdpa_bias sdpa_aug flash_4 flex auto} \
     --out "$out/encoder.csv" 2>&1 | tee -a "$out/encoder.log"
 }
 
 eval_row() {  # MODEL BACKEND COMPRESS: one eval_combo run, logged to eval_logs/
-  local model=$1 backend=$2 compress=$3 flags=() rc block
+  local model=$1 backend=$2 compress=$3 flags=() rc
   local log="$out/eval_logs/${model}_${backend}_${compress}.log"
   [[ "$compress" != none ]] && flags=(--compress "$compress")
   echo "--- $model / $backend / $compress started $(date -u +%T)"
@@ -61,54 +63,41 @@ eval_row() {  # MODEL BACKEND COMPRESS: one eval_combo run, logged to eval_logs/
     --batch_size 16 --use_half bfloat16 --use_compile "${COMPILE:-default}" \
     --attention_backend "$backend" --output_csv_path "$out/eval_synthetic.csv" \
     --compile_scope block --inductor_flags "${INDUCTOR_FLAGS:-none}" --seed 0 \
-    --gpu_lock "$out/gpu.lock" "${flags[@]}" >"$log" 2>&1
+    "${flags[@]}" >"$log" 2>&1
   rc=$?
-  block="--- $model / $backend / $compress exit $rc $(date -u +%T)"$'\n'"$(tail -n 4 "$log")"
-  {  # bash writes a builtin's output line by line, so lanes take a lock to keep blocks whole
-    flock 9
-    printf '%s\n' "$block" >>"$out/eval.log"
-  } 9>>"$out/eval.log.lock"
-  printf '%s\n' "$block"
+  {
+    echo "--- $model / $backend / $compress exit $rc $(date -u +%T)"
+    tail -n 4 "$log"
+  } | tee -a "$out/eval.log"
 }
 
-eval_rows() {  # every "model backend compress" row of the eval stage, one per line
+stage_eval() {  # every model x backend x compress row, one at a time
+  mkdir -p "$out/eval_logs"
   for model in ${MODELS:-vit_b vit_h}; do
     for backend in ${BACKENDS:-auto}; do
       for compress in ${COMPRESS:-none int8_dynamic_quant sparse_mlp_only sparse float8_dynamic_quant}; do
-        echo "$model $backend $compress"
+        eval_row "$model" "$backend" "$compress"
       done
     done
   done
 }
 
-eval_lane() {  # LANE JOBS: rows LANE, LANE+JOBS, ... in turn, pinned to this lane's CPUs
-  local lane=$1 jobs=$2 ncpu first last i=0 row
-  ncpu=$(nproc)
-  first=$((lane * ncpu / jobs))
-  last=$(((lane + 1) * ncpu / jobs - 1))
-  if ((jobs > 1)) && command -v taskset >/dev/null; then
-    taskset -cp "$first-$last" "$BASHPID" >/dev/null  # children inherit the CPU set
-    export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-$((last - first + 1))}
-  fi
-  while read -r row; do
-    # shellcheck disable=SC2086  # row is "model backend compress"
-    ((i++ % jobs == lane)) && eval_row $row
-  done < <(eval_rows)
+stage_e2e() {
+  # shellcheck disable=SC2086  # MODELS is a list of words
+  "$py" -m benchmarks.bench_e2e ${MODELS:+--models $MODELS} --out "$out/e2e.csv" 2>&1 \
+    | tee -a "$out/e2e.log"
 }
 
-stage_eval() {  # EVAL_JOBS lanes, each on its own slice of the CPUs
-  local jobs=${EVAL_JOBS:-1} lane
-  command -v flock >/dev/null || { echo "the eval stage needs flock (util-linux)"; return 1; }
-  mkdir -p "$out/eval_logs"
-  for ((lane = 0; lane < jobs; lane++)); do
-    eval_lane "$lane" "$jobs" &
-  done
-  wait
+stage_amg() {
+  # shellcheck disable=SC2086
+  "$py" -m benchmarks.bench_amg ${MODELS:+--models $MODELS} --out "$out/amg.csv" 2>&1 \
+    | tee -a "$out/amg.log"
 }
 
 stage_baselines() {  # the workflow's eval subset; its attention/encoder baselines are the
-  # attention and encoder stages' CSVs (same commands)
-  local csv="$out/h100_eval_synthetic.csv"
+  # attention and encoder stages' CSVs (same commands). Copy it to
+  # benchmarks/baselines/<gpu slug>/eval.csv (benchmarks/baselines/README.md).
+  local csv="$out/baseline_eval.csv" common
   common=(--synthetic 32 --sam_model_type vit_b --batch_size 8 --use_half bfloat16 --seed 0
     --output_csv_path "$csv")
   for backend in sdpa_aug flash_4; do
@@ -128,10 +117,10 @@ stage_ncu() {  # shapes: profile_attention.py's defaults unless NCU_SHAPES is se
 stage_fp8() {
   local rc=0
   # shellcheck disable=SC2086  # MODELS is a list of words
-  "$py" benchmarks/bench_fp8_quant.py --models ${MODELS:-vit_b vit_h} \
+  "$py" -m benchmarks.bench_fp8_quant --models ${MODELS:-vit_b vit_h} \
     --out "$out/fp8_quant.csv" 2>&1 | tee -a "$out/fp8.log" || rc=$?
   # shellcheck disable=SC2086
-  "$py" benchmarks/bench_compress.py --models ${MODELS:-vit_b vit_h} \
+  "$py" -m benchmarks.bench_compress --models ${MODELS:-vit_b vit_h} \
     --options none float8_dynamic_quant float8_dynamic_quant_fused_gelu \
     --out "$out/compress.csv" --profile-out "$out/compress_profile.csv" 2>&1 \
     | tee -a "$out/fp8.log" || rc=$?

@@ -8,10 +8,11 @@ cudaProfilerStop. Before each range it launches one tiny Triton kernel, ``MARKER
 the range, so that kernels can also be mapped to ranges by launch order when a report has no NVTX
 data. The launch order is printed and written to ``--meta`` with the GPU and library versions.
 
-Inputs and backend calls are bench_attention.py's (q, k, v as views of one qkv projection;
-``floor`` is its ``sdpa_nobias``). Run it under ncu with benchmarks/profile_attention_ncu.sh:
+Inputs are ``common.attention_inputs`` (q, k, v as views of one qkv projection) and backend
+calls are bench_attention's (``floor`` is its ``sdpa_nobias``). Run it under ncu with
+benchmarks/profile_attention_ncu.sh:
 
-    python benchmarks/profile_attention.py --shapes vit_b_global,vit_b_window \
+    python -m benchmarks.profile_attention --shapes vit_b_global,vit_b_window \
         --backends floor,flash_4,flex --dtype bfloat16 --meta OUT/meta.json
 """
 
@@ -19,21 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_attention import BACKENDS as ATTENTION_BACKENDS
-from bench_attention import LAYERS, MODELS, backend_fn, make_inputs
-from bench_utils import environment
+from benchmarks.bench_attention import BACKENDS as ATTENTION_BACKENDS
+from benchmarks.bench_attention import LAYERS, MODELS, backend_fn
+from benchmarks.common import NO_BIAS_FLOOR, attention_inputs, gpu_environment
 
-# profile name -> bench_attention.py backend name (its no-bias SDPA is called "floor" here)
-BACKENDS = {"floor": "sdpa_nobias", **{b: b for b in ATTENTION_BACKENDS if b != "sdpa_nobias"}}
-# "<model>_<layer>" for every model and layer bench_attention.py knows
+# profile name -> bench_attention backend name (its no-bias SDPA is called "floor" here)
+BACKENDS = {"floor": NO_BIAS_FLOOR, **{b: b for b in ATTENTION_BACKENDS if b != NO_BIAS_FLOOR}}
+# "<model>_<layer>" for every model and layer bench_attention knows
 SHAPES = [f"{model}_{layer}" for model in MODELS for layer in LAYERS]
 DEFAULT_SHAPES = ["vit_b_global", "vit_h_global", "vit_b_window"]
 MARKER_KERNEL = "profile_range_marker"  # summarize_ncu.py drops kernels of this name
@@ -81,7 +80,7 @@ def build_cases(
     """Inputs per shape (shared by its backends) and one call per (shape, backend)."""
     cases = []
     for shape in shapes:
-        inputs = make_inputs(*split_shape(shape), batch, dtype)
+        inputs = attention_inputs(*split_shape(shape), batch, dtype)
         for name in backends:
             cases.append(Case(shape, name, inputs, backend_fn(BACKENDS[name], *inputs)))
     return cases
@@ -148,7 +147,7 @@ def write_meta(path: str, args: argparse.Namespace, cases: list[Case], skipped: 
     except Exception as exc:  # the config is context only; never fail the profile for it
         configs = {"error": f"{type(exc).__name__}: {exc}"}
     meta = {
-        **environment(),
+        **gpu_environment(),
         "cuda": torch.version.cuda,
         "dtype": args.dtype,
         "batch": args.batch,
@@ -182,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("profile_attention.py needs a CUDA GPU")
+        raise SystemExit("profile_attention needs a CUDA GPU")
     cases = build_cases(args.shapes, args.backends, getattr(torch, args.dtype), args.batch)
     marker = make_marker()
     marker()

@@ -3,15 +3,17 @@
 #
 #   benchmarks/profile_attention_ncu.sh OUT_DIR [shapes] [backends]
 #
-# shapes / backends: comma-separated; omitted or empty: profile_attention.py's defaults. Runs benchmarks/profile_attention.py under ncu, which
-# profiles only the region between its cudaProfilerStart and cudaProfilerStop (one call per
-# shape/backend, each in an NVTX range "<shape>/<backend>"), and writes to OUT_DIR:
+# shapes / backends: comma-separated; omitted or empty: profile_attention's defaults. Runs
+# python -m benchmarks.profile_attention under ncu (this checkout goes on PYTHONPATH, so any
+# working directory will do), which profiles only the region between its cudaProfilerStart and
+# cudaProfilerStop (one call per shape/backend, each in an NVTX range "<shape>/<backend>"), and
+# writes to OUT_DIR:
 #   profile.ncu-rep     the report (open it in the Nsight Compute GUI)
 #   ncu_log.txt         ncu's and the driver's output (launch order of the ranges included)
 #   ncu_raw.csv         ncu --import ... --csv --page details --print-units base
 #   ncu_raw_page.csv    ncu --import ... --csv --page raw --print-units base (every metric)
-#   meta.json           GPU name, torch / triton versions, range order, flash_4 tile configs
-#   summary.csv         one row per kernel (benchmarks/summarize_ncu.py); summary.md its tables
+#   meta.json           environment columns (GPU, versions), range order, flash_4 configs
+#   summary.csv         one row per kernel (benchmarks.summarize_ncu); summary.md its tables
 # Env: NCU (default ncu), PYTHON (default python), NCU_EXTRA (extra ncu profile flags, split on
 # spaces), DTYPE (default bfloat16), WARMUP (default 3).
 set -euo pipefail
@@ -23,7 +25,8 @@ fi
 OUT=$1
 NCU=${NCU:-ncu}
 PYTHON=${PYTHON:-python}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 LOG="$OUT/ncu_log.txt"
 REPORT="$OUT/profile"
@@ -35,7 +38,7 @@ PROFILE=("$NCU" --profile-from-start off --clock-control none --target-processes
 for s in "${SECTIONS[@]}"; do PROFILE+=(--section "$s"); done
 # shellcheck disable=SC2206  # NCU_EXTRA is meant to be split into words
 PROFILE+=(${NCU_EXTRA:-} --force-overwrite --export "$REPORT")
-DRIVER=("$PYTHON" "$HERE/profile_attention.py")
+DRIVER=("$PYTHON" -m benchmarks.profile_attention)
 [[ -n "${2:-}" ]] && DRIVER+=(--shapes "$2")
 [[ -n "${3:-}" ]] && DRIVER+=(--backends "$3")
 DRIVER+=(--dtype "${DTYPE:-bfloat16}" --warmup "${WARMUP:-3}" --meta "$OUT/meta.json")
@@ -64,7 +67,7 @@ fi
 "${EXPORT[@]}" --page raw >"$OUT/ncu_raw_page.csv" 2>>"$LOG" || echo "# raw page export failed" \
     | tee -a "$LOG"
 
-SUMMARY=("$PYTHON" "$HERE/summarize_ncu.py" "$OUT/ncu_raw.csv" --out "$OUT/summary.csv")
+SUMMARY=("$PYTHON" -m benchmarks.summarize_ncu "$OUT/ncu_raw.csv" --out "$OUT/summary.csv")
 [[ -s "$OUT/ncu_raw_page.csv" ]] && SUMMARY+=(--raw-page "$OUT/ncu_raw_page.csv")
 [[ -s "$OUT/meta.json" ]] && SUMMARY+=(--meta "$OUT/meta.json")
 "${SUMMARY[@]}" | tee "$OUT/summary.md"

@@ -33,8 +33,7 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
     """Run every grid and batch with one config; print one CASE line per case."""
     import torch
 
-    from torchao._models.sam.attention import reference_rel_pos_attention
-    from torchao._models.sam.attention import flash4_kernel
+    from torchao._models.sam.attention import flash4_kernel, reference_rel_pos_attention
 
     cfg = flash4_kernel.TileConfig(*config)
     dtype = getattr(torch, dtype_name)

@@ -7,8 +7,11 @@ launches before each range, in the order listed in its meta file. Warp stall rea
 Warp State Statistics section when the details page carries them (``--print-details all``), else
 from ``--raw-page`` (``ncu --page raw --csv``), as does the tensor-pipe utilisation.
 
-    python benchmarks/summarize_ncu.py OUT/ncu_raw.csv --raw-page OUT/ncu_raw_page.csv \
+    python -m benchmarks.summarize_ncu OUT/ncu_raw.csv --raw-page OUT/ncu_raw_page.csv \
         --meta OUT/meta.json --out OUT/summary.csv
+
+It needs only the standard library (summaries can be made where torch is not installed), so it
+keeps a copy of two names that test_summarize_ncu checks against their sources.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER_KERNEL = "profile_range_marker"  # profile_attention.MARKER_KERNEL
-META_KEYS = ("gpu_name", "torch", "triton")
+# results.ENVIRONMENT_COLUMNS: the environment columns profile_attention.py writes to its meta
+META_KEYS = ("gpu_name", "torch_version", "triton_version", "torchao_version")
+LEGACY_META_KEYS = {"torch": "torch_version", "triton": "triton_version"}  # older meta files
 TOP_STALLS = 3
 
 # summary column -> (section name contains, metric names tried in order, kind)
@@ -361,7 +366,11 @@ def load_meta(path: str | None, details: str) -> dict:
     """--meta, else meta.json next to the details CSV, else nothing."""
     candidate = Path(path) if path else Path(details).with_name("meta.json")
     if candidate.is_file():
-        return json.loads(candidate.read_text())
+        meta = json.loads(candidate.read_text())
+        for old, new in LEGACY_META_KEYS.items():
+            if old in meta:
+                meta.setdefault(new, meta.pop(old))
+        return meta
     if path:
         raise SystemExit(f"meta file not found: {path}")
     return {}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import subprocess
 import sys
+from types import SimpleNamespace
 
-import bench_compress
 import torch
 
+from benchmarks import bench_compress
 from torchao._models.sam import build_sam_from_config
 
 
@@ -54,15 +57,51 @@ def test_cases_run_none_once_per_model():
     ]
 
 
-def test_each_case_gets_its_own_inductor_and_triton_caches(tmp_path):
-    """compile_s must be a cold compile: a case process resolves both caches under its root."""
-    import subprocess
-
+def test_each_case_gets_its_own_caches_and_finds_the_package_from_anywhere(tmp_path):
+    """compile_s must be a cold compile: a case process resolves both caches under its root;
+    it runs as -m benchmarks.bench_compress, whatever the working directory."""
     script = (
+        "import benchmarks.bench_compress\n"
         "from torch._inductor.runtime.cache_dir_utils import cache_dir, triton_cache_dir\n"
         "print(cache_dir()); print(triton_cache_dir(0))"
     )
-    env = bench_compress.fresh_cache_env(str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    env = bench_compress.case_env(str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(tmp_path / "inductor"), str(tmp_path / "triton")]
+
+
+def sweep_args(tmp_path, **kw) -> argparse.Namespace:
+    args = dict(models=["vit_b"], options=["int8_dynamic_quant"], layers=["all"], backend="auto")
+    args.update(batch=16, inductor_flags="none", compile_mode=None, reps=10, seed=0)
+    args.update(out=str(tmp_path / "compress.csv"), profile_out=None, profile_top=12)
+    args.update(run="r1", budget_s=1000, case_timeout_s=100)
+    return argparse.Namespace(**{**args, **kw})
+
+
+def test_case_command_runs_the_module(tmp_path):
+    argv = bench_compress.case_argv(sweep_args(tmp_path), "vit_b", "sparse", "mlp", 60)
+    assert argv[:4] == [sys.executable, "-m", "benchmarks.bench_compress", "--case"]
+    assert "--reps" in argv and argv[argv.index("--layers") + 1] == "mlp"
+
+
+def test_a_case_that_times_out_is_a_schema_row_with_its_status(tmp_path, monkeypatch):
+    def timeout(argv, timeout, env):
+        raise subprocess.TimeoutExpired(argv, timeout)
+
+    fake = SimpleNamespace(run=timeout, TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(bench_compress, "subprocess", fake)
+    args = sweep_args(tmp_path)
+    bench_compress.sweep(args)
+    with open(args.out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == bench_compress.SCHEMA.columns
+    assert rows[0]["status"] == "timeout after 100 s" and rows[0]["img_s"] == ""
+    assert (rows[0]["run"], rows[0]["compress"], rows[0]["layers"]) == (
+        "r1",
+        "int8_dynamic_quant",
+        "all",
+    )
+    assert rows[0]["torchao_version"]  # the environment columns are filled

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import bench_fp8_quant
 import pytest
 import torch
 
+from benchmarks import bench_fp8_quant
 from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
     rowwise_fp8_quant_reference,
 )

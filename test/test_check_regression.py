@@ -1,28 +1,29 @@
-"""Tests for benchmarks/check_regression.py against the fixture CSVs in fixtures/regression/."""
+"""Tests for benchmarks.check_regression against the fixture CSVs in fixtures/regression/ (their
+headers are the older ones: gpu_name, torch, triton) and CSVs made in tmp_path."""
 
 from __future__ import annotations
 
-import importlib.util
+import csv
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import bench_attention, bench_compress, bench_e2e, bench_encoder
+from benchmarks import check_regression as cr
+from benchmarks.schemas import result_schemas, schema_named
+from torchao._models.sam.eval.results import EVAL_SCHEMA
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "check_regression.py"
 FIX = Path(__file__).resolve().parent / "fixtures" / "regression"
+H100 = "NVIDIA H100 80GB HBM3"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("check_regression", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_regression"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cr = _load_module()
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    """python -m benchmarks.check_regression ARGS, from the repository root (as in CI)."""
+    cmd = [sys.executable, "-m", "benchmarks.check_regression", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
 
 
 def check(capsys, baseline: str, current: str, *flags: str) -> tuple[int, str, str]:
@@ -227,10 +228,177 @@ def test_command_line_exit_codes():
     """The script runs standalone (as in CI) and returns the documented exit codes."""
     cases = [("eval_pass.csv", 0), ("eval_slowdown.csv", 1), ("eval_ragged.csv", 2)]
     for current, expected in cases:
-        proc = subprocess.run(
-            [sys.executable, str(SCRIPT), str(FIX / "eval_baseline.csv"), str(FIX / current)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = run_module(str(FIX / "eval_baseline.csv"), str(FIX / current))
         assert proc.returncode == expected, proc.stdout + proc.stderr
+
+
+# ---- kinds from the producers' schemas, old and new headers ----------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns or rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def with_new_header(rows: list[dict[str, str]], columns) -> list[dict[str, str]]:
+    """Rows of an older CSV (environment columns gpu_name, torch, triton first) in a schema's
+    column order, as the benchmarks write them now."""
+    renamed = {"torch": "torch_version", "triton": "triton_version", "torchao": "torchao_version"}
+    out = []
+    for row in rows:
+        row = {renamed.get(k, k): v for k, v in row.items()}
+        out.append({c: row.get(c, "0.18.0") for c in columns})
+    return out
+
+
+def test_kinds_are_the_producers_schemas():
+    schemas = {s.name: s for s in result_schemas()}
+    assert schemas["eval"] is EVAL_SCHEMA
+    assert schemas["attention"] is bench_attention.SCHEMA
+    assert schemas["encoder"] is bench_encoder.SCHEMA
+    assert schemas["compress"] is bench_compress.SCHEMA
+    assert schemas["e2e"] is bench_e2e.SCHEMA
+    assert {"flex", "fp8_quant"} <= set(schemas)
+    assert not hasattr(cr, "SCHEMAS")  # no copy of keys or metrics here
+
+
+@pytest.mark.parametrize("kind", ["attention", "encoder", "compress"])
+def test_old_and_new_headers_are_one_kind_and_compare(tmp_path, capsys, kind):
+    """A baseline written before the environment columns were renamed and moved still loads,
+    and compares with a CSV in the producer's current column order (both ways)."""
+    old = FIX / f"{kind}_baseline.csv"
+    new = write_csv(
+        tmp_path / f"{kind}.csv",
+        with_new_header(read_rows(old), schema_named(kind).columns),
+        schema_named(kind).columns,
+    )
+    assert cr.detect_schema(cr.load_table(str(old))) is schema_named(kind)
+    assert cr.detect_schema(cr.load_table(str(new))) is schema_named(kind)
+    for baseline, current in ((old, new), (new, old)):
+        code, out, err = check(capsys, str(baseline), str(current))
+        assert code == cr.EXIT_PASS, out + err
+        assert out.startswith(f"{kind} CSV") and "0 fail" in out
+
+
+def test_a_header_with_two_kinds_is_ambiguous(tmp_path, capsys):
+    columns = ["gpu_name", "model", "layer", "batch", "backend", "compile_mode"]
+    columns += ["median_ms", "img_s", "peak_mem_mib"]
+    path = write_csv(tmp_path / "both.csv", [dict.fromkeys(columns, "1")], columns)
+    code, out, err = check(capsys, str(path), str(path))
+    assert code == cr.EXIT_BAD_INPUT and out == ""
+    assert "ambiguous schema" in err and "attention" in err and "encoder" in err
+
+
+def test_missing_metric_columns_do_not_hide_the_kind(tmp_path):
+    """All keys and some metrics: still the kind (the compared metrics are checked later)."""
+    table = cr.load_table(str(FIX / "eval_missing_column.csv"))
+    assert cr.detect_schema(table) is EVAL_SCHEMA
+
+
+# ---- the baseline of CURRENT's GPU: <baseline-dir>/<gpu slug>/<kind>.csv -----------------------
+
+
+@pytest.mark.parametrize(
+    "gpu, slug",
+    [
+        (H100, "nvidia_h100_80gb_hbm3"),
+        ("NVIDIA H200", "nvidia_h200"),
+        ("NVIDIA A100-SXM4-80GB", "nvidia_a100_sxm4_80gb"),
+        ("cpu", "cpu"),
+    ],
+)
+def test_gpu_slug(gpu, slug):
+    assert cr.gpu_slug(gpu) == slug
+
+
+def eval_rows_on(gpu: str, img_s_scale: float = 1.0) -> list[dict[str, str]]:
+    """The eval fixture's rows as measured on ``gpu`` ('cpu': device=cpu, gpu_name x86_64)."""
+    rows = read_rows(FIX / "eval_baseline.csv")
+    for row in rows:
+        row["img_s(avg)"] = f"{float(row['img_s(avg)']) * img_s_scale:g}"
+        if gpu == "cpu":
+            row.update(device="cpu", gpu_name="x86_64")
+        else:
+            row["gpu_name"] = gpu
+    return rows
+
+
+@pytest.fixture
+def baseline_dir(tmp_path) -> Path:
+    """Eval baselines for the H100, the H200 (2x faster) and the CPU (10x slower)."""
+    root = tmp_path / "baselines"
+    for gpu, slug, scale in ((H100, "nvidia_h100_80gb_hbm3", 1), ("NVIDIA H200", "nvidia_h200", 2),
+                             ("cpu", "cpu", 0.1)):  # fmt: skip
+        write_csv(root / slug / "eval.csv", eval_rows_on(gpu, scale))
+    return root
+
+
+@pytest.mark.parametrize(
+    "gpu, slug, scale",
+    [(H100, "nvidia_h100_80gb_hbm3", 1), ("NVIDIA H200", "nvidia_h200", 2), ("cpu", "cpu", 0.1)],
+)
+def test_one_csv_is_compared_with_the_baseline_of_its_gpu(
+    tmp_path, capsys, baseline_dir, gpu, slug, scale
+):
+    current = write_csv(tmp_path / "current.csv", eval_rows_on(gpu, scale))
+    code = cr.main([str(current), "--baseline-dir", str(baseline_dir)])
+    out = capsys.readouterr().out
+    assert code == cr.EXIT_PASS, out
+    assert f"baseline {baseline_dir / slug / 'eval.csv'} vs current {current}" in out
+    assert "15 pass, 0 fail" in out
+    # the same rows at half the speed fail against this GPU's baseline
+    slower = write_csv(tmp_path / "slower.csv", eval_rows_on(gpu, scale * 0.5))
+    assert cr.main([str(slower), "--baseline-dir", str(baseline_dir)]) == cr.EXIT_REGRESSION
+
+
+def test_no_baseline_for_this_gpu_is_an_input_error_naming_gpu_kind_and_path(
+    tmp_path, capsys, baseline_dir
+):
+    current = write_csv(tmp_path / "current.csv", eval_rows_on("NVIDIA A100-SXM4-80GB"))
+    code = cr.main([str(current), "--baseline-dir", str(baseline_dir)])
+    out, err = capsys.readouterr()
+    assert code == cr.EXIT_BAD_INPUT and out == ""
+    expected = baseline_dir / "nvidia_a100_sxm4_80gb" / "eval.csv"
+    assert "no eval baseline for GPU 'NVIDIA A100-SXM4-80GB'" in err and str(expected) in err
+    # another kind on a GPU that has only eval baselines: no silent pass either
+    attention = tmp_path / "attention.csv"
+    attention.write_text((FIX / "attention_baseline.csv").read_text())
+    assert cr.main([str(attention), "--baseline-dir", str(baseline_dir)]) == cr.EXIT_BAD_INPUT
+    assert str(baseline_dir / "nvidia_h100_80gb_hbm3" / "attention.csv") in capsys.readouterr().err
+
+
+def test_one_csv_from_several_gpus_is_an_input_error(tmp_path, capsys, baseline_dir):
+    rows = eval_rows_on(H100)
+    rows[1]["gpu_name"] = "NVIDIA H200"
+    current = write_csv(tmp_path / "current.csv", rows)
+    assert cr.main([str(current), "--baseline-dir", str(baseline_dir)]) == cr.EXIT_BAD_INPUT
+    assert "rows from several GPUs" in capsys.readouterr().err
+
+
+def test_command_line_with_one_csv_and_three_is_a_usage_error(tmp_path, baseline_dir):
+    current = write_csv(tmp_path / "current.csv", eval_rows_on("NVIDIA H200", 2))
+    proc = run_module(str(current), "--baseline-dir", str(baseline_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert str(baseline_dir / "nvidia_h200" / "eval.csv") in proc.stdout
+    proc = run_module(str(current), str(current), str(current))
+    assert proc.returncode == 2 and "give CURRENT or BASELINE CURRENT" in proc.stderr
+
+
+def test_committed_baselines_sit_in_the_folder_of_their_gpu_and_kind():
+    root = REPO / "benchmarks" / "baselines"
+    found = sorted(root.glob("*/*.csv"))
+    assert {p.parent.name for p in found} >= {"cpu", "nvidia_h100_80gb_hbm3"}
+    assert not list(root.glob("*.csv"))  # no file left outside the layout
+    for path in found:
+        table = cr.load_table(str(path))
+        assert cr.gpu_slug(cr.table_gpu(table)) == path.parent.name, path
+        assert cr.detect_schema(table).name == path.stem, path

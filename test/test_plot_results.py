@@ -1,7 +1,9 @@
-"""Tests for benchmarks/plot_results.py: PNGs from the fixture CSVs in fixtures/regression/."""
+"""Tests for benchmarks.plot_results: PNGs from the fixture CSVs in fixtures/regression/ and from
+small CSVs made in tmp_path (matplotlib's Agg backend, CPU)."""
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +13,18 @@ import pytest
 pytest.importorskip("matplotlib")
 import matplotlib.image as mpimg  # noqa: E402
 
+# after the matplotlib importorskip
+from benchmarks import bench_e2e, plot_results  # noqa: E402
+from benchmarks.schemas import schema_named  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "plot_results.py"
 FIX = Path(__file__).resolve().parent / "fixtures" / "regression"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-import plot_results  # noqa: E402  (after the matplotlib importorskip)
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "benchmarks.plot_results", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
 
 
 def assert_valid_png(path: Path, min_bytes: int = 10_000) -> None:
@@ -108,7 +116,7 @@ def test_varying_extra_key_goes_into_group_label():
     """batch_size is not part of the eval grouping; if it varies it must appear in the labels."""
     table = plot_results.load_table(str(FIX / "eval_baseline.csv"))
     spec = plot_results.PLOTS["eval"]
-    keys = plot_results.SCHEMAS[0].keys
+    keys = schema_named("eval").keys
     assert plot_results.full_grouping(table.rows, keys, spec) == ("attention_backend",)
     rows = [dict(r) for r in table.rows]
     rows[0]["batch_size"] = "1"
@@ -117,22 +125,12 @@ def test_varying_extra_key_goes_into_group_label():
 
 def test_command_line_writes_all_pngs_and_rejects_bad_input(tmp_path):
     names = ["eval_baseline.csv", "attention_baseline.csv", "encoder_baseline.csv"]
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *[str(FIX / n) for n in names], "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_module(*[str(FIX / n) for n in names], "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     for n in names:
         assert_valid_png(tmp_path / n.replace(".csv", ".png"))
     bad_then_good = [str(FIX / "eval_duplicate_key.csv"), str(FIX / "eval_pass.csv")]
-    bad = subprocess.run(
-        [sys.executable, str(SCRIPT), *bad_then_good, "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    bad = run_module(*bad_then_good, "--out-dir", str(tmp_path))
     assert bad.returncode == 2 and "duplicated key" in bad.stderr
     assert not (tmp_path / "eval_duplicate_key.png").exists()
     assert_valid_png(tmp_path / "eval_pass.png")  # the bad file did not stop the good one
@@ -161,3 +159,64 @@ def test_a_bar_kind_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
     assert len(colours) > 1
     assert all(len(c) == 1 for c in colours.values()), colours
     assert len({next(iter(c)) for c in colours.values()}) == len(colours)
+
+
+def test_axis_labels_take_the_direction_from_the_schema():
+    assert plot_results.axis_label(schema_named("attention"), ["median_ms"]) == (
+        "median_ms (lower is better)"
+    )
+    assert plot_results.axis_label(schema_named("eval"), ["img_s(avg)"]) == (
+        "img_s(avg) (higher is better)"
+    )
+
+
+def e2e_row(model: str, implementation: str, dtype: str, **values) -> dict[str, str]:
+    row = dict.fromkeys(bench_e2e.SCHEMA.columns, "")
+    row.update(model=model, implementation=implementation, dtype=dtype, status="ok")
+    row.update(gpu_name="NVIDIA H200", torch_version="2.11", triton_version="3.6")
+    row.update({k: str(v) for k, v in values.items()})
+    return row
+
+
+def write_e2e_csv(path: Path) -> Path:
+    """Two models, each: ours (every column), ours_per_image (throughput only, as bench_e2e
+    writes it), the official fp32 and the official bf16 error row."""
+    rows = []
+    for model, scale in (("vit_b", 1.0), ("vit_h", 0.25)):
+        speed = dict(encoder_img_s=300 * scale, e2e_img_s=200 * scale)
+        latency = dict(predict_1pt_ms=2.5, predict_16pt_ms=3.0, set_image_b1_ms=20 / scale)
+        rows.append(e2e_row(model, "ours", "bfloat16", **speed, **latency, e2e_peak_mib=900))
+        rows.append(e2e_row(model, "ours_per_image", "bfloat16", **speed, e2e_peak_mib=900))
+        slow = {k: v / 4 for k, v in speed.items()}
+        rows.append(e2e_row(model, "official", "float32", **slow, **latency, e2e_peak_mib=4000))
+        rows.append(e2e_row(model, "official", "bfloat16", status="error: RuntimeError: dtype"))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(bench_e2e.SCHEMA.columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_e2e_csv_gives_throughput_and_latency_panels(tmp_path, bar_labels, capsys, monkeypatch):
+    panels = []
+    real = plot_results.grouped_bars
+
+    def spy(ax, groups, series, texts):
+        panels.append((list(groups), {k: dict(v) for k, v in series.items()}))
+        return real(ax, groups, series, texts)
+
+    monkeypatch.setattr(plot_results, "grouped_bars", spy)
+    csv_path = write_e2e_csv(tmp_path / "e2e.csv")
+    out = plot_results.plot_table(plot_results.load_table(str(csv_path)), tmp_path)
+    assert out == tmp_path / "e2e.png"
+    assert_valid_png(out)
+    (groups, speed), (groups2, latency) = panels
+    assert groups == groups2 and len(groups) == 6  # 2 models x 3 measured implementations
+    assert groups[0] == "vit_b, ours, bfloat16"  # model, implementation, dtype
+    assert list(speed) == ["encoder_img_s", "e2e_img_s"]
+    assert speed["e2e_img_s"][groups[0]] == 200.0
+    assert list(latency) == ["predict_1pt_ms", "predict_16pt_ms", "set_image_b1_ms"]
+    assert all("ours_per_image" not in g for g in latency["predict_1pt_ms"])  # blank: no bar
+    assert len(bar_labels) == 6 * 2 + 4 * 3
+    err = capsys.readouterr().err
+    assert "not drawn" in err and "error: RuntimeError: dtype" in err

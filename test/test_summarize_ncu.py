@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import profile_attention
 import pytest
-import summarize_ncu
 import torch
+
+from benchmarks import profile_attention, summarize_ncu
+from benchmarks.common import attention_shapes
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -59,7 +61,8 @@ def test_markers_map_kernels_to_ranges_in_launch_order_when_there_is_no_nvtx():
     ]
     assert [r["duration_us"] for r in rows] == pytest.approx([498.43, 121.5, 602.5])  # us, ms
     assert rows[0]["registers_per_thread"] == 168
-    assert rows[0]["gpu_name"] == "NVIDIA H100 80GB HBM3" and rows[0]["triton"] == "3.6.0"
+    # meta written before the environment columns were renamed: "triton" reads as triton_version
+    assert rows[0]["gpu_name"] == "NVIDIA H100 80GB HBM3" and rows[0]["triton_version"] == "3.6.0"
 
 
 def test_raw_page_supplies_stalls_and_the_busiest_tensor_pipe():
@@ -103,13 +106,15 @@ def test_range_from_nvtx_prefers_known_names_and_needs_whole_names():
     assert summarize_ncu.range_from_nvtx("9  ", []) == ""
 
 
-def test_marker_name_is_the_drivers():
+def test_copied_names_match_their_sources():
+    """summarize_ncu needs only the standard library, so it keeps copies of these two."""
     assert summarize_ncu.MARKER_KERNEL == profile_attention.MARKER_KERNEL
+    assert summarize_ncu.META_KEYS == ENVIRONMENT_COLUMNS
 
 
 def run_driver(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(BENCH / "profile_attention.py"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "benchmarks.profile_attention", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
 def test_driver_help_lists_shapes_and_backends():
@@ -140,13 +145,13 @@ def test_cases_follow_bench_attention_and_warm_up_records_what_cannot_run(monkey
     is skipped with its error while the others run."""
 
     def cpu_inputs(model, layer, batch, dtype):
-        heads, d = profile_attention.MODELS[model]
+        _, _, heads, d = attention_shapes(model)[layer]
         n, side = 16, 4  # a 4x4 grid keeps the CPU run small
         q, k, v = (torch.randn(batch, heads, n, d, dtype=dtype) for _ in range(3))
         rel = [torch.randn(batch, heads, n, side, dtype=dtype) for _ in range(2)]
         return q, k, v, *rel
 
-    monkeypatch.setattr(profile_attention, "make_inputs", cpu_inputs)
+    monkeypatch.setattr(profile_attention, "attention_inputs", cpu_inputs)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     backends = list(profile_attention.BACKENDS)
@@ -191,7 +196,8 @@ def test_ncu_script_profiles_exports_and_summarizes(tmp_path):
         "vit_b_window",
         "flash_4,flex",
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    # from another folder: the script puts this checkout on PYTHONPATH for its -m commands
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     log = (out / "ncu_log.txt").read_text()
     for flag in ("--profile-from-start off", "--clock-control none", "--nvtx", "WarpStateStats"):
