@@ -267,8 +267,16 @@ def test_data_and_checkpoint_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "coco").mkdir()
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    argv = ["--coco_root_dir", str(tmp_path / "coco"), "--device", "cpu", "--sam_model_type",
-            "vit_b", "--sam_checkpoint_base_path", str(ckpt)]
+    argv = [
+        "--coco_root_dir",
+        str(tmp_path / "coco"),
+        "--device",
+        "cpu",
+        "--sam_model_type",
+        "vit_b",
+        "--sam_checkpoint_base_path",
+        str(ckpt),
+    ]
     fails_before_running(capsys, argv, "checkpoint not found")
     (ckpt / "sam_vit_b_01ec64.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as info:

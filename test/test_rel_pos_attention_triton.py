@@ -16,8 +16,12 @@ import pytest
 import torch
 from triton_interpreter import interpreter_result
 
-from torchao._models.sam.attention import UnsupportedInputError, reference_rel_pos_attention
-from torchao._models.sam.attention import flash4, flash4_kernel
+from torchao._models.sam.attention import (
+    UnsupportedInputError,
+    flash4,
+    flash4_kernel,
+    reference_rel_pos_attention,
+)
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,7 +77,8 @@ def test_plan_modes():
     assert flash4_kernel.make_plan(by_n[128], 64, 64, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[64], 10, 70, 64).bias_mode == flash4_kernel.GATHER
     # Gather mode is only timed where no faster mode exists.
-    assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in flash4_kernel.valid_configs(64, 64, 80))
+    candidates = flash4_kernel.valid_configs(64, 64, 80)
+    assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in candidates)
     assert flash4_kernel.valid_configs(10, 70, 64) == flash4_kernel.CONFIGS
 
 
@@ -186,7 +191,7 @@ def test_fp32_raises():
 @needs_cuda
 def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(rpa, "_chosen", {})
+    monkeypatch.setattr(flash4, "_chosen", {})
     inputs = make_inputs(2, 3, 10, 7, 64, torch.bfloat16, "cuda")
     out = flash4.flash4_attention(*inputs)
     assert max_err(out, inputs) <= TOL[torch.bfloat16]
@@ -196,8 +201,8 @@ def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
     assert flash4_kernel.TileConfig(**entry["config"]) in flash4_kernel.valid_configs(10, 7, 64)
     assert set(entry["times_ms"]) == {c.name() for c in flash4_kernel.valid_configs(10, 7, 64)}
     # A fresh process state reads the choice back from the file instead of re-timing.
-    monkeypatch.setattr(rpa, "_chosen", {})
-    monkeypatch.setattr(rpa, "tune", lambda *a, **k: pytest.fail("re-tuned despite cache"))
+    monkeypatch.setattr(flash4, "_chosen", {})
+    monkeypatch.setattr(flash4, "tune", lambda *a, **k: pytest.fail("re-tuned despite cache"))
     assert flash4.choose_config(*inputs) == flash4_kernel.TileConfig(**entry["config"])
 
 

@@ -20,7 +20,6 @@ from test_compress import encoder_input, tiny_encoder
 from triton_interpreter import interpreter_result
 
 from torchao._models.sam import float8_mlp
-from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.compress import (
     FLOAT8_AMAX_LOWER_BOUND,
     CompressionUnavailableError,
@@ -32,6 +31,7 @@ from torchao._models.sam.compress import (
     weight_types,
 )
 from torchao._models.sam.kernels import rowwise_fp8_quant_triton as rq
+from torchao._models.sam.modeling.common import MLPBlock
 
 FP8 = torch.float8_e4m3fn
 CPU = torch.device("cpu")

@@ -1,6 +1,6 @@
 """Print what runs in each attention layer of a SAM model.
 
-    python -m torchao._models.sam.attention --explain vit_h [--backend auto] [--dtype bfloat16]
+python -m torchao._models.sam.attention --explain vit_h [--backend auto] [--dtype bfloat16]
 """
 
 from __future__ import annotations
