@@ -57,13 +57,17 @@ class SamAutomaticMaskGenerator:
     islands (scipy) before a last NMS.
 
     Speed and memory (keyword-only extras):
-      chunk_bytes: the decoder prompts ``max(points_per_batch, chunk_bytes // per_point)`` points
-        at once, where per_point = 3 * (4 * S^2 + 6 * h * w) + 2 MiB bytes (S: the encoder's
-        input size, h x w: the crop): the fp32 logits at S x S and at crop size, their bool
-        thresholds, and the decoder's activations. So one chunk's peak is about chunk_bytes.
-        Default: 8 GiB on CUDA, 1 GiB elsewhere; 0 decodes exactly ``points_per_batch`` points
-        at once. Chunking changes no result: every filter is per mask and NMS runs over the
-        whole crop.
+      chunk_bytes: the memory one decoder call may use. Each call prompts all points of the
+        crop if they fit, else ``max(points_per_batch, n)`` points, n the largest power of 4 that
+        fits (a compiled predictor decoder pads prompt counts to powers of 4, so other counts
+        would waste work). One point costs 3 * (4 * S^2 + 6 * h * w) bytes for the fp32 logits
+        at S x S and at crop size h x w plus their bool thresholds (S: the encoder's input
+        size), and 160 * (S / 4)^2 * itemsize for the decoder's activations; so one call peaks
+        near chunk_bytes. Default (None): half of the CUDA device's free memory when
+        generate_batch starts (a 1024-point grid on a 768 x 1024 image needs about 49 GB in
+        bf16), 1 GiB on the CPU; 0 decodes exactly ``points_per_batch`` points at once.
+        Chunking changes no result (every filter is per mask, NMS runs over the whole crop),
+        up to the decoder's floating-point rounding, which depends on its batch size.
       encoder_batch_size: crops (and images, in generate_batch) encoded at once.
     Besides, the kept masks of the crops of one image stay on the device as bool until the
     image is finished: at most 3 * points * crop area bytes per crop.
@@ -147,6 +151,7 @@ class SamAutomaticMaskGenerator:
             boxes, layers = crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
             jobs += [(i, box, layer) for box, layer in zip(boxes, layers)]
         results: list[list[dict[str, Any]]] = [[] for _ in images]
+        self._budget = self._memory_budget()
         pending: list[_CropMasks] = []
         for start in range(0, len(jobs), self.encoder_batch_size):
             batch = jobs[start : start + self.encoder_batch_size]
@@ -173,14 +178,28 @@ class SamAutomaticMaskGenerator:
             sizes.append(tuple(resized.shape[:2]))
         return model.image_encoder(torch.cat(inputs)), sizes
 
-    def _chunk_points(self, crop_size: tuple[int, int]) -> int:
+    def _memory_budget(self) -> int:
+        """chunk_bytes, or its default (see the class docstring)."""
+        if self.chunk_bytes is not None:
+            return self.chunk_bytes
+        device = self.predictor.device
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0] // 2
+        return 1 << 30
+
+    def _chunk_points(self, crop_size: tuple[int, int], n_points: int, budget: int) -> int:
         """Points per decoder call (see the class docstring)."""
-        budget = self.chunk_bytes
-        if budget is None:
-            budget = (8 << 30) if self.predictor.device.type == "cuda" else (1 << 30)
         side = self.model.image_encoder.img_size
-        per_point = 3 * (4 * side * side + 6 * crop_size[0] * crop_size[1]) + (2 << 20)
-        return max(self.points_per_batch, budget // per_point)
+        itemsize = next(self.model.mask_decoder.parameters(), torch.empty(0)).element_size()
+        per_point = 3 * (4 * side * side + 6 * crop_size[0] * crop_size[1])
+        per_point += 160 * (side // 4) ** 2 * itemsize
+        fit = budget // per_point
+        if fit >= n_points:
+            return max(n_points, 1)
+        power = 1
+        while power * 4 <= fit:
+            power *= 4
+        return max(self.points_per_batch, power if fit >= 1 else 0)
 
     def _decode_crop(
         self, crop_box: tuple[int, ...], layer: int, image_size: tuple[int, int]
@@ -191,7 +210,7 @@ class SamAutomaticMaskGenerator:
         points = self.point_grids[layer] * np.array(crop_size, dtype=np.float64)[::-1]
         coords = self.predictor.transform.apply_coords(points, crop_size)
         coords = torch.as_tensor(coords, device=self.predictor.device)
-        step = self._chunk_points(crop_size)
+        step = self._chunk_points(crop_size, len(points), self._budget)
         parts = [
             self._decode_chunk(coords[s : s + step], s, crop_box, image_size)
             for s in range(0, len(points), step)
@@ -232,16 +251,16 @@ class SamAutomaticMaskGenerator:
         )
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
         index = torch.arange(len(iou), device=iou.device) + 3 * first_point
-        keep = torch.ones_like(iou, dtype=torch.bool)
-        if self.pred_iou_thresh > 0.0:
-            keep &= iou > self.pred_iou_thresh
+        if self.pred_iou_thresh > 0.0:  # first, as it is cheap: later steps see fewer masks
+            rows = (iou > self.pred_iou_thresh).nonzero().squeeze(1)
+            logits, iou, index = logits.index_select(0, rows), iou[rows], index[rows]
         threshold = self.model.mask_threshold
         stability = stability_scores(logits, threshold, self.stability_score_offset)
-        if self.stability_score_thresh > 0.0:
-            keep &= stability >= self.stability_score_thresh
         masks = logits > threshold
         del logits
-        masks, iou, stability, index = masks[keep], iou[keep], stability[keep], index[keep]
+        if self.stability_score_thresh > 0.0:
+            keep = stability >= self.stability_score_thresh
+            masks, iou, stability, index = masks[keep], iou[keep], stability[keep], index[keep]
         boxes = masks_to_boxes(masks)
         if _is_crop(crop_box, image_size):  # the whole image has no inner edge
             x0, y0 = crop_box[:2]
