@@ -60,14 +60,16 @@ class SamAutomaticMaskGenerator:
       chunk_bytes: the memory one decoder call may use. Each call prompts all points of the
         crop if they fit, else ``max(points_per_batch, n)`` points, n the largest power of 4 that
         fits (a compiled predictor decoder pads prompt counts to powers of 4, so other counts
-        would waste work). One point costs 3 * (4 * S^2 + 6 * h * w) bytes for the fp32 logits
-        at S x S and at crop size h x w plus their bool thresholds (S: the encoder's input
-        size), and 160 * (S / 4)^2 * itemsize for the decoder's activations; so one call peaks
-        near chunk_bytes. Default (None): half of the CUDA device's free memory when
-        generate_batch starts (a 1024-point grid on a 768 x 1024 image needs about 49 GB in
-        bf16), 1 GiB on the CPU; 0 decodes exactly ``points_per_batch`` points at once.
-        Chunking changes no result (every filter is per mask, NMS runs over the whole crop),
-        up to the decoder's floating-point rounding, which depends on its batch size.
+        would waste work). One point (3 masks) costs the largest of: 12 * (S^2 + h * w) bytes,
+        the fp32 logits at S x S and at crop size h x w while predict_torch upscales (S: the
+        encoder's input size); 30 * h * w, the logits, a copy of those passing the IoU filter
+        and bool masks; 80 * (S / 4)^2 * itemsize, the decoder's activations. One call peaks
+        near chunk_bytes (on an H200, 1024 points on a 768 x 1024 image with vit_h in bf16
+        peaked at 22.6 GiB, weights included; this counts 22.5 GiB). Default (None): half of
+        the CUDA device's free memory when generate_batch starts, 1 GiB on the CPU; 0 decodes
+        exactly ``points_per_batch`` points at once. Chunking changes no result (every filter
+        is per mask, NMS runs over the whole crop), up to the decoder's floating-point
+        rounding, which depends on its batch size.
       encoder_batch_size: crops (and images, in generate_batch) encoded at once.
     Besides, the kept masks of the crops of one image stay on the device as bool until the
     image is finished: at most 3 * points * crop area bytes per crop.
@@ -191,8 +193,8 @@ class SamAutomaticMaskGenerator:
         """Points per decoder call (see the class docstring)."""
         side = self.model.image_encoder.img_size
         itemsize = next(self.model.mask_decoder.parameters(), torch.empty(0)).element_size()
-        per_point = 3 * (4 * side * side + 6 * crop_size[0] * crop_size[1])
-        per_point += 160 * (side // 4) ** 2 * itemsize
+        area = crop_size[0] * crop_size[1]
+        per_point = max(12 * (side * side + area), 30 * area, 80 * (side // 4) ** 2 * itemsize)
         fit = budget // per_point
         if fit >= n_points:
             return max(n_points, 1)
