@@ -130,6 +130,7 @@ class SamAutomaticMaskGenerator:
         self.output_mode = output_mode
         self.chunk_bytes = chunk_bytes
         self.encoder_batch_size = encoder_batch_size
+        self._budget = 0  # chunk_bytes for the current generate_batch call
 
     @property
     def model(self) -> Sam:
