@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from torchao._models.sam import build_sam_from_config
-from torchao._models.sam.amg import METADATA_COLUMNS, TINY, main, synthetic_image
+from torchao._models.sam import PRESETS, sam_from_config
+from torchao._models.sam.amg import METADATA_COLUMNS, main, synthetic_image
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 
 FAST = [  # a few points; keep every mask so that there are several per image
@@ -60,7 +60,7 @@ def read_metadata(folder) -> list[dict[str, str]]:
 def expected_records(image: np.ndarray) -> list[dict]:
     """What the generator API gives for the CLI's settings (same seed, same tiny model)."""
     torch.manual_seed(0)
-    model = build_sam_from_config(**TINY).eval()
+    model = sam_from_config(PRESETS["tiny"]).eval()
     gen = SamAutomaticMaskGenerator(
         model, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0, box_nms_thresh=1.0
     )
@@ -164,7 +164,7 @@ def test_half_written_json_is_not_finished(rle_run, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save(build_sam_from_config(**TINY).state_dict(), path)
+    torch.save(sam_from_config(PRESETS["tiny"]).state_dict(), path)
     return path
 
 

@@ -2,10 +2,11 @@
 
 Drop-in for the official ``segment_anything`` names::
 
-    from torchao._models.sam import SamPredictor, sam_model_registry
+    from torchao._models.sam import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 """
 
 from torchao._models.sam.attention import BACKENDS, rel_pos_attention
+from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 from torchao._models.sam.build_sam import (
     CheckpointError,
     build_sam_from_config,
@@ -39,6 +40,7 @@ __all__ = [
     "PromptEncoder",
     "ResizeLongestSide",
     "Sam",
+    "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
     "TwoWayTransformer",

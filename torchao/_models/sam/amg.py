@@ -25,23 +25,15 @@ import numpy as np
 import torch
 
 from torchao._models.sam import (
+    PRESETS,
     CheckpointError,
     Sam,
-    build_sam_from_config,
     cast_predictor,
+    sam_from_config,
     sam_model_registry,
 )
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 
-# --tiny: the shrunk model of the eval harness's --tiny, for quick runs and tests
-TINY = dict(
-    encoder_embed_dim=64,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    image_size=256,
-    window_size=8,
-)
 AMG_ARGS = (  # (flag name, type): the official generator's arguments
     ("points_per_side", int),
     ("points_per_batch", int),
@@ -108,7 +100,7 @@ def build_model(args: argparse.Namespace) -> Sam:
     torch.manual_seed(0)
     try:
         if args.tiny:
-            model = build_sam_from_config(**TINY, checkpoint=args.checkpoint)
+            model = sam_from_config(PRESETS["tiny"], checkpoint=args.checkpoint)
         else:
             model = sam_model_registry[args.model_type](checkpoint=args.checkpoint)
     except (CheckpointError, OSError) as e:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchao._models.sam import Sam, SamPredictor
 from torchao._models.sam.amg_utils import (
     crop_boxes,
     layer_point_grids,
@@ -28,6 +27,8 @@ from torchao._models.sam.amg_utils import (
     stability_scores,
     touches_crop_edge,
 )
+from torchao._models.sam.modeling.sam import Sam
+from torchao._models.sam.predictor import SamPredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
