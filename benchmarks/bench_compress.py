@@ -34,7 +34,7 @@ from benchmarks.common import (
     write_rows,
 )
 from torchao._models.sam import sam_model_registry, set_attention_backend
-from torchao._models.sam.compress import (
+from torchao._models.sam.compress.options import (
     COMPRESS_OPTIONS,
     INDUCTOR_PRESETS,
     LAYER_FILTERS,

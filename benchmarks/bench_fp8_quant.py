@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import first_call_s, gpu_environment, median_ms, write_rows
-from torchao._models.sam.compress import (
+from torchao._models.sam.compress.float8_mlp import Float8GeluMLP
+from torchao._models.sam.compress.fp8_quant_kernel import rowwise_fp8_quant
+from torchao._models.sam.compress.options import (
     FLOAT8_AMAX_LOWER_BOUND,
     apply_compression,
     cosine_similarity,
 )
-from torchao._models.sam.float8_mlp import Float8GeluMLP
-from torchao._models.sam.kernels.rowwise_fp8_quant_triton import rowwise_fp8_quant
 from torchao._models.sam.modeling.common import MLPBlock
 from torchao._models.sam.modeling.config import PRESETS
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks import bench_fp8_quant
-from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
+from torchao._models.sam.compress.fp8_quant_kernel import (
     rowwise_fp8_quant_reference,
 )
 

@@ -11,7 +11,7 @@ import torch
 
 import torchao
 from torchao._models.sam import build_sam_from_config
-from torchao._models.sam.compress import (
+from torchao._models.sam.compress.options import (
     COMPRESS_OPTIONS,
     INDUCTOR_PRESETS,
     CompressionUnavailableError,
@@ -265,7 +265,7 @@ def test_sparse_options_without_torchao_sparsity_refuse_cpu_clearly(no_torchao_s
 
 def test_sparse_step_without_torchao_sparsity_reaches_torchs_cuda_check(no_torchao_sparsity):
     """Past the device check, the 2:4 step runs on torch alone: on CPU, torch's own error."""
-    from torchao._models.sam.compress import _run_step
+    from torchao._models.sam.compress.options import _run_step
 
     enc = tiny_encoder(torch.bfloat16)
     before = copy.deepcopy(enc.state_dict())

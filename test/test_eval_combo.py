@@ -132,7 +132,7 @@ def test_int8_compression_runs_end_to_end(shared, baseline):
 
 
 def test_cuda_only_compression_is_refused_on_cpu(shared):
-    from torchao._models.sam.compress import CompressionUnavailableError
+    from torchao._models.sam.compress.options import CompressionUnavailableError
 
     with pytest.raises(CompressionUnavailableError, match="sparse needs a CUDA GPU"):
         run(shared, "--compress", "sparse", "--use_half", "bfloat16")

@@ -1,4 +1,4 @@
-"""Tests of the flash_4 Triton kernel (torchao/_models/sam/kernels/rel_pos_attention_triton.py).
+"""Tests of the flash_4 Triton kernel (attention/flash4_kernel.py) and its config choice.
 
 Tolerances (max abs error vs the fp32 reference on the same low-precision inputs):
 bf16 <= 2e-2, fp16 <= 5e-3. Inputs are N(0, 1) for q, k, v, rel_h, rel_w.

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from test_compress import encoder_input, tiny_encoder
 from triton_interpreter import interpreter_result
 
-from torchao._models.sam import float8_mlp
-from torchao._models.sam.compress import (
+from torchao._models.sam.compress import float8_mlp
+from torchao._models.sam.compress import fp8_quant_kernel as rq
+from torchao._models.sam.compress.options import (
     FLOAT8_AMAX_LOWER_BOUND,
     CompressionUnavailableError,
     _float8_config,
@@ -30,7 +31,6 @@ from torchao._models.sam.compress import (
     is_linear,
     weight_types,
 )
-from torchao._models.sam.kernels import rowwise_fp8_quant_triton as rq
 from torchao._models.sam.modeling.common import MLPBlock
 
 FP8 = torch.float8_e4m3fn
@@ -250,7 +250,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     import triton.language as tl
     from triton._C.libtriton import ir
     from triton.runtime.interpreter import _convert_float
-    from torchao._models.sam.kernels import rowwise_fp8_quant_triton as rq
+    from torchao._models.sam.compress import fp8_quant_kernel as rq
 
     def interpreter_fp8(v):  # the interpreter's own fp32 -> fp8e4nv cast (round to nearest)
         bits = _convert_float(v.numpy(), tl.float32, tl.float8e4nv, ir.ROUNDING_MODE.RTNE)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from torchao._models.sam.attention import BACKENDS, default_backend
-from torchao._models.sam.compress import COMPRESS_OPTIONS, INDUCTOR_PRESETS
+from torchao._models.sam.compress.options import COMPRESS_OPTIONS, INDUCTOR_PRESETS
 from torchao._models.sam.modeling.config import (
     OFFICIAL_MODELS,
     PRESETS,

@@ -8,7 +8,11 @@ import sys
 import torch
 
 from torchao._models.sam.build_sam import cast_sam, sam_from_config
-from torchao._models.sam.compress import INDUCTOR_PRESETS, apply_compression, set_inductor_flags
+from torchao._models.sam.compress.options import (
+    INDUCTOR_PRESETS,
+    apply_compression,
+    set_inductor_flags,
+)
 from torchao._models.sam.decoding import BatchedDecoder
 from torchao._models.sam.eval.config import CHECKPOINT_NAMES, EvalConfig
 from torchao._models.sam.eval.distributed import Dist, barrier

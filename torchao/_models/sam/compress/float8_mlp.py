@@ -4,7 +4,7 @@ After ``Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`` an ``M
 lin1 (fp8 matmul, bf16 out), nn.GELU in bf16, then lin2, whose input torchao quantizes row-wise
 (amax, scale, divide, cast) in separate passes over the [tokens, mlp_dim] activation.
 :class:`Float8GeluMLP` keeps lin1 as it is and replaces GELU + lin2's activation quantization
-with one Triton kernel (``kernels/rowwise_fp8_quant_triton.py``), then calls the same
+with one Triton kernel (``compress/fp8_quant_kernel.py``), then calls the same
 row-wise ``torch._scaled_mm`` as torchao:
 
     h      = lin1(x)                                   # torchao float8 linear, [..., H] bf16
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchao._models.sam.kernels.rowwise_fp8_quant_triton import (
+from torchao._models.sam.compress.fp8_quant_kernel import (
     DEFAULT_LOWER_BOUND,
     rowwise_fp8_quant,
 )

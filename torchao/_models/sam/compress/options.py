@@ -259,7 +259,7 @@ def _run_step(module: nn.Module, step: str, filter_fn: Filter) -> None:
         _sparsify_24(module, filter_fn)
         return
     if step == "fuse_gelu":
-        from torchao._models.sam.float8_mlp import fuse_float8_gelu_mlps
+        from torchao._models.sam.compress.float8_mlp import fuse_float8_gelu_mlps
 
         fuse_float8_gelu_mlps(module)
         return
