@@ -10,12 +10,11 @@ weights change what survives filtering, so each row records how many masks were 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import gpu_environment, median_ms, write_rows
+from benchmarks.common import first_call_s, gpu_environment, guarded, median_ms, write_rows
 from torchao._models.sam import sam_model_registry
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 from torchao._models.sam.eval.synthetic import draw_image, randomize_weights
@@ -39,13 +38,20 @@ IMAGE_HW = (768, 1024)
 
 def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
     """First call (compilation) and the median of ``reps`` more, plus how many masks it kept."""
-    t0 = time.perf_counter()
-    kept = len(generator.generate(image))
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    first = time.perf_counter() - t0
+    kept: list[int] = []
+    first = first_call_s(lambda: kept.append(len(generator.generate(image))))
     ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
-    return {"s_per_image": ms / 1e3, "img_s": 1e3 / ms, "masks_kept": kept, "first_call_s": first}
+    return {
+        "s_per_image": ms / 1e3,
+        "img_s": 1e3 / ms,
+        "masks_kept": kept[0],
+        "first_call_s": first,
+    }
+
+
+def measure(settings: tuple, image: np.ndarray, reps: int) -> dict[str, object]:
+    """time_generate for the generator of ``settings`` (make_generator's arguments)."""
+    return time_generate(make_generator(*settings), image, reps)
 
 
 def build_models(model: str):
@@ -58,7 +64,7 @@ def build_models(model: str):
     official = official_registry[model]()
     official.load_state_dict(ours.state_dict())
     warm = SamAutomaticMaskGenerator(ours.cuda())
-    warm.predictor.optimize(torch.bfloat16, image_size=IMAGE_HW, prompt_counts=(1024,))
+    warm.predictor.optimize(torch.bfloat16, prompt_counts=(1024,))
     return ours, warm.predictor.decoder, official.cuda().eval()
 
 
@@ -89,16 +95,12 @@ def bench_model(
                     dtype=dtype,
                     crop_n_layers=crop,
                     thresholds=name,
-                    points_per_side=32,
+                    points_per_side=points_per_side,
                     status="ok",
                     **gpu_environment(),
                 )
-                try:
-                    args = (impl, models, crop, THRESHOLDS[name], points_per_side)
-                    generator = make_generator(*args)
-                    row.update(time_generate(generator, image, reps[impl]))
-                except Exception as e:  # record the failure and go on with the other rows
-                    row["status"] = f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                settings = (impl, models, crop, THRESHOLDS[name], points_per_side)
+                row.update(guarded(measure, settings, image, reps[impl]))
                 rows.append(row)
                 print(
                     {k: row[k] for k in SCHEMA.columns if k not in ENVIRONMENT_COLUMNS}, flush=True

@@ -23,7 +23,14 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import first_call_s, gpu_environment, median_ms, peak_mem_mib, write_rows
+from benchmarks.common import (
+    first_call_s,
+    gpu_environment,
+    guarded,
+    median_ms,
+    peak_mem_mib,
+    write_rows,
+)
 from torchao._models.sam import SamPredictor, cast_sam, sam_model_registry
 from torchao._models.sam.decoding import BatchedDecoder
 from torchao._models.sam.eval.data import Batch, CocoPointDataset, make_loader
@@ -150,21 +157,12 @@ def row(model: str, implementation: str, dtype: str, **values) -> dict[str, obje
     return out
 
 
-def guarded(fn, *args) -> dict[str, object]:
-    """fn(*args), or a status naming the error (the other measurements still run)."""
-    try:
-        return fn(*args)
-    except Exception as e:  # a benchmark row records what failed instead of stopping the run
-        torch.cuda.empty_cache()
-        return {"status": f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}
-
-
 def bench_ours(sam, batch: Batch, image: np.ndarray, dtype: torch.dtype) -> list[dict]:
     device = torch.device("cuda")
     name = str(dtype).removeprefix("torch.")
     fast = copy.deepcopy(sam)
     t0 = time.perf_counter()
-    predictor = SamPredictor(fast).optimize(dtype, image_size=IMAGE_HW)
+    predictor = SamPredictor(fast).optimize(dtype)
     compile_s = time.perf_counter() - t0
     values = guarded(interactive, predictor, image)
     del predictor, fast

@@ -148,6 +148,8 @@ def compare(
             results.append(Result(key, "-", "ok", row_status(crow), "-", "-", "FAIL"))
             continue
         for m in metrics:
+            if brow[m.column] == "" and crow[m.column] == "":
+                continue  # a metric this row does not measure (e.g. e2e's per-image row)
             bwhere = f"{baseline.path} {key} {m.column}"
             base = parse_value(brow[m.column], bwhere)
             cur = parse_value(crow[m.column], f"{current.path} {key} {m.column}")

@@ -25,11 +25,9 @@ NO_BIAS_FLOOR = "sdpa_nobias"  # the encoder with the bias switched off: plain S
 def attention_shapes(model: str) -> dict[str, tuple[int, int, int, int]]:
     """layer kind -> (windows per image, grid side, heads, head dim) of a preset at 1024 px."""
     config = PRESETS[model]
-    grid, window = config.grid_size, config.window_size
-    windows = (-(-grid // window)) ** 2  # the grid is padded to whole windows
     return {
-        "global": (1, grid, config.encoder_num_heads, config.head_dim),
-        "window": (windows, window, config.encoder_num_heads, config.head_dim),
+        kind: (windows, side, config.encoder_num_heads, config.head_dim)
+        for kind, (_, windows, side) in config.attention_layers().items()
     }
 
 
@@ -66,10 +64,11 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> floa
 
 def first_call_s(fn: Callable[[], object]) -> float:
     """Wall time of one synchronised call: compile / autotune time on a cold call."""
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -104,3 +103,12 @@ def write_rows(path: str | os.PathLike, rows: list[dict[str, object]], schema: R
     """Append rows that follow ``schema`` to a CSV (header when the file is new)."""
     for row in rows:
         append_row(path, row, schema)
+
+
+def guarded(fn, *args) -> dict[str, object]:
+    """fn(*args), or a status naming the error (the other measurements still run)."""
+    try:
+        return fn(*args)
+    except Exception as e:  # a benchmark row records what failed instead of stopping the run
+        torch.cuda.empty_cache()
+        return {"status": f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}

@@ -38,7 +38,7 @@ def _producer_schema(module_name: str) -> ResultSchema | None:
 @cache
 def result_schemas() -> tuple[ResultSchema, ...]:
     """The eval schema, then each benchmark's, in ``PRODUCERS`` order; names are unique."""
-    from torchao._models.sam.eval.results import EVAL_SCHEMA
+    from torchao._models.sam.eval.schema import EVAL_SCHEMA
 
     found = [_producer_schema(name) for name in PRODUCERS]
     schemas = (EVAL_SCHEMA, *(s for s in found if s is not None))

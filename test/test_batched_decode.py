@@ -142,9 +142,23 @@ def test_optimized_bf16_predictor_matches_fp32_on_gpu():
     ref = SamPredictor(sam.cuda())
     ref.set_image(image)
     masks_ref, iou_ref, _ = ref.predict(**prompts)
-    fast = SamPredictor(model_pair(SMALL)[1].cuda()).optimize(image_size=(200, 256))
+    fast = SamPredictor(model_pair(SMALL)[1].cuda()).optimize()
     for _ in range(2):  # the second call replays the recorded graphs
         fast.set_image(image)
         masks, iou, _ = fast.predict(**prompts)
     assert (masks == masks_ref).mean() >= 0.97
     np.testing.assert_allclose(iou, iou_ref, atol=0.05)
+
+
+def test_sam_forward_with_images_without_prompts(small_pair):
+    """Records without prompts each decode alone, as the official (which gets one 'empty'
+    prompt per image)."""
+    official, ours = small_pair
+    g = torch.Generator().manual_seed(5)
+    batch = [
+        {"image": torch.rand(3, 256, 256, generator=g) * 255, "original_size": (256, 256)}
+        for _ in range(2)
+    ]
+    ref, out = official(batch, multimask_output=False), ours(batch, multimask_output=False)
+    for r, o in zip(ref, out):
+        torch.testing.assert_close(o["low_res_logits"], r["low_res_logits"], **TOL)

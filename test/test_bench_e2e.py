@@ -59,3 +59,34 @@ def test_measurements_and_rows(pair, one_call_timer):
     bench_e2e.SCHEMA.check_row(row)
     failed = bench_e2e.guarded(lambda: 1 / 0)
     assert failed["status"].startswith("error: ZeroDivisionError")
+
+
+def test_regression_check_skips_metrics_a_row_does_not_measure(tmp_path):
+    """The per-image row leaves the interactive columns blank: the check compares the rest."""
+    from benchmarks import check_regression
+    from benchmarks.common import write_rows
+
+    rows = [
+        bench_e2e.row(
+            "vit_b",
+            "ours",
+            "bfloat16",
+            encoder_img_s=400.0,
+            e2e_img_s=380.0,
+            predict_1pt_ms=1.2,
+            set_image_b1_ms=20.0,
+            e2e_peak_mib=1000.0,
+        ),
+        bench_e2e.row(
+            "vit_b",
+            "ours_per_image",
+            "bfloat16",
+            encoder_img_s=400.0,
+            e2e_img_s=100.0,
+            e2e_peak_mib=900.0,
+        ),
+    ]
+    base, cur = tmp_path / "base.csv", tmp_path / "cur.csv"
+    write_rows(base, rows, bench_e2e.SCHEMA)
+    write_rows(cur, rows, bench_e2e.SCHEMA)
+    assert check_regression.main([str(base), str(cur)]) == 0

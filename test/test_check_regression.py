@@ -13,7 +13,7 @@ import pytest
 from benchmarks import bench_attention, bench_compress, bench_e2e, bench_encoder
 from benchmarks import check_regression as cr
 from benchmarks.schemas import result_schemas, schema_named
-from torchao._models.sam.eval.results import EVAL_SCHEMA
+from torchao._models.sam.eval.schema import EVAL_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "regression"

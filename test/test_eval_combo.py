@@ -12,7 +12,7 @@ import torch
 
 from torchao._models.sam import build_sam_from_config
 from torchao._models.sam.eval.main import main
-from torchao._models.sam.eval.results import EVAL_SCHEMA
+from torchao._models.sam.eval.schema import EVAL_SCHEMA
 from torchao._models.sam.utils.results import append_row
 
 COLUMNS = list(EVAL_SCHEMA.columns)

@@ -188,7 +188,9 @@ class SamAutomaticMaskGenerator:
             return self.chunk_bytes
         device = self.predictor.device
         if device.type == "cuda":
-            return torch.cuda.mem_get_info(device)[0] // 2
+            free = torch.cuda.mem_get_info(device)[0]
+            cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            return (free + cached) // 2  # the allocator's cached blocks are free to us
         return 1 << 30
 
     def _chunk_points(self, crop_size: tuple[int, int], n_points: int, budget: int) -> int:

@@ -60,26 +60,38 @@ class BatchedDecoder:
         p = point_coords.shape[0]
         if image_index is not None:  # each prompt's embedding: one gather, outside the graph
             image_embeddings = image_embeddings.index_select(0, image_index)
-        if self.compile_mode is not None:  # shapes depend on the bucket only
-            rows = bucket_size(p)
-            if image_index is not None:
-                image_embeddings = _pad_rows(image_embeddings, rows, 0.0)
-            point_coords = _pad_rows(point_coords, rows, 0.0)
-            point_labels = _pad_rows(point_labels, rows, 1)
+        if self.compile_mode is None:
+            return self._decode(
+                image_embeddings,
+                None,
+                point_coords,
+                point_labels,
+                multimask_output=multimask_output,
+            )
+        rows = bucket_size(p)  # shapes and dtypes depend on the bucket only
+        if image_index is not None:
+            image_embeddings = _pad_rows(image_embeddings, rows, 0.0)
+        point_coords = _pad_rows(point_coords.float(), rows, 0.0)
+        point_labels = _pad_rows(point_labels.int(), rows, 1)
         low_res, iou = self._decode(
             image_embeddings, None, point_coords, point_labels, multimask_output=multimask_output
         )
-        return low_res[:p].clone(), iou[:p].clone()
+        return low_res[:p].clone(), iou[:p].clone()  # not a CUDA graph's reused buffers
 
-    def warm_up(self, image_embeddings: torch.Tensor, prompt_counts: set[int]) -> None:
-        """Compile (or autotune) for every bucket these prompt counts fall in, with one point
-        per prompt, on one image's embedding [1, C, He, We]."""
+    def warm_up(
+        self, image_embeddings: torch.Tensor, prompt_counts: set[int], one_image: bool = False
+    ) -> None:
+        """Compile for every bucket these prompt counts fall in (one point per prompt) and call
+        each three times, so CUDA graphs are recorded too: on one image's embedding
+        [1, C, He, We], gathered per prompt as a batch of images is (or, with ``one_image``,
+        broadcast as the predictor does)."""
         device = image_embeddings.device
         for rows in sorted({bucket_size(n) for n in prompt_counts}):
             coords = torch.zeros(rows, 1, 2, device=device)
             labels = torch.ones(rows, 1, dtype=torch.int, device=device)
-            index = torch.zeros(rows, dtype=torch.long, device=device)
-            self(image_embeddings, index, coords, labels)
+            index = None if one_image else torch.zeros(rows, dtype=torch.long, device=device)
+            for _ in range(3):
+                self(image_embeddings, index, coords, labels)
 
 
 def select_best(low_res: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -154,14 +154,14 @@ class SamPredictor:
         dtype: torch.dtype = torch.bfloat16,
         encoder_mode: str | None = "default",
         decoder_mode: str | None = "reduce-overhead",
-        image_size: tuple[int, int] | None = None,
         prompt_counts: tuple[int, ...] = (1, 4, 16, 64),
     ) -> SamPredictor:
-        """Make the predictor fast for interactive use: cast to ``dtype``, compile each encoder
-        Block (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph
-        per prompt-count bucket; "reduce-overhead" replays CUDA graphs), then warm both up on a
-        blank image of ``image_size`` (default: the encoder's square) and one point per prompt
-        for ``prompt_counts`` prompts, so the first real call does not compile. Returns self."""
+        """Make the predictor fast: cast to ``dtype``, compile each encoder Block
+        (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph per
+        prompt-count bucket; "reduce-overhead" replays CUDA graphs), then warm both up on a
+        blank image and on one point per prompt for ``prompt_counts`` prompts (the automatic
+        mask generator decodes up to 1024 at once: pass ``(1024,)`` for it), so the first real
+        call does not compile. Returns self."""
         from torchao._models.sam.build_sam import cast_sam
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
@@ -169,20 +169,11 @@ class SamPredictor:
         if encoder_mode is not None:
             compile_image_encoder(self.model.image_encoder, "block", encoder_mode)
         self.decoder = BatchedDecoder(self.model, decoder_mode)
-        size = image_size or (self.transform.target_length,) * 2
-        blank = torch.zeros(
-            1,
-            3,
-            *self.transform.get_preprocess_shape(*size, self.transform.target_length),
-            dtype=torch.uint8,
-            device=self.device,
-        )
-        for _ in range(3):  # CUDA graphs are recorded on a later call than the first
-            self.set_torch_image(blank, size)
-            for count in prompt_counts:
-                coords = torch.zeros(count, 1, 2, device=self.device)
-                labels = torch.ones(count, 1, dtype=torch.int, device=self.device)
-                self._predict(coords, labels, None, None, True, False)
+        side = self.transform.target_length  # every image is padded to this square
+        blank = torch.zeros(1, 3, side, side, dtype=torch.uint8, device=self.device)
+        for _ in range(2):  # the encoder's second call runs compiled code as later ones will
+            self.set_torch_image(blank, (side, side))
+        self.decoder.warm_up(self.features, set(prompt_counts), one_image=True)
         self.reset_image()
         return self
 

@@ -16,15 +16,9 @@ from torchao._models.sam.modeling.config import PRESETS
 def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
     """(layer kind, Kh, Kw, head dim) for each kind of attention layer of a preset."""
     config = PRESETS[model]
-    grid, window = config.grid_size, config.window_size
     return [
-        (f"global ({len(config.encoder_global_attn_indexes)} blocks)", grid, grid, config.head_dim),
-        (
-            f"windowed ({config.encoder_depth - len(config.encoder_global_attn_indexes)} blocks)",
-            window,
-            window,
-            config.head_dim,
-        ),
+        (f"{kind} ({blocks} blocks)", side, side, config.head_dim)
+        for kind, (blocks, _, side) in config.attention_layers().items()
     ]
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import flex_attention
 
-from torchao._models.sam.attention import UnsupportedInputError, check_inputs, grid_kind
+from torchao._models.sam.attention.contract import UnsupportedInputError, check_inputs, grid_kind
 
 FORMULATIONS = ("score_mod", "aug", "hybrid_h", "hybrid_w")
 

@@ -12,12 +12,14 @@ import torch
 
 from torchao._models.sam.attention import BACKENDS, default_backend
 from torchao._models.sam.compress.options import COMPRESS_OPTIONS, INDUCTOR_PRESETS
+from torchao._models.sam.eval.schema import EVAL_SCHEMA
 from torchao._models.sam.modeling.config import (
     OFFICIAL_MODELS,
     PRESETS,
     SamConfig,
     spread_global_blocks,
 )
+from torchao._models.sam.utils.results import check_csv_destination
 
 CHECKPOINT_NAMES = {
     "vit_h": "sam_vit_h_4b8939.pth",
@@ -50,7 +52,6 @@ class EvalConfig:
 
     model_name: str
     model: SamConfig
-    custom_size: bool
     device: str
     batch_size: int
     dtype: str | None  # "bfloat16" / "float16"; None: fp32
@@ -241,15 +242,19 @@ def _check_values(args: argparse.Namespace) -> None:
         raise ConfigError(f"--device {args.device}: no CUDA GPU here; use --device cpu")
 
 
+def _warmup_batches(args: argparse.Namespace) -> int:
+    """The flag, or 2 when compiling (compile, then one compiled pass) and 1 otherwise."""
+    if args.warmup_batches is not None:
+        return args.warmup_batches
+    return 1 if args.use_compile == "False" else 2
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """Check the parsed flags and paths; fill the defaults that depend on other flags."""
     _check_values(args)
     model_name, model, custom = _model(args)
     _check_paths(args, model_name, custom)
     if args.output_csv_path is not None:
-        from torchao._models.sam.eval.results import EVAL_SCHEMA
-        from torchao._models.sam.utils.results import check_csv_destination
-
         try:
             check_csv_destination(args.output_csv_path, EVAL_SCHEMA)
         except ValueError as e:
@@ -258,11 +263,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         backend = args.attention_backend or default_backend()
     except ValueError as e:  # a bad $TORCHAO_SAM_ATTENTION_BACKEND
         raise ConfigError(str(e)) from e
-    compiled = args.use_compile != "False"
     return EvalConfig(
         model_name=model_name,
         model=model,
-        custom_size=custom,
         device=args.device,
         batch_size=args.batch_size,
         dtype=args.use_half,
@@ -274,7 +277,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         inductor_flags=args.inductor_flags,
         use_rel_pos=args.use_rel_pos,
         pad_input_image_batch=args.pad_input_image_batch,
-        warmup_batches=args.warmup_batches if args.warmup_batches is not None else 1 + compiled,
+        warmup_batches=_warmup_batches(args),
         seed=args.seed,
         num_workers=args.num_workers,
         coco_root_dir=args.coco_root_dir,

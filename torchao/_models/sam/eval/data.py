@@ -53,11 +53,9 @@ class Batch:
     ann_ids: list[np.ndarray]
 
     def pin_memory(self) -> Batch:
-        """The DataLoader's pin_memory hook: images and points in page-locked memory, so the
-        model step's copies to the GPU are asynchronous."""
-        return replace(
-            self, images=self.images.pin_memory(), points=[p.pin_memory() for p in self.points]
-        )
+        """The DataLoader's pin_memory hook: the images in page-locked memory, so the model
+        step's copy to the GPU is asynchronous."""
+        return replace(self, images=self.images.pin_memory())
 
 
 def point_for_mask(mask: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The eval row: its schema (declared here, read by the regression check and the plots), how
-it is computed from the ranks' totals, and where it goes."""
+"""The eval row (``schema.EVAL_SCHEMA``): how it is computed from the ranks' totals, and where
+it goes."""
 
 from __future__ import annotations
 
@@ -10,52 +10,8 @@ import resource
 import torch
 
 from torchao._models.sam.eval.config import EvalConfig
-from torchao._models.sam.utils.results import (
-    ENVIRONMENT_COLUMNS,
-    Metric,
-    ResultSchema,
-    append_row,
-    environment,
-)
-
-KEY_COLUMNS = (
-    "device",
-    "sam_model_type",
-    "batch_size",
-    "use_compile",
-    "use_half",
-    "compress",
-    "attention_backend",
-    "use_compile_decoder",
-    "use_rel_pos",
-    "pad_input_image_batch",
-)
-EVAL_SCHEMA = ResultSchema(
-    name="eval",
-    columns=KEY_COLUMNS
-    + (
-        "img_s(avg)",
-        "batch_ms(avg)/batch_size",
-        "mIoU",
-        "memory(MiB)",
-        "memory(%)",
-        "num_workers",
-        "num_batches",
-        "num_images",
-        "num_annotations",
-        "world_size",
-        "compile_scope",
-        "inductor_flags",
-        "warmup_s",
-    )
-    + ENVIRONMENT_COLUMNS,
-    keys=KEY_COLUMNS,
-    metrics=(
-        Metric("img_s(avg)", "throughput"),
-        Metric("mIoU", "accuracy"),
-        Metric("memory(MiB)", "memory"),
-    ),
-)
+from torchao._models.sam.eval.schema import EVAL_SCHEMA
+from torchao._models.sam.utils.results import append_row, environment
 
 
 def peak_memory(device: torch.device) -> tuple[float, float]:

@@ -38,9 +38,12 @@ def model_step(
 ) -> list[torch.Tensor]:
     """Per image, bool masks [M_i, H_i, W_i] on the device (one per point prompt)."""
     counts = [p.shape[0] for p in batch.points]
-    images = batch.images.to(device, non_blocking=True)  # every copy before the first kernel
-    coords = torch.cat(batch.points).to(device, non_blocking=True)[:, None, :]
+    coords = torch.cat(batch.points)
     index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    if device.type == "cuda":  # page-locked, so the copies below do not wait for the GPU
+        coords, index = coords.pin_memory(), index.pin_memory()
+    images = batch.images.to(device, non_blocking=True)  # every copy before the first kernel
+    coords = coords.to(device, non_blocking=True)[:, None, :]
     index = index.to(device, non_blocking=True)
     features = sam.image_encoder(preprocess_batch(sam, images, batch.input_sizes))
     labels = torch.ones(coords.shape[:2], dtype=torch.int, device=device)

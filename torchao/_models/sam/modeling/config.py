@@ -32,6 +32,16 @@ class SamConfig:
         """Tokens per side of the encoder's grid (64 for 1024 inputs)."""
         return self.image_size // self.patch_size
 
+    def attention_layers(self) -> dict[str, tuple[int, int, int]]:
+        """Per kind of encoder attention layer ('global', 'window'): (how many blocks,
+        windows per image, grid side). The windowed blocks pad the grid to whole windows."""
+        n_global = len(self.encoder_global_attn_indexes)
+        windows = (-(-self.grid_size // self.window_size)) ** 2
+        return {
+            "global": (n_global, 1, self.grid_size),
+            "window": (self.encoder_depth - n_global, windows, self.window_size),
+        }
+
     @classmethod
     def from_name(cls, name: str) -> SamConfig:
         if name not in PRESETS:

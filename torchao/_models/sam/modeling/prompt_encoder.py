@@ -130,5 +130,6 @@ class PositionEmbeddingRandom(nn.Module):
         self, coords_input: torch.Tensor, image_size: tuple[int, int]
     ) -> torch.Tensor:
         """Pixel coordinates [B, P, 2] (x, y) in an image of image_size (H, W) -> [B, P, C]."""
-        size = coords_input.new_tensor([image_size[1], image_size[0]])
-        return self._pe_encoding((coords_input / size).float())
+        x = coords_input[..., 0] / image_size[1]  # Python divisors: no host-to-device copy
+        y = coords_input[..., 1] / image_size[0]
+        return self._pe_encoding(torch.stack([x, y], dim=-1).float())

@@ -139,9 +139,12 @@ def _prompt_kind(record: dict[str, Any]) -> tuple:
 
 
 def _groups_by_prompt_kind(records: list[dict[str, Any]]) -> list[list[int]]:
+    """Indexes of records decoded together; a record without prompts decodes alone (the
+    prompt encoder makes one prompt of nothing, for one image)."""
     groups: dict[tuple, list[int]] = {}
     for i, record in enumerate(records):
-        groups.setdefault(_prompt_kind(record), []).append(i)
+        kind = _prompt_kind(record)
+        groups.setdefault(kind + (i,) if not any(kind[:4]) else kind, []).append(i)
     return list(groups.values())
 
 
