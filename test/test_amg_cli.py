@@ -233,5 +233,5 @@ def test_error_exit_has_no_traceback(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln]
-    assert lines[-1] == "error: checkpoint not found: missing.pth"
+    assert lines[-1] == "error: SAM checkpoint not found: missing.pth"
     assert "Traceback" not in proc.stderr

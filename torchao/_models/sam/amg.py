@@ -33,6 +33,8 @@ from torchao._models.sam import (
     sam_model_registry,
 )
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
+from torchao._models.sam.build_sam import check_checkpoint_path
+from torchao._models.sam.eval.synthetic import draw_image
 
 AMG_ARGS = (  # (flag name, type): the official generator's arguments
     ("points_per_side", int),
@@ -86,13 +88,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
     return args
-
-
-def check_checkpoint(path: str) -> None:
-    if os.path.isdir(path):
-        raise SystemExit(f"error: the checkpoint is a directory, not a .pth file: {path}")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint not found: {path}")
 
 
 def build_model(args: argparse.Namespace) -> Sam:
@@ -218,21 +213,8 @@ def write_json(records: list[dict[str, Any]], path: str) -> None:
 
 
 def synthetic_image(index: int, size: tuple[int, int] = SYNTHETIC_SIZE) -> np.ndarray:
-    """A made-up RGB uint8 image: a gradient with random rectangles and ellipses."""
-    rng = np.random.default_rng(index)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    base = rng.integers(0, 256, 3)[None, None] * (0.5 + 0.5 * xx[..., None] / w)
-    image = base.astype(np.uint8)
-    for _ in range(12):
-        cy, cx = rng.integers(0, h), rng.integers(0, w)
-        ry, rx = rng.integers(h // 20, h // 4), rng.integers(w // 20, w // 4)
-        if rng.random() < 0.5:
-            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-        else:
-            inside = (abs(yy - cy) < ry) & (abs(xx - cx) < rx)
-        image[inside] = rng.integers(0, 256, 3)
-    return image
+    """A made-up RGB uint8 image (the eval's synthetic drawing), one per index."""
+    return draw_image(np.random.default_rng(index), *size)[0]
 
 
 def write_synthetic_images(folder: str, n: int) -> None:
@@ -291,8 +273,11 @@ def run(args: argparse.Namespace, todo: list[tuple[str, str]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.checkpoint is not None:
-        check_checkpoint(args.checkpoint)
+    if args.checkpoint is not None:  # fail before listing images, not after
+        try:
+            check_checkpoint_path(args.checkpoint)
+        except OSError as e:
+            raise SystemExit(f"error: {_one_line(e)}") from None
     todo = plan(args)
     if todo:
         run(args, todo)

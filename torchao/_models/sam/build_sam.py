@@ -112,8 +112,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint file could not be read or does not match the model."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a SAM .pth file; clear errors for a directory, a missing or bad file."""
+def check_checkpoint_path(path: str | os.PathLike) -> str:
+    """``path`` as a string if it names a file; clear errors for a directory or nothing."""
     path = os.fspath(path)
     if os.path.isdir(path):
         found = sorted(f for f in os.listdir(path) if f.endswith((".pth", ".pt")))
@@ -123,6 +123,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM .pth file; clear errors for a directory, a missing or bad file."""
+    path = check_checkpoint_path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for a damaged file
