@@ -65,8 +65,7 @@ class SamAutomaticMaskGenerator:
         the fp32 logits at S x S and at crop size h x w while predict_torch upscales (S: the
         encoder's input size); 30 * h * w, the logits, a copy of those passing the IoU filter
         and bool masks; 80 * (S / 4)^2 * itemsize, the decoder's activations. One call peaks
-        near chunk_bytes (on an H200, 1024 points on a 768 x 1024 image with vit_h in bf16
-        peaked at 22.6 GiB, weights included; this counts 22.5 GiB). Default (None): half of
+        near chunk_bytes. Default (None): half of
         the CUDA device's free memory when generate_batch starts, 1 GiB on the CPU; 0 decodes
         exactly ``points_per_batch`` points at once. Chunking changes no result (every filter
         is per mask, NMS runs over the whole crop), up to the decoder's floating-point

@@ -77,7 +77,7 @@ def _rel_pos_attn_fwd(
     h = (pid_bh % H).to(tl.int64)
     # q, k, v and out have head dims and strides in multiples of 16 elements (the launcher
     # guarantees it, see is_kernel_aligned): Triton then compiles 16-byte, pipelined loads. With
-    # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop (H200).
+    # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop.
     Q += tl.multiple_of(b * sqb + h * sqh, 16)
     K += tl.multiple_of(b * skb + h * skh, 16)
     V += tl.multiple_of(b * svb + h * svh, 16)

@@ -13,8 +13,8 @@ This is torchao 0.18's dynamic row-wise activation quantization (``Float8Tensor.
 the amax, clamps it and divides by 448 in x's dtype (so the fp32 scale holds a bf16/fp16 value),
 then divides y (upcast to fp32) by the scale with a true division, clamps to +-448 and casts
 with round-to-nearest-even. The kernel does the same; its division is a multiply by the
-reciprocal plus one FMA correction step, which rounds like a true division. How close, as
-measured on an H100 against the reference below (= torchao's steps) and against torchao:
+reciprocal plus one FMA correction step, which rounds like a true division. How close,
+against the reference below (= torchao's steps) and against torchao (tested on the GPU):
 
 - scale: bit for bit (bf16 and fp16).
 - q without GELU: equal values; only the sign of zero can differ (a negative value that rounds
@@ -34,13 +34,7 @@ registers between the row amax and the store, so x is read once and GELU runs on
 K must be a multiple of 16 in [16, 16384]. The launch config (BLOCK_M, warps) comes from a
 fixed rule on K (:func:`launch_config`); nothing is tuned at run time.
 
-On an H100 (M = 65536 rows, bf16, GELU), in the development sweep
-(benchmarks/results/earlier_runs/fp8_quant_dev_h100.csv), K = 5120 took
-0.57 ms and K = 3072 0.35 ms, against 1.39 ms and 1.13 ms for inductor's fused kernel of the
-same torchao computation (torch 2.11). Without GELU, K = 5120 took 0.34 ms, near the memory bound
-(3 bytes per element at 3 TB/s), so the rest is erf and the exact division.
-benchmarks/bench_fp8_quant.py, which times one synchronised call at a time (host-side launch
-included), measured 0.70 and 0.60 ms (results/fp8_quant.csv).
+Timings: benchmarks/bench_fp8_quant.py and benchmarks/results/README.md.
 """
 
 from __future__ import annotations
@@ -174,11 +168,8 @@ def split_k(k: int) -> tuple[int, int]:
 
 
 def launch_config(k: int) -> LaunchConfig:
-    """Fixed rule: 4 warps and about 6144 padded columns per program (32 to 48 per thread).
-
-    In the H100 development sweep (M = 65536, bf16, GELU) this was within 3% of the best of
-    block_m 1..16 x warps 2/4/8 for K = 768 ... 5120.
-    """
+    """Fixed rule: 4 warps and about 6144 padded columns per program (32 to 48 per thread),
+    within 3% of the best block_m x warps measured for K = 768 ... 5120 (results notes)."""
     k0, k1 = split_k(k)
     rows = max(1, min(16, 6144 // (k0 + k1)))
     return LaunchConfig(block_m=1 << (rows.bit_length() - 1), num_warps=4)

@@ -34,8 +34,8 @@ Every option checks its device/dtype needs before touching the model and raises
 weight must have been replaced by a torchao/sparse tensor, or it raises.
 
 torchao's quantization configs set process-wide inductor options by default
-(``set_inductor_config=True``: coordinate descent tuning in all directions, among others). On
-the H100 that tuning alone kept the vit_b int8 encoder compiling past 150 s, so every config
+(``set_inductor_config=True``: coordinate descent tuning in all directions, among others), which
+can keep an encoder compiling for minutes, so every config
 here passes ``set_inductor_config=False``; inductor options come only from
 :data:`INDUCTOR_PRESETS` through the benchmarks' ``--inductor_flags``.
 """
@@ -229,8 +229,8 @@ def compression_plan(option: str) -> list[tuple[str, Filter]]:
 
 
 def is_linear_but_proj(module: nn.Module, fqn: str) -> bool:
-    """Every Linear but attn.proj. H100, vit_h batch 16, float8 (bench_compress run r8): proj's
-    fp8 GEMMs (6.4 ms) plus its input quantization (6.4 ms) cost more than bf16 (10.6 ms)."""
+    """Every Linear but attn.proj: in float8, proj's GEMMs plus its input quantization cost
+    more than its bf16 GEMM (benchmarks/results/README.md)."""
     return isinstance(module, nn.Linear) and not fqn.endswith("attn.proj")
 
 

@@ -243,10 +243,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The strided conv as one matmul over flattened patches (same weights). On the H100,
-        cuDNN ran the 3-channel bf16 conv as implicit_convolve_sgemm: 4.2 ms of a 50 ms vit_b
-        batch (compress_float8_profile.csv); with the matmul the vit_b encoder went from 322 to
-        339 img/s (flash_4, bs16; earlier_runs/encoder_before_patch_matmul.csv vs encoder.csv)."""
+        """The strided conv as one matmul over flattened patches (same weights): cuDNN runs the
+        3-channel bf16 conv on a non-tensor-core kernel (benchmarks/results/README.md)."""
         b, c, h, w = x.shape
         p = self.proj.kernel_size[0]
         gh, gw = h // p, w // p
