@@ -37,10 +37,14 @@ IMAGE_HW = (768, 1024)
 
 
 def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
-    """First call (compilation) and the median of ``reps`` more, plus how many masks it kept."""
+    """First call (compilation) and the median of ``reps`` more (reps 0: the first call's
+    time), plus how many masks it kept."""
     kept: list[int] = []
     first = first_call_s(lambda: kept.append(len(generator.generate(image))))
-    ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
+    if reps > 0:
+        ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
+    else:  # an eager generator with nothing left to warm: its first call is the measurement
+        ms = first * 1e3
     return {
         "s_per_image": ms / 1e3,
         "img_s": 1e3 / ms,
@@ -81,13 +85,22 @@ def make_generator(impl: str, models, crop: int, thresholds: dict, points_per_si
 
 
 def bench_model(
-    model: str, image: np.ndarray, crops, thresholds, reps: dict, points_per_side: int = 32
+    model: str,
+    image: np.ndarray,
+    crops,
+    thresholds,
+    reps: dict,
+    out: str,
+    points_per_side: int = 32,
 ) -> list[dict]:
+    """Every row of one model, each appended to ``out`` as soon as it is measured."""
     models = build_models(model)
     rows = []
     for crop in crops:
         for name in thresholds:
             for impl, dtype in (("ours", "bfloat16"), ("official", "float32")):
+                if impl not in reps:
+                    continue
                 row = dict.fromkeys(SCHEMA.columns, "")
                 row.update(
                     model=model,
@@ -102,6 +115,7 @@ def bench_model(
                 settings = (impl, models, crop, THRESHOLDS[name], points_per_side)
                 row.update(guarded(measure, settings, image, reps[impl]))
                 rows.append(row)
+                write_rows(out, [row], SCHEMA)
                 print(
                     {k: row[k] for k in SCHEMA.columns if k not in ENVIRONMENT_COLUMNS}, flush=True
                 )
@@ -115,17 +129,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crop-n-layers", nargs="+", type=int, default=[0, 1])
     p.add_argument("--thresholds", nargs="+", default=list(THRESHOLDS), choices=list(THRESHOLDS))
     p.add_argument("--reps", type=int, default=5, help="timed calls of ours")
-    p.add_argument("--official-reps", type=int, default=1, help="timed calls of the official")
+    p.add_argument(
+        "--official-reps",
+        type=int,
+        default=1,
+        help="timed calls of the official after its first (0: the first call is the time)",
+    )
+    p.add_argument(
+        "--implementations", nargs="+", default=["ours", "official"], choices=["ours", "official"]
+    )
     p.add_argument("--out", default="benchmarks/results/amg.csv")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_amg needs a CUDA GPU")
     image, _ = draw_image(np.random.default_rng(0), *IMAGE_HW)  # shapes on a textured ground
     reps = {"ours": args.reps, "official": args.official_reps}
+    reps = {impl: reps[impl] for impl in args.implementations}
     for model in args.models:
         torch._dynamo.reset()
-        rows = bench_model(model, image, args.crop_n_layers, args.thresholds, reps)
-        write_rows(args.out, rows, SCHEMA)
+        bench_model(model, image, args.crop_n_layers, args.thresholds, reps, args.out)
 
 
 if __name__ == "__main__":

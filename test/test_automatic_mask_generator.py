@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -96,27 +97,71 @@ def official_generate(model, image: np.ndarray, **kwargs) -> list[dict]:
 
 
 def record_key(r: dict) -> tuple:
-    return (*r["point_coords"][0], *r["crop_box"], r["area"], *r["bbox"])
+    """A record's identity, free of rounding: its prompt point and crop (up to 3 masks share it)."""
+    return (*r["point_coords"][0], *r["crop_box"])
+
+
+def decode_segmentation(seg: np.ndarray | dict) -> np.ndarray:
+    """A record's mask as bool [H, W], from any output_mode."""
+    if isinstance(seg, np.ndarray):
+        assert seg.dtype == np.bool_
+        return seg
+    if isinstance(seg["counts"], list):  # uncompressed RLE
+        return official_amg.rle_to_mask(seg)
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools vs numpy 2: a DeprecationWarning per call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(seg).astype(bool)
+
+
+def pair_records(ref: list[dict], out: list[dict]) -> list[tuple[dict, dict, np.ndarray, int]]:
+    """(ref, out, ref mask, pixels that differ) per ref record. Records are matched on
+    record_key; within a group sharing it, greedily by the fewest differing pixels, taking
+    the ref masks in decreasing predicted_iou."""
+    groups: dict[tuple, list[tuple[dict, np.ndarray]]] = {}
+    for o in out:
+        groups.setdefault(record_key(o), []).append((o, decode_segmentation(o["segmentation"])))
+    pairs = []
+    for r in sorted(ref, key=lambda r: (record_key(r), -r["predicted_iou"])):
+        a, cands = decode_segmentation(r["segmentation"]), groups.get(record_key(r), [])
+        assert cands, f"no output mask for {record_key(r)}"
+        assert all(b.shape == a.shape for _, b in cands)
+        diffs = [int((a != b).sum()) for _, b in cands]
+        o, _ = cands.pop(int(np.argmin(diffs)))
+        pairs.append((r, o, a, min(diffs)))
+    return pairs
 
 
 def assert_same_records(ref: list[dict], out: list[dict], tol: float = 1e-4) -> None:
-    """Equal as sets: segmentations, areas, boxes, points and crops exactly; scores to tol."""
+    """Equal as sets of masks: as many records, prompted by the same points in the same crops,
+    with the same fields and output form, predicted IoUs within tol.
+
+    The two runs (ours vs the official, or two decoder chunkings) compute the same fp32 logits
+    in different op orders, so a pixel whose logit lies within ~1e-5 of the mask threshold, or of
+    threshold +/- stability_score_offset, may flip (seen on an AMD CPU: one pixel). So each mask
+    may differ in ``k = max(2, 1e-4 * H * W)`` pixels, its area by k, its box by 1 per
+    coordinate, and its stability score (count above threshold + offset over count above
+    threshold - offset, the latter >= area) by tol + k / area.
+    """
     assert len(out) == len(ref)
-    ref, out = sorted(ref, key=record_key), sorted(out, key=record_key)
-    for r, o in zip(ref, out):
+    assert sorted(map(record_key, out)) == sorted(map(record_key, ref))
+    for r, o, mask, n_diff in pair_records(ref, out):
         assert list(o) == list(r)  # same fields, same order
-        for field in ("area", "bbox", "point_coords", "crop_box"):
-            assert o[field] == r[field], field
-        if isinstance(r["segmentation"], np.ndarray):
-            assert o["segmentation"].dtype == np.bool_
-            np.testing.assert_array_equal(o["segmentation"], r["segmentation"])
-        else:
-            assert o["segmentation"] == r["segmentation"]
-    for field in ("predicted_iou", "stability_score"):
+        assert type(o["segmentation"]) is type(r["segmentation"])
+        if isinstance(r["segmentation"], dict):
+            assert o["segmentation"]["size"] == r["segmentation"]["size"]
+            assert type(o["segmentation"]["counts"]) is type(r["segmentation"]["counts"])
+        k = max(2, math.floor(1e-4 * mask.size))
+        assert n_diff <= k, (record_key(r), n_diff)
+        assert abs(o["area"] - r["area"]) <= k, (record_key(r), o["area"], r["area"])
+        assert all(isinstance(v, int) for v in o["bbox"] + o["crop_box"])
+        np.testing.assert_allclose(o["bbox"], r["bbox"], rtol=0, atol=1)
+        torch.testing.assert_close(o["predicted_iou"], r["predicted_iou"], atol=tol, rtol=0)
         torch.testing.assert_close(
-            torch.tensor([o[field] for o in out]),
-            torch.tensor([r[field] for r in ref]),
-            atol=tol,
+            o["stability_score"],
+            r["stability_score"],
+            atol=tol + k / max(r["area"], 1),
             rtol=0,
             equal_nan=True,
         )
@@ -248,7 +293,8 @@ def test_filters_act(disk_model):
 
 def test_results_do_not_depend_on_points_per_batch(real_pair, disk_model):
     """Every filter is per mask and NMS runs over the whole crop, so the chunk size changes
-    nothing but the decoder's floating-point summation order (scores within 1e-5)."""
+    nothing but the decoder's floating-point summation order (scores within 1e-5; a pixel at
+    a threshold may flip, see assert_same_records)."""
     image = noise_image(64, 96, seed=4)
     for model, kwargs in (
         (real_pair[1], REAL_CONFIGS["no_filters"]),

@@ -61,15 +61,15 @@ class SamAutomaticMaskGenerator:
       chunk_bytes: the memory one decoder call may use. Each call prompts all points of the
         crop if they fit, else ``max(points_per_batch, n)`` points, n the largest power of 4 that
         fits (a compiled predictor decoder pads prompt counts to powers of 4, so other counts
-        would waste work). One point (3 masks) costs the largest of: 12 * (S^2 + h * w) bytes,
-        the fp32 logits at S x S and at crop size h x w while predict_torch upscales (S: the
-        encoder's input size); 30 * h * w, the logits, a copy of those passing the IoU filter
-        and bool masks; 80 * (S / 4)^2 * itemsize, the decoder's activations. One call peaks
-        near chunk_bytes. Default (None): half of
-        the CUDA device's free memory when generate_batch starts, 1 GiB on the CPU; 0 decodes
-        exactly ``points_per_batch`` points at once. Chunking changes no result (every filter
-        is per mask, NMS runs over the whole crop), up to the decoder's floating-point
-        rounding, which depends on its batch size.
+        would waste work). One point (3 masks) costs at most the largest of: 12 * (S^2 + h * w)
+        bytes, the fp32 logits at S x S and at crop size h x w while the masks that pass the IoU
+        filter are upscaled (S: the encoder's input size); 30 * h * w, the logits, the stability
+        score's temporaries and bool masks; 80 * (S / 4)^2 * itemsize, the decoder's
+        activations. One call peaks near chunk_bytes (all masks pass a threshold of 0).
+        Default (None): half of the CUDA device's free memory when generate_batch starts,
+        1 GiB on the CPU; 0 decodes exactly ``points_per_batch`` points at once. Chunking
+        changes no result (every filter is per mask, NMS runs over the whole crop), up to the
+        decoder's floating-point rounding, which depends on its batch size.
       encoder_batch_size: crops (and images, in generate_batch) encoded at once.
     Besides, the kept masks of the crops of one image stay on the device as bool until the
     image is finished: at most 3 * points * crop area bytes per crop.
@@ -251,14 +251,16 @@ class SamAutomaticMaskGenerator:
         """coords [P, 2] (resized frame) -> the kept masks bool [K, h, w], their boxes [K, 4]
         (crop frame), iou [K], stability [K] and mask index [K] (3 * point + output)."""
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=coords.device)
-        logits, iou, _ = self.predictor.predict_torch(
-            coords[:, None, :], labels, multimask_output=True, return_logits=True
-        )
-        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1).float()
+        predictor = self.predictor
+        low_res, iou = predictor.decoder(predictor.features, None, coords[:, None, :], labels)
+        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1).float()
         index = torch.arange(len(iou), device=iou.device) + 3 * first_point
-        if self.pred_iou_thresh > 0.0:  # first, as it is cheap: later steps see fewer masks
+        if self.pred_iou_thresh > 0.0:  # before upscaling: only the survivors are upscaled
             rows = (iou > self.pred_iou_thresh).nonzero().squeeze(1)
-            logits, iou, index = logits.index_select(0, rows), iou[rows], index[rows]
+            low_res, iou, index = low_res.index_select(0, rows), iou[rows], index[rows]
+        logits = self.model.postprocess_masks(
+            low_res[:, None], predictor.input_size, predictor.original_size
+        )[:, 0]
         threshold = self.model.mask_threshold
         stability = stability_scores(logits, threshold, self.stability_score_offset)
         masks = logits > threshold

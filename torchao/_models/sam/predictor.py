@@ -98,7 +98,7 @@ class SamPredictor:
             masks = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
         # numpy prompts were checked on the host: no device-side value check (no sync)
         out = self._predict(coords, labels, boxes, masks, multimask_output, return_logits)
-        return tuple(_to_numpy(t[0]) for t in out)
+        return to_numpy([t[0] for t in out])
 
     @torch.no_grad()
     def predict_torch(
@@ -191,9 +191,19 @@ class SamPredictor:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
 
 
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    return (t.float() if t.is_floating_point() else t).numpy()
+def to_numpy(tensors: list[torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """Tensors -> numpy arrays (floating point as fp32). From a CUDA device, every copy goes
+    into page-locked memory without waiting, then one wait covers them all (a pageable copy
+    of a megapixel mask stages through a bounce buffer and waits on its own)."""
+    tensors = [t.detach() for t in tensors]
+    tensors = [t.float() if t.is_floating_point() else t for t in tensors]
+    if not tensors or tensors[0].device.type != "cuda":
+        return tuple(t.cpu().numpy() for t in tensors)
+    host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+    for h, t in zip(host, tensors):
+        h.copy_(t, non_blocking=True)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return tuple(h.numpy() for h in host)
 
 
 def check_numpy_image(image: np.ndarray) -> None:
