@@ -75,7 +75,7 @@ def interactive_regions(sam, mode: str, image: np.ndarray, add) -> None:
         torch.bfloat16, encoder_mode=mode, prompt_counts=(1, 1024)
     )
     generator = SamAutomaticMaskGenerator(predictor.model)
-    generator.predictor.decoder = predictor.decoder  # compiled for 1024 prompts
+    generator.predictor = predictor  # compiled for 1024 prompts, encoder captured
     with torch.no_grad():
         add("set_image_b1", lambda: predictor.set_image(image), mode)
         add("resize_host", lambda: predictor.transform.apply_image(image), mode)
@@ -84,7 +84,9 @@ def interactive_regions(sam, mode: str, image: np.ndarray, add) -> None:
         add("amg_generate", lambda: generator.generate(image), mode, 5)
 
 
-def regions(sam, model: str, encoder_modes: list[str], out_dir: str) -> list[dict]:
+def regions(
+    sam, model: str, encoder_modes: list[str], out_dir: str, eval_step: bool = True
+) -> list[dict]:
     device = torch.device("cuda")
     image = np.random.default_rng(0).integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)
     rows = []
@@ -101,6 +103,8 @@ def regions(sam, model: str, encoder_modes: list[str], out_dir: str) -> list[dic
     for mode in encoder_modes:
         torch._dynamo.reset()
         interactive_regions(copy.deepcopy(sam), mode, image, add)
+    if not eval_step:
+        return rows
     torch._dynamo.reset()
     fast = cast_sam(copy.deepcopy(sam), torch.bfloat16)
     compile_image_encoder(fast.image_encoder, "block", "default")
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["default", "reduce-overhead"],
         help="compile modes of the encoder Blocks for the batch-1 regions (none: skip them)",
     )
+    p.add_argument("--no-eval-step", action="store_true", help="skip the batch-16 eval step")
     p.add_argument("--out", required=True, help="folder for profile.csv and the tables")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.models:
         sam = sam_model_registry[model]()
         randomize_weights(sam, seed=0)
-        rows += regions(sam.cuda(), model, args.encoder_modes, args.out)
+        rows += regions(sam.cuda(), model, args.encoder_modes, args.out, not args.no_eval_step)
         table = pd.DataFrame(rows).assign(**gpu_environment())
         table.to_csv(os.path.join(args.out, "profile_e2e.csv"), index=False)
 

@@ -7,6 +7,7 @@ import torch
 from sam_oracle import SMALL, model_pair
 
 from torchao._models.sam import SamPredictor
+from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.decoding import BatchedDecoder, bucket_size, select_best
 from torchao._models.sam.eval.data import Batch
 from torchao._models.sam.eval.step import model_step
@@ -162,3 +163,29 @@ def test_sam_forward_with_images_without_prompts(small_pair):
     ref, out = official(batch, multimask_output=False), ours(batch, multimask_output=False)
     for r, o in zip(ref, out):
         torch.testing.assert_close(o["low_res_logits"], r["low_res_logits"], **TOL)
+
+
+@pytest.mark.gpu
+def test_captured_encoder_equals_the_encoder_on_gpu():
+    """optimize() captures the batch-1 encoder in a CUDA graph: each set_image gets its own
+    features (a copy, not the graph's reused buffer), equal to the encoder's own output."""
+    _, sam = model_pair(SMALL)
+    fast = SamPredictor(sam.cuda()).optimize(encoder_mode=None, decoder_mode=None)
+    assert fast.captured_encoder is not None
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (200, 256, 3), dtype=np.uint8) for _ in range(2)]
+    features = []
+    for image in images:
+        fast.set_image(image)
+        features.append(fast.features)
+    for image, got in zip(images, features):
+        x = torch.as_tensor(fast.transform.apply_image(image), device="cuda")
+        x = fast.model.preprocess(x.permute(2, 0, 1)[None])
+        with torch.no_grad():
+            torch.testing.assert_close(got, fast.model.image_encoder(x), atol=0.02, rtol=0.02)
+    assert not torch.equal(features[0], features[1])
+
+
+def test_captured_call_needs_cuda():
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA tensor"):
+        CapturedCall(torch.nn.Identity(), torch.zeros(1, 3))

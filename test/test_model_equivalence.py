@@ -87,6 +87,21 @@ def test_mask_decoder(small_pair, multimask):
         assert r.shape == o.shape and max_diff(r, o) <= TOL
 
 
+@pytest.mark.parametrize("hw", [(16, 16), (5, 7)])
+def test_upscaled_masks_equal_the_official_transposed_convs(small_pair, hw):
+    """Our decoder runs output_upscaling as matmuls on token-major features."""
+    official, ours = small_pair
+    h, w = hw
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(2, h * w, 256, generator=g)
+    hyper_in = torch.randn(2, 4, 32, generator=g)
+    with torch.no_grad():
+        up = official.mask_decoder.output_upscaling(src.transpose(1, 2).reshape(2, 256, h, w))
+        ref = (hyper_in @ up.flatten(2)).reshape(2, 4, 4 * h, 4 * w)
+        out = ours.mask_decoder.upscaled_masks(src, hyper_in, h, w)
+    torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+
+
 def predictor_pair(pair, image):
     official, ours = pair
     p_ref, p_ours = OfficialPredictor(official), SamPredictor(ours)

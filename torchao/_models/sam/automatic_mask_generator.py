@@ -179,7 +179,7 @@ class SamAutomaticMaskGenerator:
             x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
             inputs.append(model.preprocess(x))
             sizes.append(tuple(resized.shape[:2]))
-        return model.image_encoder(torch.cat(inputs)), sizes
+        return self.predictor.encode(torch.cat(inputs)), sizes
 
     def _memory_budget(self) -> int:
         """chunk_bytes, or its default (see the class docstring)."""

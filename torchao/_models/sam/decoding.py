@@ -68,13 +68,19 @@ class BatchedDecoder:
                 point_labels,
                 multimask_output=multimask_output,
             )
+        image_pe = self.sam.prompt_encoder.get_dense_pe()  # an input of the graph, not recomputed
         rows = bucket_size(p)  # shapes and dtypes depend on the bucket only
         if image_index is not None:
             image_embeddings = _pad_rows(image_embeddings, rows, 0.0)
         point_coords = _pad_rows(point_coords.float(), rows, 0.0)
         point_labels = _pad_rows(point_labels.int(), rows, 1)
         low_res, iou = self._decode(
-            image_embeddings, None, point_coords, point_labels, multimask_output=multimask_output
+            image_embeddings,
+            None,
+            point_coords,
+            point_labels,
+            multimask_output=multimask_output,
+            image_pe=image_pe,
         )
         return low_res[:p].clone(), iou[:p].clone()  # not a CUDA graph's reused buffers
 

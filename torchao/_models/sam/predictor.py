@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.decoding import BatchedDecoder
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.transforms import ResizeLongestSide
@@ -17,6 +18,7 @@ class SamPredictor:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.decoder = BatchedDecoder(sam_model)  # eager until optimize()
+        self.captured_encoder: CapturedCall | None = None  # batch 1, after optimize()
         self.reset_image()
 
     @property
@@ -47,8 +49,17 @@ class SamPredictor:
     ) -> None:
         """transformed_image: [1, 3, H, W], values 0..255, longest side = the encoder's img_size."""
         check_torch_image(transformed_image, self.model.image_encoder.img_size)
-        features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        features = self.encode(self.model.preprocess(transformed_image))
         self.set_features(features, original_image_size, tuple(transformed_image.shape[-2:]))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images [B, 3, S, S] -> encoder features [B, C, He, We]; after
+        :meth:`optimize` with ``capture_encoder``, a batch of one replays a CUDA graph."""
+        graph = self.captured_encoder
+        if graph is not None and graph.accepts(images):
+            return graph(images)
+        return self.model.image_encoder(images)
 
     def set_features(
         self,
@@ -155,13 +166,17 @@ class SamPredictor:
         encoder_mode: str | None = "default",
         decoder_mode: str | None = "reduce-overhead",
         prompt_counts: tuple[int, ...] = (1, 4, 16, 64),
+        capture_encoder: bool = True,
     ) -> SamPredictor:
         """Make the predictor fast: cast to ``dtype``, compile each encoder Block
         (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph per
         prompt-count bucket; "reduce-overhead" replays CUDA graphs), then warm both up on a
         blank image and on one point per prompt for ``prompt_counts`` prompts (the automatic
         mask generator decodes up to 1024 at once: pass ``(1024,)`` for it), so the first real
-        call does not compile. Returns self."""
+        call does not compile. ``capture_encoder`` (CUDA only): the encoder at batch 1
+        (``set_image``) replays a CUDA graph, as its launches would otherwise outlast its
+        kernels; call optimize() again after changing the model's weights' dtype or device.
+        Returns self."""
         from torchao._models.sam.build_sam import cast_sam
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
@@ -171,8 +186,12 @@ class SamPredictor:
         self.decoder = BatchedDecoder(self.model, decoder_mode)
         side = self.transform.target_length  # every image is padded to this square
         blank = torch.zeros(1, 3, side, side, dtype=torch.uint8, device=self.device)
+        self.captured_encoder = None
         for _ in range(2):  # the encoder's second call runs compiled code as later ones will
             self.set_torch_image(blank, (side, side))
+        if capture_encoder and self.device.type == "cuda":
+            example = self.model.preprocess(blank)
+            self.captured_encoder = CapturedCall(self.model.image_encoder, example)
         self.decoder.warm_up(self.features, set(prompt_counts), one_image=True)
         self.reset_image()
         return self

@@ -99,14 +99,31 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
-        _, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        masks = self.upscaled_masks(src, hyper_in, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def upscaled_masks(
+        self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int
+    ) -> torch.Tensor:
+        """``output_upscaling`` and the hypernetwork product, as matmuls on token-major
+        features: src [B, h * w, C] (the transformer's image tokens), hyper_in [B, M, C / 8]
+        -> masks [B, M, 4h, 4w]. A 2x2 stride-2 transposed convolution maps each pixel to a
+        2x2 patch: its weight [C_in, C_out, 2, 2] is a matmul to [(di, dj, C_out)], and
+        LayerNorm2d is a layer norm over the last dim; nothing goes channel-first."""
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b, c1, c2, m = src.shape[0], up1.out_channels, up2.out_channels, hyper_in.shape[1]
+        w1 = up1.weight.permute(0, 2, 3, 1).reshape(up1.in_channels, 4 * c1)
+        x = (src @ w1).view(b, h * w * 4, c1) + up1.bias
+        x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
+        w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        x = act2((x @ w2).view(b, h * w * 16, c2) + up2.bias)  # rows (i, j, di, dj, ei, ej)
+        masks = (x @ hyper_in.transpose(1, 2)).view(b, h, w, 2, 2, 2, 2, m)
+        # mask row 4i + 2di + ei, column 4j + 2dj + ej
+        return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, m, 4 * h, 4 * w)
 
 
 class MLP(nn.Module):

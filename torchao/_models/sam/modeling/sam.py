@@ -68,19 +68,22 @@ class Sam(nn.Module):
         boxes: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for the prompts of many images in one call.
 
         image_embeddings [I, C, He, We]; image_index [P] (long): each prompt's image (None when
         I is 1 or P); point_coords [P, K, 2] and point_labels [P, K] in the encoder's input
-        frame; boxes [P, 4]; mask_input [P, 1, 4He, 4We]. Returns low-res logits
+        frame; boxes [P, 4]; mask_input [P, 1, 4He, 4We]; image_pe: the prompt encoder's
+        get_dense_pe() when the caller has it (a compiled caller passes it in, so the graph reads
+        it instead of recomputing its sines per prompt). Returns low-res logits
         [P, M, 4He, 4We] and predicted IoUs [P, M] (M = 3 with multimask_output, else 1).
         """
         points = None if point_coords is None else (point_coords, point_labels)
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         return self.mask_decoder(
             image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
+            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchao._models.sam.modeling.common import MLPBlock
@@ -133,6 +134,9 @@ class Attention(nn.Module):
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        # explicit scores, as the official computes them: the fused SDPA kernels pad the short
+        # side of these skewed shapes (a few tokens against 64x64 image positions) to a tile
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        out = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
