@@ -73,6 +73,8 @@ PLOTS: dict[str, PlotSpec] = {
     "encoder": PlotSpec("model", ("backend",), ("compile_mode",), "img_s"),
     "compress": PlotSpec("model", ("run", "inductor_flags"), ("compress", "layers"), "img_s",
                          floor=("compress", "none")),
+    "amg": PlotSpec("model", ("crop_n_layers", "thresholds"), ("implementation", "dtype"), "img_s",
+                    floor=("implementation", "official")),
 }  # fmt: skip
 # Kinds drawn as several metric columns per row: one panel per column list, a bar per column.
 METRIC_PANELS: dict[str, tuple[tuple[str, ...], ...]] = {
