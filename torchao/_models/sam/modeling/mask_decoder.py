@@ -15,7 +15,8 @@ class MaskDecoder(nn.Module):
     image_embeddings [I, C, He, We], image_pe [1, C, He, We], sparse_prompt_embeddings [B, T, C],
     dense_prompt_embeddings [B, C, He, We]; image_index [B] (long) names each prompt's image, or
     None when I is 1 or B. Returns masks [B, M, 4 * He, 4 * We] and iou_pred [B, M];
-    M = num_multimask_outputs if multimask_output else 1.
+    M = num_multimask_outputs if multimask_output else 1. Every input has the decoder's dtype
+    (``Sam.decode`` casts them: the model's one dtype boundary with ``Sam.preprocess``).
     """
 
     def __init__(
@@ -78,21 +79,19 @@ class MaskDecoder(nn.Module):
         image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All num_mask_tokens masks [B, M+1, 4He, 4We] and their IoU scores [B, M+1]."""
-        dtype = self.iou_token.weight.dtype
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
-            [output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings.to(dtype)],
-            dim=1,
+            [output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1
         )
-        src = image_embeddings.to(dtype)
+        src = image_embeddings
         if image_index is not None:
             src = src.index_select(0, image_index)  # each prompt's image: one gather
         elif src.shape[0] not in (1, b):
             src = torch.repeat_interleave(src, b // src.shape[0], dim=0)
-        src = src + dense_prompt_embeddings.to(dtype)  # one image broadcasts to all B prompts
+        src = src + dense_prompt_embeddings  # one image broadcasts to all B prompts
         src = src.expand(b, -1, -1, -1)
-        pos_src = image_pe.to(dtype).expand(b, -1, -1, -1)
+        pos_src = image_pe.expand(b, -1, -1, -1)
         _, c, h, w = src.shape
 
         hs, src = self.transformer(src, pos_src, tokens)

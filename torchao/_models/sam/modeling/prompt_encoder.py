@@ -92,7 +92,7 @@ class PromptEncoder(nn.Module):
         if boxes is not None:
             sparse.append(self._embed_boxes(boxes))
         if masks is not None:
-            dense = self.mask_downscaling(masks.to(weight.dtype))
+            dense = self.mask_downscaling(masks)
         else:
             he, we = self.image_embedding_size
             dense = weight.reshape(1, -1, 1, 1).expand(bs, -1, he, we)

@@ -80,12 +80,17 @@ class Sam(nn.Module):
         [P, M, 4He, 4We] and predicted IoUs [P, M] (M = 3 with multimask_output, else 1).
         """
         points = None if point_coords is None else (point_coords, point_labels)
+        if mask_input is not None:  # the dtype boundary of the prompts (points and boxes are
+            # normalised in the positional encoding's own dtype)
+            mask_input = mask_input.to(self.prompt_encoder.no_mask_embed.weight.dtype)
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        image_pe = self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe
+        dtype = self.mask_decoder.iou_token.weight.dtype  # the decoder's inputs cast here only
         return self.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+            image_embeddings=image_embeddings.to(dtype),
+            image_pe=image_pe.to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.to(dtype),
             multimask_output=multimask_output,
             image_index=image_index,
         )
