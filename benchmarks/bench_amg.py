@@ -10,6 +10,9 @@ weights change what survives filtering, so each row records how many masks were 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +39,11 @@ THRESHOLDS = {
 IMAGE_HW = (768, 1024)
 
 
+class Models(NamedTuple):
+    ours: SamPredictor | None  # optimized; None when not run
+    official: torch.nn.Module | None
+
+
 def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
     """First call (compilation) and the median of ``reps`` more (reps 0: the first call's
     time), plus how many masks it kept."""
@@ -58,42 +66,50 @@ def measure(settings: tuple, image: np.ndarray, reps: int) -> dict[str, object]:
     return time_generate(make_generator(*settings), image, reps)
 
 
-def build_models(model: str):
-    """Ours (bf16, optimized: compiled encoder Blocks and decoder) and the official (fp32) on
-    the same random weights; returns ours' optimized predictor too, for every generator."""
+def build_models(model: str, implementations: Iterable[str]) -> Models:
+    """Of ``implementations``: ours (bf16, ``optimize()``: compiled encoder Blocks, captured
+    batch-1 encoder, compiled decoder for 1024 prompts) as its predictor, and the official
+    (fp32), on the same random weights."""
     from segment_anything import sam_model_registry as official_registry
 
     ours = sam_model_registry[model]()
     randomize_weights(ours, seed=0)
-    official = official_registry[model]()
-    official.load_state_dict(ours.state_dict())
-    predictor = SamPredictor(ours.cuda()).optimize(torch.bfloat16, prompt_counts=(1024,))
-    return ours, predictor, official.cuda().eval()
+    official = None
+    if "official" in implementations:
+        official = official_registry[model]()
+        official.load_state_dict(ours.state_dict())
+        official = official.cuda().eval()
+    predictor = None
+    if "ours" in implementations:
+        predictor = SamPredictor(ours.cuda()).optimize(torch.bfloat16, prompt_counts=(1024,))
+    return Models(predictor, official)
 
 
-def make_generator(impl: str, models, crop: int, thresholds: dict, points_per_side: int):
+def make_generator(
+    impl: str, models: Models, crop: int, thresholds: dict[str, float], points_per_side: int
+):
     from segment_anything import SamAutomaticMaskGenerator as OfficialGenerator
 
-    ours, predictor, official = models
     args = dict(points_per_side=points_per_side, crop_n_layers=crop, **thresholds)
     if impl == "official":
-        return OfficialGenerator(official, **args)
-    generator = SamAutomaticMaskGenerator(ours, **args)
-    generator.predictor = predictor  # compiled and captured once, in build_models
+        return OfficialGenerator(models.official, **args)
+    generator = SamAutomaticMaskGenerator(models.ours.model, **args)
+    generator.predictor = models.ours  # compiled and captured once, in build_models
     return generator
 
 
 def bench_model(
     model: str,
     image: np.ndarray,
-    crops,
-    thresholds,
-    reps: dict,
-    out: str,
+    crops: list[int],
+    thresholds: list[str],
+    reps: dict[str, int],
+    out: str | os.PathLike,
     points_per_side: int = 32,
 ) -> list[dict]:
-    """Every row of one model, each appended to ``out`` as soon as it is measured."""
-    models = build_models(model)
+    """Every row of one model, each appended to ``out`` as soon as it is measured; ``reps``
+    names the implementations to run and their timed calls."""
+    models = build_models(model, reps)
     rows = []
     for crop in crops:
         for name in thresholds:

@@ -1,6 +1,8 @@
 """The batched decode path (issue 17): many images' prompts in one decoder call, padded to
 prompt-count buckets, equal to the per-image path and to the official package."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,38 @@ def test_captured_encoder_equals_the_encoder_on_gpu():
 def test_captured_call_needs_cuda():
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA tensor"):
         CapturedCall(torch.nn.Identity(), torch.zeros(1, 3))
+
+
+@pytest.mark.gpu
+def test_captured_encoder_refuses_moved_weights_on_gpu():
+    """Weights moved after optimize() (here a round trip through bf16: same dtype, new memory)
+    would leave the graph reading the old ones: a clear error."""
+    _, sam = model_pair(SMALL)
+    fast = SamPredictor(sam.cuda()).optimize(torch.float32, encoder_mode=None, decoder_mode=None)
+    fast.model.image_encoder.to(torch.bfloat16).to(torch.float32)
+    image = np.zeros((64, 64, 3), dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="capture it again"):
+        fast.set_image(image)
+
+
+def test_padded_decoder_follows_an_updated_pe_matrix(small_pair):
+    """The padded (compiled) path caches the dense PE; an in-place update of the random
+    matrix (as load_state_dict does) is seen by the next call."""
+    sam = copy.deepcopy(small_pair[1])
+    decoder = BatchedDecoder(sam)
+    decoder.compile_mode = "default"  # the compiled path's padding, without compiling
+    emb = torch.randn(1, 256, 16, 16, generator=torch.Generator().manual_seed(7))
+    coords, labels = torch.tensor([[[40.0, 50.0]]]), torch.ones(1, 1, dtype=torch.int)
+    with torch.no_grad():
+        decoder(emb, None, coords, labels)
+        sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)
+        got = decoder(emb, None, coords, labels)
+        ref = sam.decode(emb, None, coords, labels)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r)
+
+
+def test_optimize_refuses_two_cuda_graphs_for_the_encoder(small_pair):
+    predictor = SamPredictor(copy.deepcopy(small_pair[1]))
+    with pytest.raises(ValueError, match="encoder_mode='default'"):
+        predictor.optimize(torch.float32, encoder_mode="reduce-overhead")

@@ -10,7 +10,9 @@ from torchao._models.sam import SamPredictor
 
 def test_rows_for_ours_and_the_official(monkeypatch, tmp_path):
     official, ours = model_pair(SMALL)
-    monkeypatch.setattr(bench_amg, "build_models", lambda m: (ours, SamPredictor(ours), official))
+    monkeypatch.setattr(
+        bench_amg, "build_models", lambda m, impls: bench_amg.Models(SamPredictor(ours), official)
+    )
     monkeypatch.setattr(bench_amg, "median_ms", lambda fn, **kw: (fn(), 50.0)[1])
     image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     reps = {"ours": 1, "official": 1}

@@ -18,7 +18,9 @@ class CapturedCall:
     copy of the output (the graph's own output buffer is overwritten by the next replay). ``fn``
     must not synchronise with the host; it runs ``warmup`` times on a side stream first, so
     lazy initialisation (autotuning, compilation, cuBLAS workspaces) happens outside the
-    capture.
+    capture. The graph reads ``fn``'s parameters (an ``nn.Module``'s) where they were at
+    capture: a call after they moved (``.to()``, a new dtype or device) raises instead of
+    reading freed memory; an in-place update (``load_state_dict``) is seen by the graph.
     """
 
     def __init__(
@@ -27,6 +29,8 @@ class CapturedCall:
         if example.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA tensor, got one on {example.device}")
         self.static_input = example.clone()
+        params = fn.parameters() if isinstance(fn, torch.nn.Module) else ()
+        self._weights = [(p, _data_ptr(p)) for p in params]
         side = torch.cuda.Stream(example.device)
         side.wait_stream(torch.cuda.current_stream(example.device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -49,6 +53,20 @@ class CapturedCall:
                 f"captured for {tuple(s.shape)} {s.dtype} on {s.device}, "
                 f"got {tuple(x.shape)} {x.dtype} on {x.device}"
             )
+        if any(_data_ptr(p) != ptr for p, ptr in self._weights):
+            raise RuntimeError(
+                "the captured module's parameters moved since the capture (cast or moved to "
+                "another device); capture it again (SamPredictor.optimize())"
+            )
         self.static_input.copy_(x)
         self.graph.replay()
         return self.static_output.clone()
+
+
+def _data_ptr(t: torch.Tensor) -> int | None:
+    """Where a tensor's data lives; None for a tensor subclass without one storage (torchao's
+    quantized weights), which the check then leaves out."""
+    try:
+        return t.data_ptr()
+    except RuntimeError:
+        return None

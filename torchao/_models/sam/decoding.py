@@ -42,8 +42,21 @@ class BatchedDecoder:
         self.sam = sam
         self.compile_mode = compile_mode
         self._decode = sam.decode
+        self._pe: torch.Tensor | None = None
+        self._pe_key: tuple | None = None
         if compile_mode is not None:
             self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
+
+    def _dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's get_dense_pe(), computed again only when its random matrix
+        changed (another tensor, dtype or device, or an in-place update such as
+        load_state_dict, which bumps the tensor's version counter)."""
+        matrix = self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.data_ptr(), matrix.dtype, matrix.device, matrix._version)
+        if self._pe_key != key:
+            self._pe = self.sam.prompt_encoder.get_dense_pe()
+            self._pe_key = key
+        return self._pe
 
     @torch.no_grad()
     def __call__(
@@ -68,7 +81,7 @@ class BatchedDecoder:
                 point_labels,
                 multimask_output=multimask_output,
             )
-        image_pe = self.sam.prompt_encoder.get_dense_pe()  # an input of the graph, not recomputed
+        image_pe = self._dense_pe()  # an input of the graph, not recomputed in it
         rows = bucket_size(p)  # shapes and dtypes depend on the bucket only
         if image_index is not None:
             image_embeddings = _pad_rows(image_embeddings, rows, 0.0)

@@ -92,7 +92,9 @@ class SamPredictor:
         one box: predict_torch takes many), mask_input [1, 256, 256] (low-res logits, 256 =
         the prompt encoder's mask_input_size).
 
-        Returns masks [M, H, W], iou predictions [M], low-res logits [M, 256, 256] as numpy.
+        Returns masks [M, H, W], iou predictions [M], low-res logits [M, 256, 256] as numpy
+        (from a CUDA device, in page-locked host memory that returns to torch's pinned-memory
+        cache when the arrays are freed).
         """
         self._check_image_set()
         coords = labels = boxes = masks = None
@@ -174,12 +176,18 @@ class SamPredictor:
         blank image and on one point per prompt for ``prompt_counts`` prompts (the automatic
         mask generator decodes up to 1024 at once: pass ``(1024,)`` for it), so the first real
         call does not compile. ``capture_encoder`` (CUDA only): the encoder at batch 1
-        (``set_image``) replays a CUDA graph, as its launches would otherwise outlast its
-        kernels; call optimize() again after changing the model's weights' dtype or device.
+        (``set_image``) replays one CUDA graph, as its launches would otherwise outlast its
+        kernels (it replaces ``encoder_mode="reduce-overhead"``, which cannot be combined with
+        it); after moving the weights (``cast_predictor``, ``.to()``) call optimize() again.
         Returns self."""
         from torchao._models.sam.build_sam import cast_sam
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
+        if capture_encoder and encoder_mode == "reduce-overhead":
+            raise ValueError(
+                "capture_encoder already replays the batch-1 encoder from one CUDA graph: use "
+                "encoder_mode='default' with it, or capture_encoder=False"
+            )
         cast_sam(self.model, dtype)
         if encoder_mode is not None:
             compile_image_encoder(self.model.image_encoder, "block", encoder_mode)

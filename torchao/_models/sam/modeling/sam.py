@@ -82,10 +82,10 @@ class Sam(nn.Module):
         points = None if point_coords is None else (point_coords, point_labels)
         if mask_input is not None:  # the dtype boundary of the prompts (points and boxes are
             # normalised in the positional encoding's own dtype)
-            mask_input = mask_input.to(self.prompt_encoder.no_mask_embed.weight.dtype)
+            mask_input = mask_input.to(_dtype_of(self.prompt_encoder))
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         image_pe = self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe
-        dtype = self.mask_decoder.iou_token.weight.dtype  # the decoder's inputs cast here only
+        dtype = _dtype_of(self.mask_decoder)  # the decoder's inputs are cast here only
         return self.mask_decoder(
             image_embeddings=image_embeddings.to(dtype),
             image_pe=image_pe.to(dtype),
@@ -128,6 +128,12 @@ class Sam(nn.Module):
                     "low_res_logits": lr,
                 }
         return outputs
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    """A module's compute dtype: its first parameter's (fp32 for a module without any)."""
+    first = next(module.parameters(), None)
+    return torch.float32 if first is None else first.dtype
 
 
 _PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")
