@@ -14,6 +14,8 @@
 #                rows to eval_synthetic.csv
 #   e2e          end to end, ours against the official package (benchmarks.bench_e2e)
 #   amg          segment-everything seconds per image (benchmarks.bench_amg)
+#   profile      where the end-to-end time goes: profile_e2e's tables (set_image, predict, AMG,
+#                eval step) in OUT_DIR/profile/
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
 #   ncu          Nsight Compute profile of the attention kernels (profile_attention_ncu.sh)
 #   fp8          fused GELU + fp8 quantization (benchmarks.bench_fp8_quant), then
@@ -92,6 +94,12 @@ stage_amg() {
   # shellcheck disable=SC2086
   "$py" -m benchmarks.bench_amg ${MODELS:+--models $MODELS} --out "$out/amg.csv" 2>&1 \
     | tee -a "$out/amg.log"
+}
+
+stage_profile() {
+  # shellcheck disable=SC2086
+  "$py" -m benchmarks.profile_e2e ${MODELS:+--models $MODELS} --out "$out/profile" 2>&1 \
+    | tee -a "$out/profile.log"
 }
 
 stage_baselines() {  # the workflow's eval subset; its attention/encoder baselines are the

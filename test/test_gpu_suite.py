@@ -81,7 +81,7 @@ def test_eval_stage_runs_its_rows_one_at_a_time(tmp_path):
 
 
 def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
-    stages = ("attention", "encoder", "e2e", "amg", "fp8", "baselines")
+    stages = ("attention", "encoder", "e2e", "amg", "profile", "fp8", "baselines")
     proc, out = run_suite(tmp_path, *stages)
     calls = (tmp_path / "calls").read_text().splitlines()
     expected = [
@@ -91,12 +91,13 @@ def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
         f"sdpa_bias sdpa_aug flash_4 flex auto --out {out}/encoder.csv",
         f"-m benchmarks.bench_e2e --out {out}/e2e.csv",
         f"-m benchmarks.bench_amg --out {out}/amg.csv",
+        f"-m benchmarks.profile_e2e --out {out}/profile",
         f"-m benchmarks.bench_fp8_quant --models vit_b vit_h --out {out}/fp8_quant.csv",
     ]
     assert calls[: len(expected)] == expected
-    assert calls[5].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
-    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[6:])
-    assert len(calls) == 8
+    assert calls[6].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
+    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[7:])
+    assert len(calls) == 9
     # a failing stage (the fake fails bench_amg) is reported and the next ones still run
     assert "!!! stage amg failed" in proc.stdout
     assert "!!! stage e2e failed" not in proc.stdout and "=== stage baselines took" in proc.stdout
