@@ -218,6 +218,7 @@ def test_bad_arguments(tmp_path):
         ["--output", str(tmp_path), "--input", str(tmp_path), "--synthetic", "1"],
         ["--output", str(tmp_path), "--input", str(tmp_path)],  # no checkpoint
         ["--output", str(tmp_path), "--synthetic", "0"],
+        ["--output", str(tmp_path), "--synthetic", "1", "--device", "cpu", "--optimize"],
     ):
         with pytest.raises(SystemExit) as info:
             main(argv)
@@ -235,3 +236,16 @@ def test_error_exit_has_no_traceback(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln]
     assert lines[-1] == "error: SAM checkpoint not found: missing.pth"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.gpu
+def test_optimized_run_on_gpu(tmp_path):
+    """--optimize (bf16, compiled, captured encoder) writes the same files as a plain run."""
+    fast = [a if a != "cpu" else "cuda" for a in FAST]
+    main(["--synthetic", "1", "--output", str(tmp_path / "opt"), *fast, "--optimize"])
+    main(["--synthetic", "1", "--output", str(tmp_path / "plain"), *fast])
+    opt, plain = (
+        read_metadata(tmp_path / "opt" / NAMES[0]),
+        read_metadata(tmp_path / "plain" / NAMES[0]),
+    )
+    assert len(opt) == len(plain) > 0
