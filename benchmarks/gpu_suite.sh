@@ -13,7 +13,9 @@
 #                (300); one log per row in OUT_DIR/eval_logs/, its tail appended to eval.log,
 #                rows to eval_synthetic.csv
 #   e2e          end to end, ours against the official package (benchmarks.bench_e2e)
-#   amg          segment-everything seconds per image (benchmarks.bench_amg)
+#   amg          segment-everything seconds per image (benchmarks.bench_amg): ours and the
+#                official at default thresholds, ours at zero thresholds, the official at zero
+#                thresholds without crops (one call, under AMG_OFFICIAL_ZERO_S)
 #   profile      where the end-to-end time goes: profile_e2e's tables (set_image, predict, AMG,
 #                eval step) in OUT_DIR/profile/
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
@@ -90,10 +92,20 @@ stage_e2e() {
     | tee -a "$out/e2e.log"
 }
 
-stage_amg() {
+stage_amg() {  # the official at zero thresholds RLE-encodes every mask on the host (over a
+  # minute per image without crops): one timed call, no crops, under AMG_OFFICIAL_ZERO_S (300)
+  local models=${MODELS:-vit_b vit_h} rc=0
+  # shellcheck disable=SC2086  # models is a list of words
+  "$py" -m benchmarks.bench_amg --models $models --thresholds default --out "$out/amg.csv" \
+    2>&1 | tee -a "$out/amg.log" || rc=$?
   # shellcheck disable=SC2086
-  "$py" -m benchmarks.bench_amg ${MODELS:+--models $MODELS} --out "$out/amg.csv" 2>&1 \
-    | tee -a "$out/amg.log"
+  "$py" -m benchmarks.bench_amg --models $models --thresholds zero --implementations ours \
+    --out "$out/amg.csv" 2>&1 | tee -a "$out/amg.log" || rc=$?
+  # shellcheck disable=SC2086
+  timeout "${AMG_OFFICIAL_ZERO_S:-300}" "$py" -m benchmarks.bench_amg --models $models \
+    --thresholds zero --crop-n-layers 0 --implementations official --official-reps 0 \
+    --out "$out/amg.csv" 2>&1 | tee -a "$out/amg.log" || rc=$?
+  return "$rc"
 }
 
 stage_profile() {
