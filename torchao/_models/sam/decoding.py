@@ -48,12 +48,12 @@ class BatchedDecoder:
             self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
 
     def _dense_pe(self) -> torch.Tensor:
-        """The prompt encoder's get_dense_pe(), computed again only when its random matrix
-        changed (another tensor, dtype or device, or an in-place update such as
-        load_state_dict, which bumps the tensor's version counter)."""
-        matrix = self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-        key = (matrix.data_ptr(), matrix.dtype, matrix.device, matrix._version)
-        if self._pe_key != key:
+        """The prompt encoder's get_dense_pe(), computed again only when one of the prompt
+        encoder's buffers (the PE's random matrix) changed: another tensor, dtype or device,
+        or an in-place update such as load_state_dict's, which bumps its version counter."""
+        buffers = self.sam.prompt_encoder.buffers()
+        key = tuple((b.data_ptr(), b.dtype, b.device, b._version) for b in buffers)
+        if self._pe is None or self._pe_key != key:
             self._pe = self.sam.prompt_encoder.get_dense_pe()
             self._pe_key = key
         return self._pe
@@ -71,30 +71,19 @@ class BatchedDecoder:
         [P, K, 2] and point_labels [P, K] in the encoder's input frame.
         Returns low-res logits [P, M, 4He, 4We] and IoU predictions [P, M]."""
         p = point_coords.shape[0]
+        rows = p if self.compile_mode is None else bucket_size(p)  # compiled: fixed shapes
         if image_index is not None:  # each prompt's embedding: one gather, outside the graph
-            image_embeddings = image_embeddings.index_select(0, image_index)
-        if self.compile_mode is None:
-            return self._decode(
-                image_embeddings,
-                None,
-                point_coords,
-                point_labels,
-                multimask_output=multimask_output,
-            )
-        image_pe = self._dense_pe()  # an input of the graph, not recomputed in it
-        rows = bucket_size(p)  # shapes and dtypes depend on the bucket only
-        if image_index is not None:
-            image_embeddings = _pad_rows(image_embeddings, rows, 0.0)
-        point_coords = _pad_rows(point_coords.float(), rows, 0.0)
-        point_labels = _pad_rows(point_labels.int(), rows, 1)
+            image_embeddings = image_embeddings.index_select(0, _pad_rows(image_index, rows, 0))
         low_res, iou = self._decode(
             image_embeddings,
             None,
-            point_coords,
-            point_labels,
+            _pad_rows(point_coords.float(), rows, 0.0),
+            _pad_rows(point_labels.int(), rows, 1),
             multimask_output=multimask_output,
-            image_pe=image_pe,
+            image_pe=self._dense_pe(),  # an input of the graph, not recomputed in it
         )
+        if self.compile_mode is None:
+            return low_res, iou
         return low_res[:p].clone(), iou[:p].clone()  # not a CUDA graph's reused buffers
 
     def warm_up(
