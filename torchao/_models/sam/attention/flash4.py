@@ -116,9 +116,11 @@ def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
             if cfg in valid_configs(kh, kw, q.shape[-1]):
                 _chosen[key] = cfg
                 return cfg
-        no_timing = INTERPRET or not q.is_cuda or torch.cuda.is_current_stream_capturing()
-        if no_timing or os.environ.get(AUTOTUNE_ENV, "1") == "0":
+        if torch.cuda.is_current_stream_capturing():  # no timing now; tune on a later call
             return default_config(kh, kw, q.shape[-1])
+        if INTERPRET or not q.is_cuda or os.environ.get(AUTOTUNE_ENV, "1") == "0":
+            _chosen[key] = default_config(kh, kw, q.shape[-1])  # no cache file read again
+            return _chosen[key]
         return tune(q, k, v, rel_h, rel_w)
 
 
