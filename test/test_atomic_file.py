@@ -1,5 +1,7 @@
 """atomic_path: the target is either untouched or fully replaced; no temporary file is left."""
 
+import os
+
 import pytest
 
 from torchao._models.sam.utils.atomic_file import atomic_path
@@ -27,3 +29,16 @@ def test_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
         raise RuntimeError("writer failed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_named_temporary_folder_replaces_a_leftover_and_is_removed_on_error(tmp_path):
+    target, tmp = tmp_path / "out", str(tmp_path / ".out.partial")
+    os.makedirs(os.path.join(tmp, "stale"))  # what an interrupted run left
+    with pytest.raises(RuntimeError), atomic_path(target, tmp=tmp) as path:
+        assert not os.path.exists(path)
+        os.makedirs(path)
+        raise RuntimeError("interrupted")
+    assert not os.path.exists(tmp) and not target.exists()
+    with atomic_path(target, tmp=tmp) as path:
+        os.makedirs(path)
+    assert target.is_dir() and not os.path.exists(tmp)

@@ -90,8 +90,7 @@ def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
         "-m benchmarks.bench_encoder --models vit_b vit_h --batch 16 --backends sdpa_nobias "
         f"sdpa_bias sdpa_aug flash_4 flex auto --out {out}/encoder.csv",
         f"-m benchmarks.bench_e2e --out {out}/e2e.csv",
-        "-m benchmarks.bench_amg --models vit_b vit_h --thresholds default "
-        f"--out {out}/amg.csv",
+        f"-m benchmarks.bench_amg --models vit_b vit_h --thresholds default --out {out}/amg.csv",
         "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --implementations ours "
         f"--out {out}/amg.csv",
         "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --crop-n-layers 0 "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +34,7 @@ from torchao._models.sam import (
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 from torchao._models.sam.build_sam import check_checkpoint_path
 from torchao._models.sam.eval.synthetic import draw_image
+from torchao._models.sam.utils.atomic_file import atomic_path
 
 AMG_ARGS = (  # (flag name, type): the official generator's arguments
     ("points_per_side", int),
@@ -189,40 +189,32 @@ def is_finished(path: str, rle: bool) -> bool:
     return os.path.isdir(path)
 
 
-def temporary_path(path: str) -> str:
-    """A hidden name beside ``path``; whatever an interrupted run left there is removed."""
+def partial_path(path: str) -> str:
+    """The hidden name beside ``path`` that an output is written under until it is whole."""
     head, tail = os.path.split(path)
-    tmp = os.path.join(head, "." + tail + PARTIAL)
-    if os.path.isdir(tmp):
-        shutil.rmtree(tmp)
-    elif os.path.lexists(tmp):
-        os.remove(tmp)
-    return tmp
+    return os.path.join(head, "." + tail + PARTIAL)
 
 
 def write_png_folder(records: list[dict[str, Any]], path: str) -> None:
     """One 0/255 PNG per mask and metadata.csv, into a temporary folder renamed to ``path``."""
     from PIL import Image
 
-    tmp = temporary_path(path)
-    os.makedirs(tmp)
     rows = [METADATA_COLUMNS]
-    for i, r in enumerate(records):
-        mask = r["segmentation"].astype(np.uint8) * 255
-        Image.fromarray(mask).save(os.path.join(tmp, f"{i}.png"))
-        values = [i, r["area"], *r["bbox"], *r["point_coords"][0], r["predicted_iou"]]
-        values += [r["stability_score"], *r["crop_box"]]
-        rows.append(",".join(str(v) for v in values))
-    with open(os.path.join(tmp, "metadata.csv"), "w") as f:
-        f.write("\n".join(rows))
-    os.replace(tmp, path)
+    with atomic_path(path, tmp=partial_path(path)) as tmp:
+        os.makedirs(tmp)
+        for i, r in enumerate(records):
+            mask = r["segmentation"].astype(np.uint8) * 255
+            Image.fromarray(mask).save(os.path.join(tmp, f"{i}.png"))
+            values = [i, r["area"], *r["bbox"], *r["point_coords"][0], r["predicted_iou"]]
+            values += [r["stability_score"], *r["crop_box"]]
+            rows.append(",".join(str(v) for v in values))
+        with open(os.path.join(tmp, "metadata.csv"), "w") as f:
+            f.write("\n".join(rows))
 
 
 def write_json(records: list[dict[str, Any]], path: str) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, "w") as f:
+    with atomic_path(path, tmp=partial_path(path)) as tmp, open(tmp, "w") as f:
         json.dump(records, f)
-    os.replace(tmp, path)
 
 
 def synthetic_image(index: int, size: tuple[int, int] = SYNTHETIC_SIZE) -> np.ndarray:
@@ -238,9 +230,8 @@ def write_synthetic_images(folder: str, n: int) -> None:
     for i in range(n):
         path = os.path.join(folder, f"synthetic_{i:04d}.png")
         if not os.path.exists(path):
-            tmp = temporary_path(path)
-            Image.fromarray(synthetic_image(i)).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(path, tmp=partial_path(path)) as tmp:
+                Image.fromarray(synthetic_image(i)).save(tmp, format="PNG")
 
 
 # ------------------------------------------------------------------------------- main
