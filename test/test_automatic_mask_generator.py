@@ -384,7 +384,7 @@ def test_masks_to_rle_equal_official():
     ref = official_amg.mask_to_rle_pytorch(masks)
     out = amg_utils.masks_to_rle(masks)
     assert out == ref
-    assert [amg_utils.rle_area(r) for r in out] == masks.sum((1, 2)).tolist()
+    assert [official_amg.area_from_rle(r) for r in out] == masks.sum((1, 2)).tolist()
     for r, m in zip(out, masks):
         np.testing.assert_array_equal(official_amg.rle_to_mask(r), m.numpy())
     assert amg_utils.rle_to_coco(out[3]) == official_amg.coco_encode_rle(ref[3])

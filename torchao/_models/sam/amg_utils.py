@@ -16,23 +16,22 @@ import torch
 EDGE_TOLERANCE = 20.0  # pixels: a box side this close to a crop side "touches" the crop edge
 
 
-def require_torchvision():
-    """torchvision.ops.batched_nms, or an ImportError that says how to get it."""
+def require_torchvision() -> None:
+    """An ImportError that says how to get torchvision (box NMS) when it is missing."""
     try:
-        from torchvision.ops import batched_nms
+        import torchvision.ops  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "SamAutomaticMaskGenerator needs torchvision for box NMS "
-            "(torchvision.ops.batched_nms): pip install torchvision"
+            "(torchvision.ops.nms): pip install torchvision"
         ) from e
-    return batched_nms
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Indices of the boxes [N, 4] (XYXY) kept by NMS, by decreasing score [N] (one class)."""
-    batched_nms = require_torchvision()
-    classes = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
-    return batched_nms(boxes.float(), scores, classes, iou_threshold)
+    """Indices of the boxes [N, 4] (XYXY, any dtype) kept by NMS, by decreasing score [N]."""
+    from torchvision.ops import nms as box_nms
+
+    return box_nms(boxes.float(), scores.float(), iou_threshold)
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -136,11 +135,6 @@ def masks_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
         runs = np.diff(starts).tolist()
         out.append({"size": [h, w], "counts": ([0] + runs) if first[i] else runs})
     return out
-
-
-def rle_area(rle: dict[str, Any]) -> int:
-    """Pixels set in an uncompressed RLE (the odd runs)."""
-    return int(sum(rle["counts"][1::2]))
 
 
 def rle_to_coco(rle: dict[str, Any]) -> dict[str, Any]:

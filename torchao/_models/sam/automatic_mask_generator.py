@@ -22,11 +22,11 @@ from torchao._models.sam.amg_utils import (
     nms,
     remove_small_regions,
     require_torchvision,
-    rle_area,
     rle_to_coco,
     stability_scores,
     touches_crop_edge,
 )
+from torchao._models.sam.decoding import largest_bucket_within
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.predictor import SamPredictor
 
@@ -201,10 +201,7 @@ class SamAutomaticMaskGenerator:
         fit = budget // per_point
         if fit >= n_points:
             return max(n_points, 1)
-        power = 1
-        while power * 4 <= fit:
-            power *= 4
-        return max(self.points_per_batch, power if fit >= 1 else 0)
+        return max(self.points_per_batch, largest_bucket_within(fit))
 
     def _decode_crop(
         self, crop_box: tuple[int, ...], layer: int, image_size: tuple[int, int]
@@ -331,16 +328,17 @@ class SamAutomaticMaskGenerator:
         crop_xyxy: np.ndarray,
     ) -> list[dict[str, Any]]:
         """One record per mask [K, H, W] (official field names, python scalars)."""
+        areas = masks.sum(dim=(1, 2)).tolist()
         if self.output_mode == "binary_mask":
             segmentations = list(masks.cpu().numpy())
-            areas = masks.sum(dim=(1, 2)).tolist()
         else:
             rles = masks_to_rle(masks)
-            areas = [rle_area(r) for r in rles]
             coco = self.output_mode == "coco_rle"
             segmentations = [rle_to_coco(r) for r in rles] if coco else rles
-        bbox = _xyxy_to_xywh(boxes.cpu().numpy()).tolist()
-        crop_box = _xyxy_to_xywh(crop_xyxy).tolist()
+        from torchvision.ops import box_convert  # checked at construction
+
+        bbox = box_convert(boxes, "xyxy", "xywh").tolist()
+        crop_box = box_convert(torch.from_numpy(crop_xyxy), "xyxy", "xywh").tolist()
         iou_l, stability_l = iou.tolist(), stability.tolist()
         return [
             {
@@ -386,12 +384,6 @@ def _area(box: tuple[int, ...]) -> int:
 def _crop(image: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
     x0, y0, x1, y1 = box
     return image[y0:y1, x0:x1, :]
-
-
-def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
-    out = boxes.copy()
-    out[:, 2:] -= boxes[:, :2]
-    return out
 
 
 def _check_image(image: np.ndarray) -> None:

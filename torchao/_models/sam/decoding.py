@@ -24,6 +24,15 @@ def bucket_size(n: int) -> int:
     return -(-n // top) * top
 
 
+def largest_bucket_within(n: int) -> int:
+    """The largest prompt count <= n that is a bucket (0 when n < 1), so that a chunk of
+    prompts needs no padding."""
+    top = PROMPT_BUCKETS[-1]
+    if n >= top:
+        return n // top * top
+    return max((size for size in PROMPT_BUCKETS if size <= n), default=0)
+
+
 def _pad_rows(t: torch.Tensor, rows: int, value: float) -> torch.Tensor:
     if t.shape[0] == rows:
         return t
