@@ -73,7 +73,7 @@ def first_batch(batch_size: int, image_size: int) -> Batch:
     """The first batch of the synthetic eval data set (pinned, as the eval loader gives it)."""
     root = tempfile.mkdtemp(prefix="bench_e2e_")
     write_synthetic_coco(root, SyntheticSpec(num_images=batch_size))
-    loader = make_loader(CocoPointDataset(root), batch_size, 0, image_size, True)
+    loader = make_loader(CocoPointDataset(root), batch_size, 0, image_size, True, pin_memory=True)
     return next(iter(loader))
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from PIL import Image
-from scipy import ndimage
 
 from torchao._models.sam.transforms import ResizeLongestSide
 from torchao._models.sam.utils.atomic_file import atomic_path
@@ -60,6 +59,8 @@ class Batch:
 
 def point_for_mask(mask: np.ndarray) -> np.ndarray:
     """bool [H, W] (non-empty) -> float64 [2] point (x, y) inside the mask."""
+    from scipy import ndimage  # imported here: slow to import, needed only for masks
+
     cy, cx = ndimage.center_of_mass(mask)
     y, x = int(round(cy)), int(round(cx))
     if 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and mask[y, x]:
@@ -264,8 +265,9 @@ def make_loader(
     pad_input_image_batch: bool,
     rank: int = 0,
     world_size: int = 1,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Batches of this rank's shard, in order."""
+    """Batches of this rank's shard, in order (``pin_memory``: for copies to a CUDA device)."""
     shard = torch.utils.data.Subset(dataset, shard_indices(len(dataset), rank, world_size))
     return torch.utils.data.DataLoader(
         shard,
@@ -273,5 +275,5 @@ def make_loader(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=Collate(img_size, pad_input_image_batch),
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
     )

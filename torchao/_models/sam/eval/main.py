@@ -81,6 +81,7 @@ def evaluate(config: EvalConfig) -> dict[str, object] | None:
             config.pad_input_image_batch,
             d.rank,
             d.world_size,
+            pin_memory=torch.device(config.device).type == "cuda",
         )
         plan = batch_plan(dataset, config.batch_size, d.rank, d.world_size)
         device = torch.device(config.device)
