@@ -9,7 +9,7 @@
 #   encoder      compiled encoder img/s per backend, vit_b and vit_h, batch 16
 #   eval         synthetic eval_combo rows (backends x compress options), vit_b and vit_h, bs 16,
 #                SYNTHETIC (32) images, each Block compiled (default mode), one row at a time
-#                (rows run side by side moved by up to 30%); each run stops after EVAL_TIMEOUT_S
+#                (rows run side by side disturb each other's timing); each run stops after EVAL_TIMEOUT_S
 #                (300); one log per row in OUT_DIR/eval_logs/, its tail appended to eval.log,
 #                rows to eval_synthetic.csv
 #   e2e          end to end, ours against the official package (benchmarks.bench_e2e)
@@ -34,7 +34,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
 
 stage_tests() {  # 5 workers, 2 inductor compile threads each: with 8 workers x 16 threads
-  # the H100 host's full-suite runs stalled near the end three times
+  # more workers stalled the full suite near its end
   TORCHINDUCTOR_COMPILE_THREADS=2 "$py" -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark \
     -n 5 --durations 5 test/ 2>&1 | tee "$out/pytest_gpu.log"
 }

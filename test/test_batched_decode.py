@@ -1,4 +1,4 @@
-"""The batched decode path (issue 17): many images' prompts in one decoder call, padded to
+"""The batched decode path: many images' prompts in one decoder call, padded to
 prompt-count buckets, equal to the per-image path and to the official package."""
 
 import copy
