@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from benchmarks.common import first_call_s, gpu_environment, guarded, median_ms, write_rows
+from benchmarks.common import first_call_s, guarded, median_ms, schema_row, write_rows
 from torchao._models.sam import SamPredictor, sam_model_registry
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 from torchao._models.sam.eval.synthetic import draw_image, randomize_weights
@@ -116,8 +116,8 @@ def bench_model(
             for impl, dtype in (("ours", "bfloat16"), ("official", "float32")):
                 if impl not in reps:
                     continue
-                row = dict.fromkeys(SCHEMA.columns, "")
-                row.update(
+                row = schema_row(
+                    SCHEMA,
                     model=model,
                     implementation=impl,
                     dtype=dtype,
@@ -125,7 +125,6 @@ def bench_model(
                     thresholds=name,
                     points_per_side=points_per_side,
                     status="ok",
-                    **gpu_environment(),
                 )
                 settings = (impl, models, crop, THRESHOLDS[name], points_per_side)
                 row.update(guarded(measure, settings, image, reps[impl]))

@@ -80,7 +80,7 @@ PROFILE_SCHEMA = ResultSchema(
 )
 
 
-def schema_row(schema: ResultSchema, values: dict[str, object]) -> dict[str, object]:
+def ordered_row(schema: ResultSchema, values: dict[str, object]) -> dict[str, object]:
     """``values`` (case, results, environment) in ``schema``'s column order."""
     return {c: values[c] for c in schema.columns}
 
@@ -185,7 +185,7 @@ def run_case(args: argparse.Namespace) -> None:
     faulthandler.dump_traceback_later(max(args.case_timeout_s - 10, 1), exit=False)
     results, fn = measure(args, option, layers)
     key = case_key(args, model, option, layers)
-    write_rows(args.out, [schema_row(SCHEMA, {**key, **results})], SCHEMA)
+    write_rows(args.out, [ordered_row(SCHEMA, {**key, **results})], SCHEMA)
     print(results, flush=True)
     if args.profile_out:
         write_profile(args, key, fn, results["median_batch_ms"])
@@ -198,7 +198,7 @@ def run_case(args: argparse.Namespace) -> None:
 def write_profile(args: argparse.Namespace, key: dict, fn, batch_ms: float) -> None:
     """Append the case's top CUDA kernels to ``--profile-out`` (PROFILE_SCHEMA rows)."""
     rows = [
-        schema_row(PROFILE_SCHEMA, {**key, "batch_ms": batch_ms, "rank": i, "kernel": name,
+        ordered_row(PROFILE_SCHEMA, {**key, "batch_ms": batch_ms, "rank": i, "kernel": name,
                                     "ms": round(ms, 3), "calls": calls})
         for i, (name, ms, calls) in enumerate(profile_top(fn, args.profile_top))
     ]  # fmt: skip
@@ -276,7 +276,7 @@ def sweep(args: argparse.Namespace) -> None:
             status = f"timeout after {limit:.0f} s"
         if status:
             blank = {**dict.fromkeys(RESULT_COLUMNS, ""), "status": status}
-            row = schema_row(SCHEMA, {**case_key(args, model, option, layers), **blank})
+            row = ordered_row(SCHEMA, {**case_key(args, model, option, layers), **blank})
             write_rows(args.out, [row], SCHEMA)
             print(f"!!! {model} {option} {layers}: {status}", flush=True)
 

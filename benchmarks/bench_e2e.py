@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
-    gpu_environment,
     guarded,
     median_ms,
     peak_mem_mib,
+    schema_row,
     write_rows,
 )
 from torchao._models.sam import SamPredictor, sam_model_registry
@@ -147,11 +147,9 @@ def throughput(encoder, step, batch: Batch, sam, device, reps: int = 20) -> dict
 
 
 def row(model: str, implementation: str, dtype: str, **values) -> dict[str, object]:
-    out = dict.fromkeys(SCHEMA.columns, "")
-    out.update(model=model, implementation=implementation, dtype=dtype, status="ok")
-    out.update({k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()})
-    out.update(gpu_environment())
-    return out
+    values = {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+    keys = dict(model=model, implementation=implementation, dtype=dtype, status="ok")
+    return schema_row(SCHEMA, **(keys | values))
 
 
 def bench_ours(sam, batch: Batch, image: np.ndarray, dtype: torch.dtype) -> list[dict]:

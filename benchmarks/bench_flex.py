@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from benchmarks.common import attention_inputs, gpu_environment, median_ms, write_rows
+from benchmarks.common import attention_inputs, median_ms, schema_row, write_rows
 from torchao._models.sam.attention import (
     augment_qk,
     reference_rel_pos_attention,
@@ -195,8 +195,7 @@ def run_variant(name, fn, inputs, opts, shape_name) -> dict[str, object]:
     """One SCHEMA row: time, kernel split and error of ``fn``, or the error it raised."""
     t0 = time.time()
     call = lambda: fn(*inputs, opts)  # noqa: E731
-    row = dict.fromkeys(SCHEMA.columns, "")
-    row.update(shape=shape_name, variant=name, kernel_options=str(opts or {}))
+    row = schema_row(SCHEMA, shape=shape_name, variant=name, kernel_options=str(opts or {}))
     try:
         out = call()
         torch.cuda.synchronize()
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     os.makedirs(args.out, exist_ok=True)
-    path, env = os.path.join(args.out, "flex_results.csv"), gpu_environment()
+    path = os.path.join(args.out, "flex_results.csv")
     shapes = args.shapes.split(",")
     phases = [(sh, "base") for sh in shapes] + [(sh, "extra") for sh in shapes]
     if args.phase == "refine":
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"budget reached, skipping {shape_name} {name}")
                 continue
             row = run_variant(name, fn, inputs, opts, shape_name)
-            write_rows(path, [{**row, **env}], SCHEMA)
+            write_rows(path, [row], SCHEMA)
         del inputs
         torch.cuda.empty_cache()
 

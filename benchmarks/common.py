@@ -93,6 +93,15 @@ def fresh_cache_env(root: str) -> dict[str, str]:
     }
 
 
+def schema_row(schema: ResultSchema, **values: object) -> dict[str, object]:
+    """A row of ``schema``: every column, blank unless given, and this machine's environment
+    columns. A value for a column the schema lacks is an error."""
+    unknown = set(values) - set(schema.columns)
+    if unknown:
+        raise KeyError(f"{schema.name} rows have no columns {sorted(unknown)}")
+    return dict.fromkeys(schema.columns, "") | values | gpu_environment()
+
+
 def gpu_environment() -> dict[str, str]:
     """The environment columns (GPU name, torch/triton/torchao versions) of this machine."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -172,14 +172,10 @@ class SamAutomaticMaskGenerator:
 
     def _encode(self, crops: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Crops [h, w, 3] -> encoder features [B, C, He, We] and each resized (h', w')."""
-        model, device = self.model, self.predictor.device
-        inputs, sizes = [], []
-        for crop in crops:
-            resized = self.predictor.transform.apply_image(crop)
-            x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
-            inputs.append(model.preprocess(x))
-            sizes.append(tuple(resized.shape[:2]))
-        return self.predictor.encode(torch.cat(inputs)), sizes
+        inputs = [self.predictor.transform_image(crop) for crop in crops]
+        sizes = [tuple(x.shape[-2:]) for x in inputs]
+        x = torch.cat([self.model.preprocess(x) for x in inputs])
+        return self.predictor.encode(x), sizes
 
     def _memory_budget(self) -> int:
         """chunk_bytes, or its default (see the class docstring)."""

@@ -39,9 +39,13 @@ class SamPredictor:
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if image_format != self.model.image_format:
             image = image[..., ::-1]
+        self.set_torch_image(self.transform_image(image), tuple(image.shape[:2]))
+
+    def transform_image(self, image: np.ndarray) -> torch.Tensor:
+        """numpy [H, W, 3] in the model's channel order -> [1, 3, H', W'] (0..255, longest
+        side the encoder's img_size) on the model's device, as set_torch_image takes it."""
         resized = self.transform.apply_image(image)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        self.set_torch_image(x, tuple(image.shape[:2]))
+        return torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
 
     @torch.no_grad()
     def set_torch_image(
