@@ -29,6 +29,16 @@ DTYPES = ["bfloat16", "float16"]
 TOL = {"bfloat16": 2e-2, "float16": 5e-3}
 
 
+def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
+    """(tile config tuple, head dim, dtype, tool) for every config autotuning can choose."""
+    from torchao._models.sam.attention.flash4_kernel import CONFIGS
+
+    return [
+        ((c.block_m, c.block_n, c.num_warps, c.num_stages), d, dtype, tool)
+        for c, d, dtype, tool in itertools.product(CONFIGS, head_dims, DTYPES, tools)
+    ]
+
+
 def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> None:
     """Run every grid and batch with one config; print one CASE line per case."""
     import torch
@@ -95,15 +105,9 @@ def main() -> None:
         return
     if not args.out:
         p.error("--out is required")
-    from torchao._models.sam.attention.flash4 import CONFIGS
-
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
-    jobs = [
-        ((c.block_m, c.block_n, c.num_warps, c.num_stages), d, dt, tool)
-        for c, d, dt, tool in itertools.product(CONFIGS, args.head_dims, DTYPES, args.tools)
-    ]
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda j: sanitize(*j, args.out), jobs))
+        rows = list(pool.map(lambda j: sanitize(*j, args.out), groups(args.head_dims, args.tools)))
     table = pd.DataFrame(rows)
     path = os.path.join(args.out, "sanitizer.csv")
     table.to_csv(path, mode="a", header=not os.path.exists(path), index=False)
