@@ -109,7 +109,7 @@ def regions(
     torch._dynamo.reset()
     fast = cast_sam(copy.deepcopy(sam), torch.bfloat16)
     compile_image_encoder(fast.image_encoder, "block", "default")
-    decoder = BatchedDecoder(fast, "reduce-overhead")
+    decoder = BatchedDecoder(fast, "default", cuda_graphs=True)
     batch = first_batch(16, fast.image_encoder.img_size)
     with torch.no_grad():
         for _ in range(3):

@@ -182,3 +182,19 @@ def test_sam_forward_batched(small_pair):
         assert max_diff(r["low_res_logits"], o["low_res_logits"]) <= TOL
         assert max_diff(r["iou_predictions"], o["iou_predictions"]) <= TOL
         assert r["masks"].shape == o["masks"].shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("nq, nk", [(7, 300), (300, 7), (7, 7)])
+def test_decoder_attention_is_softmax_attention(dtype, nq, nk):
+    """The decoder's attention (normalised after the matmul with v) is softmax(q k^T/sqrt(d)) v,
+    for the two-way transformer's skewed shapes."""
+    from torchao._models.sam.modeling.transformer import skewed_attention
+
+    g = torch.Generator().manual_seed(nq + nk)
+    q, k, v = (torch.randn(2, 8, n, 16, generator=g) for n in (nq, nk, nk))
+    ref = torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1) @ v
+    out = skewed_attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert out.dtype == dtype
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(out.float(), ref, **tol)

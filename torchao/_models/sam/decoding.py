@@ -2,14 +2,17 @@
 
 Prompt counts vary from image to image and call to call; the decoder pads them up to a bucket
 (:data:`PROMPT_BUCKETS`) so that a compiled decoder compiles once per bucket and, with
-``mode="reduce-overhead"``, replays one CUDA graph per bucket. Padded prompts are decoded and
-dropped; every real prompt's result is independent of the padding.
+``cuda_graphs``, replays one CUDA graph per bucket. Padded prompts are decoded and dropped;
+every real prompt's result is independent of the padding.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.modeling.sam import Sam
 
 PROMPT_BUCKETS = (1, 4, 16, 64, 256, 1024)
@@ -43,18 +46,38 @@ def _pad_rows(t: torch.Tensor, rows: int, value: float) -> torch.Tensor:
 class BatchedDecoder:
     """Point prompts of many images through ``sam``'s prompt encoder and mask decoder at once.
 
-    compile_mode: None (eager) or a ``torch.compile`` mode; compiled, prompt counts are padded
-    to :func:`bucket_size`. Outputs are always fresh tensors (never a CUDA graph's buffers).
+    compile_mode: None (eager) or a ``torch.compile`` mode. cuda_graphs (CUDA only): each input
+    shape (prompt bucket, points per prompt, one image or one per prompt, multimask_output) is
+    captured once in a
+    CUDA graph (:class:`CapturedCall`, one memory pool for all of them) and replayed, so a call
+    costs a few copies and one launch instead of a launch per kernel. Compiled or captured,
+    prompt counts are padded to :func:`bucket_size`. Outputs are always fresh tensors (never a
+    graph's buffers).
     """
 
-    def __init__(self, sam: Sam, compile_mode: str | None = None) -> None:
+    def __init__(
+        self, sam: Sam, compile_mode: str | None = None, cuda_graphs: bool = False
+    ) -> None:
+        if cuda_graphs and compile_mode == "reduce-overhead":
+            raise ValueError(
+                "cuda_graphs already replays the decoder from CUDA graphs: use "
+                "compile_mode='default' with it, or cuda_graphs=False"
+            )
         self.sam = sam
         self.compile_mode = compile_mode
+        self.cuda_graphs = cuda_graphs
         self._decode = sam.decode
-        self._pe: torch.Tensor | None = None
-        self._pe_key: tuple | None = None
         if compile_mode is not None:
             self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
+        self._graphs: dict[tuple, CapturedCall] = {}
+        self._pool = None
+        self._pe: torch.Tensor | None = None
+        self._pe_key: tuple | None = None
+
+    @property
+    def padded(self) -> bool:
+        """Whether prompt counts are padded to buckets (compiled or captured: fixed shapes)."""
+        return self.compile_mode is not None or self.cuda_graphs
 
     def _dense_pe(self) -> torch.Tensor:
         """The prompt encoder's get_dense_pe(), computed again only when one of the prompt
@@ -66,6 +89,27 @@ class BatchedDecoder:
             self._pe = self.sam.prompt_encoder.get_dense_pe()
             self._pe_key = key
         return self._pe
+
+    def _run(self, multimask_output: bool, *inputs: torch.Tensor):
+        """One decode of padded inputs: embeddings [P', C, He, We] (P' = 1 or P), coords,
+        labels, dense PE."""
+        embeddings, coords, labels, pe = inputs
+        return self._decode(
+            embeddings, None, coords, labels, multimask_output=multimask_output, image_pe=pe
+        )
+
+    def _replay(self, multimask_output: bool, inputs: list[torch.Tensor]):
+        """The captured graph for these inputs' shapes (captured on first use), replayed."""
+        key = (multimask_output,) + tuple((x.shape, x.dtype) for x in inputs)
+        graph = self._graphs.get(key)
+        if graph is None:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            modules = (self.sam.prompt_encoder, self.sam.mask_decoder)
+            fn = functools.partial(self._run, multimask_output)
+            graph = CapturedCall(fn, *inputs, warmup=2, watch=modules, pool=self._pool)
+            self._graphs[key] = graph
+        return graph.replay(*inputs)
 
     @torch.no_grad()
     def __call__(
@@ -80,34 +124,37 @@ class BatchedDecoder:
         [P, K, 2] and point_labels [P, K] in the encoder's input frame.
         Returns low-res logits [P, M, 4He, 4We] and IoU predictions [P, M]."""
         p = point_coords.shape[0]
-        rows = p if self.compile_mode is None else bucket_size(p)  # compiled: fixed shapes
+        rows = bucket_size(p) if self.padded else p
         if image_index is not None:  # each prompt's embedding: one gather, outside the graph
             image_embeddings = image_embeddings.index_select(0, _pad_rows(image_index, rows, 0))
-        low_res, iou = self._decode(
+        inputs = [
             image_embeddings,
-            None,
             _pad_rows(point_coords.float(), rows, 0.0),
             _pad_rows(point_labels.int(), rows, 1),
-            multimask_output=multimask_output,
-            image_pe=self._dense_pe(),  # an input of the graph, not recomputed in it
-        )
-        if self.compile_mode is None:
+            self._dense_pe(),  # an input of the graph, not recomputed in it
+        ]
+        if self.cuda_graphs:
+            low_res, iou = self._replay(multimask_output, inputs)
+        else:
+            low_res, iou = self._run(multimask_output, *inputs)
+        if not self.padded:
             return low_res, iou
-        return low_res[:p].clone(), iou[:p].clone()  # not a CUDA graph's reused buffers
+        return low_res[:p].clone(), iou[:p].clone()  # not a graph's reused buffers
 
     def warm_up(
         self, image_embeddings: torch.Tensor, prompt_counts: set[int], one_image: bool = False
     ) -> None:
-        """Compile for every bucket these prompt counts fall in (one point per prompt) and call
-        each three times, so CUDA graphs are recorded too: on one image's embedding
-        [1, C, He, We], gathered per prompt as a batch of images is (or, with ``one_image``,
-        broadcast as the predictor does)."""
+        """Compile (and capture) for every bucket these prompt counts fall in, one point per
+        prompt: on one image's embedding [1, C, He, We], gathered per prompt as a batch of
+        images is (or, with ``one_image``, broadcast as the predictor does). inductor's own
+        CUDA graphs (``compile_mode="reduce-overhead"``) record on the third call."""
         device = image_embeddings.device
+        calls = 3 if self.compile_mode == "reduce-overhead" else 1
         for rows in sorted({bucket_size(n) for n in prompt_counts}):
             coords = torch.zeros(rows, 1, 2, device=device)
             labels = torch.ones(rows, 1, dtype=torch.int, device=device)
             index = None if one_image else torch.zeros(rows, dtype=torch.long, device=device)
-            for _ in range(3):
+            for _ in range(calls):
                 self(image_embeddings, index, coords, labels)
 
 

@@ -170,38 +170,41 @@ class SamPredictor:
         self,
         dtype: torch.dtype = torch.bfloat16,
         encoder_mode: str | None = "default",
-        decoder_mode: str | None = "reduce-overhead",
+        decoder_mode: str | None = "default",
         prompt_counts: tuple[int, ...] = (1, 4, 16, 64),
         capture_encoder: bool = True,
+        capture_decoder: bool = True,
     ) -> SamPredictor:
         """Make the predictor fast: cast to ``dtype``, compile each encoder Block
         (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph per
-        prompt-count bucket; "reduce-overhead" replays CUDA graphs), then warm both up on a
-        blank image and on one point per prompt for ``prompt_counts`` prompts (the automatic
-        mask generator decodes up to 1024 at once: pass ``(1024,)`` for it), so the first real
-        call does not compile. ``capture_encoder`` (CUDA only): the encoder at batch 1
-        (``set_image``) replays one CUDA graph, as its launches would otherwise outlast its
-        kernels (it replaces ``encoder_mode="reduce-overhead"``, which cannot be combined with
-        it); after moving the weights (``cast_predictor``, ``.to()``) call optimize() again.
-        Returns self."""
+        prompt-count bucket), then warm both up on a blank image and on one point per prompt
+        for ``prompt_counts`` prompts (the automatic mask generator decodes up to 1024 at
+        once: pass ``(1024,)`` for it), so the first real call does not compile.
+
+        On CUDA, ``capture_encoder`` replays the batch-1 encoder (``set_image``) from one CUDA
+        graph and ``capture_decoder`` the decoder from one graph per bucket, as their launches
+        would otherwise outlast their kernels (each replaces the compile mode
+        "reduce-overhead", which cannot be combined with it). After moving the weights
+        (``cast_predictor``, ``.to()``) call optimize() again. Returns self."""
         from torchao._models.sam.build_sam import cast_sam
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
+        cuda = self.device.type == "cuda"
         if capture_encoder and encoder_mode == "reduce-overhead":
             raise ValueError(
                 "capture_encoder already replays the batch-1 encoder from one CUDA graph: use "
                 "encoder_mode='default' with it, or capture_encoder=False"
             )
+        self.decoder = BatchedDecoder(self.model, decoder_mode, capture_decoder and cuda)
         cast_sam(self.model, dtype)
         if encoder_mode is not None:
             compile_image_encoder(self.model.image_encoder, "block", encoder_mode)
-        self.decoder = BatchedDecoder(self.model, decoder_mode)
         side = self.transform.target_length  # every image is padded to this square
         blank = torch.zeros(1, 3, side, side, dtype=torch.uint8, device=self.device)
         self.captured_encoder = None
         for _ in range(2):  # the encoder's second call runs compiled code as later ones will
             self.set_torch_image(blank, (side, side))
-        if capture_encoder and self.device.type == "cuda":
+        if capture_encoder and cuda:
             example = self.model.preprocess(blank)
             self.captured_encoder = CapturedCall(self.model.image_encoder, example)
         self.decoder.warm_up(self.features, set(prompt_counts), one_image=True)

@@ -81,7 +81,7 @@ def warm_up(
     for n in sorted(batch_sizes, reverse=True):
         for _ in range(repeats):
             model_step(sam, decoder, take(first, n), device)
-    if decoder.compile_mode is not None and repeats > 0:
+    if decoder.padded and repeats > 0:
         images = first.images[:1].to(device)
         features = sam.image_encoder(preprocess_batch(sam, images, first.input_sizes[:1]))
         decoder.warm_up(features, prompt_counts)

@@ -134,9 +134,21 @@ class Attention(nn.Module):
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        # explicit scores, as the official computes them: the fused SDPA kernels pad the short
-        # side of these skewed shapes (a few tokens against 64x64 image positions) to a tile
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-        out = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype) @ v
+        out = skewed_attention(q, k, v)
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+
+def skewed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for [B, heads, N, d] inputs, with the normalisation applied
+    to the output: exp(s - max) v / sum(exp(s - max)), in fp32 up to the matmul with v.
+
+    The decoder's shapes are skewed (a few tokens against 64x64 image positions); the fused
+    SDPA kernels pad the short side to a whole tile. Written as softmax-then-matmul, this is
+    what inductor's attention patterns rewrite into SDPA; normalising after the second matmul
+    keeps it two plain matmuls and a fused reduction, and divides the small output instead of
+    the scores."""
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+    out = (weights.to(v.dtype) @ v).float() / weights.sum(dim=-1, keepdim=True)
+    return out.to(v.dtype)
