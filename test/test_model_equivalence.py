@@ -185,16 +185,19 @@ def test_sam_forward_batched(small_pair):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("nq, nk", [(7, 300), (300, 7), (7, 7)])
-def test_decoder_attention_is_softmax_attention(dtype, nq, nk):
-    """The decoder's attention (normalised after the matmul with v) is softmax(q k^T/sqrt(d)) v,
-    for the two-way transformer's skewed shapes."""
-    from torchao._models.sam.modeling.transformer import skewed_attention
+@pytest.mark.parametrize("nq, nk", [(7, 300), (300, 7), (7, 7), (5, 6)])
+def test_decoder_attention_is_multi_head_softmax_attention(dtype, nq, nk):
+    """The decoder's attention on token-major inputs (block-diagonal over the heads, softmax
+    normalised where the tensor is smaller) is per-head softmax(q k^T / sqrt(d)) v."""
+    from torchao._models.sam.modeling.transformer import token_attention
 
     g = torch.Generator().manual_seed(nq + nk)
-    q, k, v = (torch.randn(2, 8, n, 16, generator=g) for n in (nq, nk, nk))
-    ref = torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1) @ v
-    out = skewed_attention(q.to(dtype), k.to(dtype), v.to(dtype))
-    assert out.dtype == dtype
+    heads, d = 8, 16
+    q, k, v = (torch.randn(2, n, heads * d, generator=g) for n in (nq, nk, nk))
+    split = lambda x: x.view(2, -1, heads, d).transpose(1, 2)  # noqa: E731
+    ref = torch.softmax(split(q) @ split(k).transpose(-2, -1) / 4.0, dim=-1) @ split(v)
+    ref = ref.transpose(1, 2).reshape(2, nq, heads * d)
+    out = token_attention(q.to(dtype), k.to(dtype), v.to(dtype), heads)
+    assert out.dtype == dtype and out.shape == ref.shape
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(out.float(), ref, **tol)

@@ -126,29 +126,48 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split_heads(self.q_proj(q))
-        k = self._split_heads(self.k_proj(k))
-        v = self._split_heads(self.v_proj(v))
-        out = skewed_attention(q, k, v)
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+        out = token_attention(self.q_proj(q), self.k_proj(k), self.v_proj(v), self.num_heads)
+        return self.out_proj(out)
 
 
-def skewed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for [B, heads, N, d] inputs, with the normalisation applied
-    to the output: exp(s - max) v / sum(exp(s - max)), in fp32 up to the matmul with v.
+def _head_mask(heads: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """[heads, width]: 1 where a channel belongs to the head, else 0."""
+    eye = torch.eye(heads, dtype=like.dtype, device=like.device)
+    return eye.repeat_interleave(width // heads, dim=1)
 
-    The decoder's shapes are skewed (a few tokens against 64x64 image positions); the fused
-    SDPA kernels pad the short side to a whole tile. Written as softmax-then-matmul, this is
-    what inductor's attention patterns rewrite into SDPA; normalising after the second matmul
-    keeps it two plain matmuls and a fused reduction, and divides the small output instead of
-    the scores."""
-    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])
+
+def _block_diagonal(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, N, C] -> [B, heads * N, C]: row (h, n) keeps x[:, n]'s channels of head h, zeros
+    elsewhere, so one matmul with it computes every head's products at once."""
+    b, n, c = x.shape
+    return (x[:, None] * _head_mask(heads, c, x)[None, :, None]).reshape(b, heads * n, c)
+
+
+def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head softmax(q k^T / sqrt(d)) v on token-major [B, N, C] inputs (C = heads * d)
+    -> [B, Nq, C], for the decoder's skewed shapes: a few prompt tokens against 64x64 image
+    positions, or the reverse.
+
+    The short side (N of 7 tokens or so) is expanded block-diagonally over the heads
+    (:func:`_block_diagonal`), so each product is one plain batched matmul on the long side's
+    token-major tensor as the projections wrote it: no head split, no transposed copy of the
+    4096-position side, and no fused SDPA kernel padding 7 tokens to a whole tile. The extra
+    multiplications by zero cost heads x the (tiny) short side. Softmax in fp32; it is
+    normalised where the tensor is smaller (after the matmul with v for few queries), written
+    out so that inductor does not rewrite it into SDPA."""
+    b, nq, c = q.shape
+    nk = k.shape[1]
+    scale = 1.0 / math.sqrt(c // heads)
+    if nq <= nk:  # few queries: scores [B, heads * Nq, Nk], one row per (head, query)
+        scores = (_block_diagonal(q, heads) @ k.transpose(1, 2)).float() * scale
+        weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+        out = (weights.to(v.dtype) @ v).float() / weights.sum(dim=-1, keepdim=True)
+        out = out.view(b, heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
+        return out.sum(dim=1).to(v.dtype)
+    # few keys: scores [B, Nq, heads * Nk], softmax within each head's Nk columns
+    scores = (q @ _block_diagonal(k, heads).transpose(1, 2)).float() * scale
+    scores = scores.view(b, nq, heads, nk)
     weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-    out = (weights.to(v.dtype) @ v).float() / weights.sum(dim=-1, keepdim=True)
-    return out.to(v.dtype)
+    weights = (weights / weights.sum(dim=-1, keepdim=True)).view(b, nq, heads * nk)
+    return weights.to(v.dtype) @ _block_diagonal(v, heads)
