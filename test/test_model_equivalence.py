@@ -88,17 +88,22 @@ def test_mask_decoder(small_pair, multimask):
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (5, 7)])
-def test_upscaled_masks_equal_the_official_transposed_convs(small_pair, hw):
-    """Our decoder runs output_upscaling as matmuls on token-major features."""
+@pytest.mark.parametrize("compiled", [False, True])
+def test_upscaled_masks_equal_the_official_transposed_convs(small_pair, hw, compiled):
+    """Our decoder runs output_upscaling as matmuls on token-major features (compiled: the
+    activation and the hypernetwork product as one reduction)."""
     official, ours = small_pair
     h, w = hw
     g = torch.Generator().manual_seed(3)
     src = torch.randn(2, h * w, 256, generator=g)
-    hyper_in = torch.randn(2, 4, 32, generator=g)
+    hyper_in = torch.randn(2, 3, 32, generator=g)
+    upscale = ours.mask_decoder.upscaled_masks
+    if compiled:
+        upscale = torch.compile(upscale, fullgraph=True)
     with torch.no_grad():
         up = official.mask_decoder.output_upscaling(src.transpose(1, 2).reshape(2, 256, h, w))
-        ref = (hyper_in @ up.flatten(2)).reshape(2, 4, 4 * h, 4 * w)
-        out = ours.mask_decoder.upscaled_masks(src, hyper_in, h, w)
+        ref = (hyper_in @ up.flatten(2)).reshape(2, 3, 4 * h, 4 * w)
+        out = upscale(src, hyper_in, h, w)
     torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
 
 

@@ -60,15 +60,16 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
         image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = slice(1, None) if multimask_output else slice(0, 1)
         masks, iou_pred = self.predict_masks(
             image_embeddings,
             image_pe,
             sparse_prompt_embeddings,
             dense_prompt_embeddings,
             image_index,
+            outputs=keep,
         )
-        keep = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, keep], iou_pred[:, keep]
+        return masks, iou_pred[:, keep]
 
     def predict_masks(
         self,
@@ -77,8 +78,11 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         image_index: torch.Tensor | None = None,
+        outputs: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All num_mask_tokens masks [B, M+1, 4He, 4We] and their IoU scores [B, M+1]."""
+        """The masks of the mask tokens ``outputs`` selects [B, K, 4He, 4We] (all
+        num_mask_tokens by default; only those are upscaled) and the IoU scores of all of them
+        [B, M+1]."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
@@ -89,19 +93,22 @@ class MaskDecoder(nn.Module):
             src = src.index_select(0, image_index)  # each prompt's image: one gather
         elif src.shape[0] not in (1, b):
             src = torch.repeat_interleave(src, b // src.shape[0], dim=0)
-        src = src + dense_prompt_embeddings  # one image broadcasts to all B prompts
-        src = src.expand(b, -1, -1, -1)
-        pos_src = image_pe.expand(b, -1, -1, -1)
+        dense = dense_prompt_embeddings
+        if src.shape[0] == 1 and (dense.shape[0] == 1 or dense.stride(0) == 0):
+            # one image and one dense embedding (no mask prompts) for all B prompts: the
+            # image keys stay one batch until the first layer makes them per prompt
+            src = src + dense[:1]
+        else:
+            src = (src + dense).expand(b, -1, -1, -1)
         _, c, h, w = src.shape
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, src = self.transformer(src, image_pe, tokens)
+        src = src.expand(b, -1, -1)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1,
-        )
+        mlps = list(enumerate(self.output_hypernetworks_mlps))[outputs]
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in mlps], dim=1)
         masks = self.upscaled_masks(src, hyper_in, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
 
@@ -119,8 +126,13 @@ class MaskDecoder(nn.Module):
         x = (src @ w1).view(b, h * w * 4, c1) + up1.bias
         x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        x = act2((x @ w2).view(b, h * w * 16, c2) + up2.bias)  # rows (i, j, di, dj, ei, ej)
-        masks = (x @ hyper_in.transpose(1, 2)).view(b, h, w, 2, 2, 2, 2, m)
+        x = (x @ w2).view(b, h * w * 16, c2) + up2.bias  # rows (i, j, di, dj, ei, ej)
+        if torch.compiler.is_compiling():  # activation and product in one fused reduction:
+            # the activation [B, 16 h w, C / 8], the decoder's largest tensor, is never written
+            masks = (act2(x)[:, :, None, :] * hyper_in[:, None, :, :]).sum(dim=-1)
+        else:  # eagerly, that form would materialise a [B, 16 h w, M, C / 8] product
+            masks = act2(x) @ hyper_in.transpose(1, 2)
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m)
         # mask row 4i + 2di + ei, column 4j + 2dj + ej
         return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, m, 4 * h, 4 * w)
 

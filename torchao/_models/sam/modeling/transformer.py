@@ -11,7 +11,9 @@ from torchao._models.sam.modeling.common import MLPBlock
 
 
 class TwoWayTransformer(nn.Module):
-    """image_embedding, image_pe [B, C, H, W]; point_embedding [B, T, C].
+    """image_embedding [B or 1, C, H, W], image_pe [B or 1, C, H, W]; point_embedding
+    [B, T, C]. A batch of 1 is shared by the B prompts (the first layer's image-side
+    projections then run once, not B times).
 
     Returns (queries [B, T, C], keys [B, H*W, C]).
     """
@@ -144,30 +146,47 @@ def _block_diagonal(x: torch.Tensor, heads: int) -> torch.Tensor:
     return (x[:, None] * _head_mask(heads, c, x)[None, :, None]).reshape(b, heads * n, c)
 
 
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [Ba, M, K] @ b [Bb, K, N] -> [max(Ba, Bb), M, N]: a batch of 1 on either side (one
+    image's keys shared by every prompt) folds into one large matmul instead of being
+    expanded to the other side's batch."""
+    if a.shape[0] == b.shape[0]:
+        return a @ b
+    if b.shape[0] == 1:
+        batch, m, k = a.shape
+        return (a.reshape(batch * m, k) @ b[0]).view(batch, m, -1)
+    batch, k, n = b.shape
+    out = a[0] @ b.permute(1, 0, 2).reshape(k, batch * n)
+    return out.view(-1, batch, n).permute(1, 0, 2)
+
+
 def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head softmax(q k^T / sqrt(d)) v on token-major [B, N, C] inputs (C = heads * d)
     -> [B, Nq, C], for the decoder's skewed shapes: a few prompt tokens against 64x64 image
-    positions, or the reverse.
+    positions, or the reverse. The image side may have a batch of 1 for B prompts (one
+    image's keys before the first layer makes them per prompt): it is never expanded.
 
     The short side (N of 7 tokens or so) is expanded block-diagonally over the heads
-    (:func:`_block_diagonal`), so each product is one plain batched matmul on the long side's
+    (:func:`_block_diagonal`), so each product is one plain matmul on the long side's
     token-major tensor as the projections wrote it: no head split, no transposed copy of the
     4096-position side, and no fused SDPA kernel padding 7 tokens to a whole tile. The extra
     multiplications by zero cost heads x the (tiny) short side. Softmax in fp32; it is
     normalised where the tensor is smaller (after the matmul with v for few queries), written
     out so that inductor does not rewrite it into SDPA."""
-    b, nq, c = q.shape
-    nk = k.shape[1]
+    nq, nk, c = q.shape[1], k.shape[1], q.shape[2]
     scale = 1.0 / math.sqrt(c // heads)
     if nq <= nk:  # few queries: scores [B, heads * Nq, Nk], one row per (head, query)
-        scores = (_block_diagonal(q, heads) @ k.transpose(1, 2)).float() * scale
+        qb = _block_diagonal(q, heads)
+        scores = _batched_matmul(qb, k.transpose(1, 2)).float() * scale
         weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-        out = (weights.to(v.dtype) @ v).float() / weights.sum(dim=-1, keepdim=True)
-        out = out.view(b, heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
+        out = _batched_matmul(weights.to(v.dtype), v).float()
+        out = out / weights.sum(dim=-1, keepdim=True)
+        out = out.view(qb.shape[0], heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
         return out.sum(dim=1).to(v.dtype)
     # few keys: scores [B, Nq, heads * Nk], softmax within each head's Nk columns
-    scores = (q @ _block_diagonal(k, heads).transpose(1, 2)).float() * scale
+    scores = _batched_matmul(q, _block_diagonal(k, heads).transpose(1, 2)).float() * scale
+    b = scores.shape[0]
     scores = scores.view(b, nq, heads, nk)
     weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
     weights = (weights / weights.sum(dim=-1, keepdim=True)).view(b, nq, heads * nk)
-    return weights.to(v.dtype) @ _block_diagonal(v, heads)
+    return _batched_matmul(weights.to(v.dtype), _block_diagonal(v, heads))
