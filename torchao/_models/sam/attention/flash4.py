@@ -22,8 +22,8 @@ from torchao._models.sam.attention.flash4_kernel import (
     INTERPRET,
     TileConfig,
     default_config,
+    launch,
     new_output,
-    run_with_config,
     valid_configs,
     validate,
 )
@@ -91,7 +91,7 @@ def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
     kh, kw = validate(q, k, v, rel_h, rel_w)
     times = {}
     for cfg in valid_configs(kh, kw, q.shape[-1]):
-        fn = lambda cfg=cfg: run_with_config(q, k, v, rel_h, rel_w, cfg)
+        fn = lambda cfg=cfg: launch(q, k, v, rel_h, rel_w, cfg)
         times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
     best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
     key = cache_key(q, kh, kw)
@@ -152,8 +152,10 @@ def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
 def _rel_pos_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
 ) -> torch.Tensor:
+    # flash4_attention validated the inputs (under torch.compile, at trace time: the graph's
+    # guards keep shapes, dtypes and devices)
     config = choose_config(q, k, v, rel_h, rel_w)
-    return run_with_config(q, k, v, rel_h, rel_w, config)
+    return launch(q, k, v, rel_h, rel_w, config)
 
 
 @_rel_pos_attention_op.register_fake

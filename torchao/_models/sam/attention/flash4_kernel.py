@@ -387,7 +387,13 @@ def new_output(q: torch.Tensor) -> torch.Tensor:
 
 def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     """Launch the kernel with one tile config (no tuning); returns :func:`new_output`'s layout."""
-    kh, kw = validate(q, k, v, rel_h, rel_w)
+    validate(q, k, v, rel_h, rel_w)
+    return launch(q, k, v, rel_h, rel_w, config)
+
+
+def launch(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
+    """:func:`run_with_config` for inputs that :func:`validate` already accepted."""
+    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
