@@ -1,5 +1,13 @@
 import pytest
 import torch
+from sam_oracle import SMALL, model_pair
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    """The official and our SAM (the small test preset) on the same random weights, fp32, CPU;
+    one pair per test module."""
+    return model_pair(SMALL)
 
 
 def pytest_collection_modifyitems(config, items):

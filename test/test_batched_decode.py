@@ -17,11 +17,6 @@ from torchao._models.sam.eval.step import model_step
 TOL = dict(atol=1e-4, rtol=0)
 
 
-@pytest.fixture(scope="module")
-def small_pair():
-    return model_pair(SMALL)
-
-
 def test_bucket_sizes():
     assert [bucket_size(n) for n in (1, 2, 4, 5, 16, 17, 1024, 1025)] == [
         1,

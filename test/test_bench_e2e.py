@@ -4,7 +4,6 @@ every code path the GPU run takes, and its rows following the declared schema.""
 import numpy as np
 import pytest
 import torch
-from sam_oracle import SMALL, model_pair
 
 from benchmarks import bench_e2e
 from torchao._models.sam import SamPredictor
@@ -22,13 +21,8 @@ def one_call_timer(monkeypatch):
     monkeypatch.setattr(bench_e2e, "peak_mem_mib", lambda fn: (fn(), 0.0)[1])
 
 
-@pytest.fixture(scope="module")
-def pair():
-    return model_pair(SMALL)
-
-
-def test_steps_give_the_same_masks(pair):
-    official, ours = pair
+def test_steps_give_the_same_masks(small_pair):
+    official, ours = small_pair
     batch = bench_e2e.first_batch(2, 256)
     cpu = torch.device("cpu")
     batched = model_step(ours, BatchedDecoder(ours), batch, cpu)
@@ -40,8 +34,8 @@ def test_steps_give_the_same_masks(pair):
         assert a.shape == c.shape and (a == c).float().mean() > 0.99
 
 
-def test_measurements_and_rows(pair, one_call_timer):
-    official, ours = pair
+def test_measurements_and_rows(small_pair, one_call_timer):
+    official, ours = small_pair
     batch = bench_e2e.first_batch(2, 256)
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     values = bench_e2e.interactive(SamPredictor(ours), image)

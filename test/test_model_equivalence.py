@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from sam_oracle import SMALL, VIT_B, model_pair
+from sam_oracle import VIT_B, model_pair
 from segment_anything import SamPredictor as OfficialPredictor
 
 from torchao._models.sam import SamPredictor
@@ -15,11 +15,6 @@ def max_diff(a, b) -> float:
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     assert a.shape == b.shape
     return 0.0 if a.numel() == 0 else (a.float() - b.float()).abs().max().item()
-
-
-@pytest.fixture(scope="module")
-def small_pair():
-    return model_pair(SMALL)
 
 
 @pytest.mark.parametrize("batch", [1, 2])

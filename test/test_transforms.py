@@ -7,7 +7,6 @@ ours must give the same pixels, so set_image/predict give the official's masks.
 import numpy as np
 import pytest
 import torch
-from sam_oracle import SMALL, model_pair
 from segment_anything import SamPredictor as OfficialPredictor
 from segment_anything.utils.transforms import ResizeLongestSide as OfficialResize
 from torch.testing import assert_close
@@ -81,11 +80,6 @@ def test_coords_and_boxes_equal_the_official():
     ours, ref = ResizeLongestSide(256), OfficialResize(256)
     assert_close(ours.apply_coords(coords, (301, 199)), ref.apply_coords(coords, (301, 199)))
     assert_close(ours.apply_boxes(boxes, (301, 199)), ref.apply_boxes(boxes, (301, 199)))
-
-
-@pytest.fixture(scope="module")
-def small_pair():
-    return model_pair(SMALL)
 
 
 def assert_same_prediction(p_ref, p_ours, **prompts) -> tuple:
