@@ -18,6 +18,8 @@
 #                thresholds without crops (one call, under AMG_OFFICIAL_ZERO_S)
 #   profile      where the end-to-end time goes: profile_e2e's tables (set_image, predict, AMG,
 #                eval step) in OUT_DIR/profile/
+#   encoder_profile  a compiled encoder batch by kernel category (benchmarks.profile_encoder):
+#                vit_b and vit_h, auto and the no-bias floor, bf16 and COMPRESS_PROFILE options
 #   baselines    the regression workflow's eval subset (.github/workflows/gpu-regression.yml)
 #   ncu          Nsight Compute profile of the attention kernels (profile_attention_ncu.sh)
 #   fp8          fused GELU + fp8 quantization (benchmarks.bench_fp8_quant), then
@@ -112,6 +114,13 @@ stage_profile() {
   # shellcheck disable=SC2086
   "$py" -m benchmarks.profile_e2e ${MODELS:+--models $MODELS} --out "$out/profile" 2>&1 \
     | tee -a "$out/profile.log"
+}
+
+stage_encoder_profile() {
+  # shellcheck disable=SC2086  # MODELS and COMPRESS_PROFILE are lists of words
+  "$py" -m benchmarks.profile_encoder --models ${MODELS:-vit_b vit_h} \
+    --compress ${COMPRESS_PROFILE:-none float8_dynamic_quant_fused_gelu} \
+    --out "$out/encoder_profile.csv" 2>&1 | tee -a "$out/encoder_profile.log"
 }
 
 stage_baselines() {  # the workflow's eval subset; its attention/encoder baselines are the

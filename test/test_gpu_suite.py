@@ -81,7 +81,8 @@ def test_eval_stage_runs_its_rows_one_at_a_time(tmp_path):
 
 
 def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
-    stages = ("attention", "encoder", "e2e", "amg", "profile", "fp8", "baselines")
+    stages = ("attention", "encoder", "e2e", "amg", "profile", "encoder_profile", "fp8")
+    stages += ("baselines",)
     proc, out = run_suite(tmp_path, *stages)
     calls = (tmp_path / "calls").read_text().splitlines()
     expected = [
@@ -96,12 +97,14 @@ def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
         "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --crop-n-layers 0 "
         f"--implementations official --official-reps 0 --out {out}/amg.csv",
         f"-m benchmarks.profile_e2e --out {out}/profile",
+        "-m benchmarks.profile_encoder --models vit_b vit_h --compress none "
+        f"float8_dynamic_quant_fused_gelu --out {out}/encoder_profile.csv",
         f"-m benchmarks.bench_fp8_quant --models vit_b vit_h --out {out}/fp8_quant.csv",
     ]
     assert calls[: len(expected)] == expected
-    assert calls[8].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
-    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[9:])
-    assert len(calls) == 11
+    assert calls[9].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
+    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[10:])
+    assert len(calls) == 12
     # a failing stage (the fake fails bench_amg) is reported and the next ones still run
     assert "!!! stage amg failed" in proc.stdout
     assert "!!! stage e2e failed" not in proc.stdout and "=== stage baselines took" in proc.stdout
