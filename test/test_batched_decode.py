@@ -101,9 +101,7 @@ def make_batch(seed: int = 0) -> Batch:
 def test_eval_step_equals_the_per_image_path(small_pair, padded):
     _, sam = small_pair
     batch = make_batch()
-    decoder = BatchedDecoder(sam)
-    if padded:  # the compiled path's padding to a bucket, without compiling
-        decoder.compile_mode = "default"
+    decoder = BatchedDecoder(sam, pad=padded)  # the compiled path's padding, eagerly
     got = model_step(sam, decoder, batch, torch.device("cpu"))
     for g, ref in zip(got, per_image_masks(sam, batch)):
         assert g.shape == ref.shape and torch.equal(g, ref)
@@ -204,8 +202,7 @@ def test_padded_decoder_follows_an_updated_pe_matrix(small_pair):
     """The padded (compiled) path caches the dense PE; an in-place update of the random
     matrix (as load_state_dict does) is seen by the next call."""
     sam = copy.deepcopy(small_pair[1])
-    decoder = BatchedDecoder(sam)
-    decoder.compile_mode = "default"  # the compiled path's padding, without compiling
+    decoder = BatchedDecoder(sam, pad=True)  # the compiled path's padding, eagerly
     emb = torch.randn(1, 256, 16, 16, generator=torch.Generator().manual_seed(7))
     coords, labels = torch.tensor([[[40.0, 50.0]]]), torch.ones(1, 1, dtype=torch.int)
     with torch.no_grad():
@@ -217,10 +214,16 @@ def test_padded_decoder_follows_an_updated_pe_matrix(small_pair):
         torch.testing.assert_close(g, r)
 
 
-def test_optimize_refuses_two_cuda_graphs_for_the_encoder(small_pair):
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_optimize_refuses_two_kinds_of_cuda_graphs(small_pair, part):
     predictor = SamPredictor(copy.deepcopy(small_pair[1]))
-    with pytest.raises(ValueError, match="encoder_mode='default'"):
-        predictor.optimize(torch.float32, encoder_mode="reduce-overhead")
+    with pytest.raises(ValueError, match=f"{part}_mode='default'"):
+        predictor.optimize(torch.float32, **{f"{part}_mode": "reduce-overhead"})
+
+
+def test_decoder_graphs_need_a_cuda_model(small_pair):
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        BatchedDecoder(small_pair[1], cuda_graphs=True)
 
 
 def test_decoder_refuses_two_kinds_of_cuda_graphs(small_pair):
@@ -239,15 +242,17 @@ def test_captured_decoder_equals_the_eager_decoder_on_gpu(one_image):
     embeddings = torch.randn(1 if one_image else 3, 256, 16, 16, device="cuda", generator=g)
     eager, captured = BatchedDecoder(sam), BatchedDecoder(sam, cuda_graphs=True)
     outputs = []
-    for p in (3, 3, 5, 16):  # buckets 4, 4, 16, 16: a second call of each replays
+    # buckets 4, 16, 4 (replayed after a later capture in the same pool), 16, 1; both
+    # multimask settings for bucket 4
+    for p, multimask in ((3, True), (5, True), (3, True), (16, True), (1, True), (4, False)):
         coords = torch.rand(p, 2, 2, device="cuda", generator=g) * 256
         labels = torch.randint(0, 2, (p, 2), device="cuda", generator=g, dtype=torch.int)
         index = None if one_image else torch.randint(0, 3, (p,), device="cuda", generator=g)
         with torch.no_grad():
-            ref = eager(embeddings, index, coords, labels)
-            got = captured(embeddings, index, coords, labels)
+            ref = eager(embeddings, index, coords, labels, multimask)
+            got = captured(embeddings, index, coords, labels, multimask)
         outputs.append((got, ref))
-    assert len(captured._graphs) == 2
+    assert len(captured._graphs) == 4
     for got, ref in outputs:  # earlier outputs were not overwritten by later replays
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
@@ -272,3 +277,26 @@ def test_compiled_decode_equals_eager_and_each_prompt_alone(small_pair):
         torch.testing.assert_close(a, b, **TOL)
     for a, parts in zip(ref, zip(*alone)):
         torch.testing.assert_close(a, torch.cat(parts), **TOL)
+
+
+@pytest.mark.gpu
+def test_cast_after_optimize_gives_the_cast_models_results_on_gpu():
+    """cast_predictor after optimize(): the captured graphs read the old weights, so they are
+    dropped; the next set_image and predict run the cast model, as an eager fp32 predictor."""
+    from torchao._models.sam import cast_predictor
+
+    _, sam = model_pair(SMALL)
+    image = np.random.default_rng(3).integers(0, 256, (200, 256, 3), dtype=np.uint8)
+    prompts = dict(point_coords=np.array([[100, 80]]), point_labels=np.array([1]))
+    ref = SamPredictor(copy.deepcopy(sam).cuda())
+    ref.set_image(image)
+    expected = ref.predict(**prompts)
+    fast = SamPredictor(sam.cuda()).optimize(torch.bfloat16, encoder_mode=None)
+    fast.set_image(image)
+    fast.predict(**prompts)
+    cast_predictor(fast, torch.float32)
+    fast.set_image(image)
+    got = fast.predict(**prompts)
+    assert (got[0] == expected[0]).mean() >= 0.999  # a compiled fp32 decode, not bitwise
+    for a, b in zip(got[1:], expected[1:]):
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=0)

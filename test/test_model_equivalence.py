@@ -69,12 +69,17 @@ def test_prompt_encoder(small_pair, use):
 
 
 @pytest.mark.parametrize("multimask", [True, False])
-def test_mask_decoder(small_pair, multimask):
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_mask_decoder(small_pair, multimask, with_masks):
+    """One image for 3 prompts: without mask prompts its keys stay shared until the first
+    layer; with them each prompt has its own dense embedding."""
     official, ours = small_pair
-    coords, labels, boxes, _ = random_prompts(3, 256, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    coords, labels, boxes, _ = random_prompts(3, 256, g)
+    masks = torch.randn(3, 1, 64, 64, generator=g) if with_masks else None
     emb = torch.randn(1, 256, 16, 16)
     with torch.no_grad():
-        sparse, dense = official.prompt_encoder((coords, labels), boxes, None)
+        sparse, dense = official.prompt_encoder((coords, labels), boxes, masks)
         pe = official.prompt_encoder.get_dense_pe()
         ref = official.mask_decoder(emb, pe, sparse, dense, multimask)
         out = ours.mask_decoder(emb, pe, sparse, dense, multimask)
@@ -100,6 +105,21 @@ def test_upscaled_masks_equal_the_official_transposed_convs(small_pair, hw, comp
         ref = (hyper_in @ up.flatten(2)).reshape(2, 3, 4 * h, 4 * w)
         out = upscale(src, hyper_in, h, w)
     torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+
+
+def test_compiled_upscaled_masks_in_bf16_equal_eager(small_pair):
+    """The compiled reduction form in bf16 against the eager matmul form in bf16."""
+    import copy
+
+    decoder = copy.deepcopy(small_pair[1].mask_decoder).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(4)
+    src = torch.randn(2, 6 * 5, 256, generator=g).to(torch.bfloat16)
+    hyper_in = torch.randn(2, 3, 32, generator=g).to(torch.bfloat16)
+    with torch.no_grad():
+        ref = decoder.upscaled_masks(src, hyper_in, 6, 5)
+        out = torch.compile(decoder.upscaled_masks, fullgraph=True)(src, hyper_in, 6, 5)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.02)
 
 
 def predictor_pair(pair, image):
@@ -186,17 +206,20 @@ def test_sam_forward_batched(small_pair):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("nq, nk", [(7, 300), (300, 7), (7, 7), (5, 6)])
-def test_decoder_attention_is_multi_head_softmax_attention(dtype, nq, nk):
+@pytest.mark.parametrize("bq, bkv", [(3, 3), (3, 1), (1, 3)])
+def test_decoder_attention_is_multi_head_softmax_attention(dtype, nq, nk, bq, bkv):
     """The decoder's attention on token-major inputs (block-diagonal over the heads, softmax
-    normalised where the tensor is smaller) is per-head softmax(q k^T / sqrt(d)) v."""
+    normalised where the tensor is smaller; a batch of 1 on either side shared by the other
+    side's batch) is per-head softmax(q k^T / sqrt(d)) v."""
     from torchao._models.sam.modeling.transformer import token_attention
 
     g = torch.Generator().manual_seed(nq + nk)
-    heads, d = 8, 16
-    q, k, v = (torch.randn(2, n, heads * d, generator=g) for n in (nq, nk, nk))
-    split = lambda x: x.view(2, -1, heads, d).transpose(1, 2)  # noqa: E731
+    heads, d, b = 8, 16, max(bq, bkv)
+    q = torch.randn(bq, nq, heads * d, generator=g)
+    k, v = (torch.randn(bkv, nk, heads * d, generator=g) for _ in range(2))
+    split = lambda x: x.expand(b, -1, -1).reshape(b, -1, heads, d).transpose(1, 2)  # noqa: E731
     ref = torch.softmax(split(q) @ split(k).transpose(-2, -1) / 4.0, dim=-1) @ split(v)
-    ref = ref.transpose(1, 2).reshape(2, nq, heads * d)
+    ref = ref.transpose(1, 2).reshape(b, nq, heads * d)
     out = token_attention(q.to(dtype), k.to(dtype), v.to(dtype), heads)
     assert out.dtype == dtype and out.shape == ref.shape
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)

@@ -189,9 +189,9 @@ def cast_sam(sam: Sam, dtype: torch.dtype) -> Sam:
 
 
 def cast_predictor(predictor, dtype: torch.dtype):
-    """Cast a SamPredictor's model with :func:`cast_sam`, clear its image and drop its captured
-    encoder graph (it read the old weights; ``optimize()`` captures again). Returns it."""
+    """Cast a SamPredictor's model with :func:`cast_sam`, clear its image and drop its CUDA
+    graphs (they read the old weights; see ``SamPredictor.release_graphs``). Returns it."""
     cast_sam(predictor.model, dtype)
     predictor.reset_image()
-    predictor.captured_encoder = None
+    predictor.release_graphs()
     return predictor

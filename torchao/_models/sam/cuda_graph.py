@@ -20,16 +20,17 @@ class CapturedCall:
     dtypes, device).
 
     A call copies its inputs into the captured input buffers, replays the graph and returns
-    copies of the outputs (:meth:`replay` returns the graph's own output buffers, which the next
-    replay overwrites). ``fn`` must not synchronise with the host; it runs ``warmup`` times on a
-    side stream first, so lazy initialisation (compilation, autotuning, cuBLAS workspaces)
-    happens outside the capture. ``pool``: a ``torch.cuda.graph_pool_handle()`` shared by
-    graphs that never replay concurrently (their scratch memory is then shared).
+    copies of the outputs (:meth:`replay` returns the graph's own output buffers, valid until
+    the next replay of any graph of the same pool). ``fn`` must not synchronise with the host;
+    it runs ``warmup`` times on a side stream first, so lazy initialisation (compilation,
+    autotuning, cuBLAS workspaces) happens outside the capture. ``pool``: a
+    ``torch.cuda.graph_pool_handle()`` shared by graphs that never replay concurrently (their
+    scratch memory is then shared).
 
-    The graph reads the parameters of ``watch`` (default: ``fn`` itself when it is an
-    ``nn.Module``) where they were at capture: a call after they moved (``.to()``, a new dtype
-    or device) raises instead of reading freed memory; an in-place update
-    (``load_state_dict``) is seen by the graph.
+    The graph reads the parameters and buffers of ``watch`` (default: ``fn`` itself when it is
+    an ``nn.Module``) where they were at capture: a call after they moved (``.to()``, a new
+    dtype or device; :meth:`is_stale`) raises instead of reading freed memory; an in-place
+    update (``load_state_dict``) is seen by the graph.
     """
 
     def __init__(
@@ -46,7 +47,8 @@ class CapturedCall:
         self.static_inputs = tuple(x.clone() for x in examples)
         if watch is None:
             watch = [fn] if isinstance(fn, nn.Module) else []
-        self._weights = [(p, _data_ptr(p)) for m in watch for p in m.parameters()]
+        tensors = [t for m in watch for t in (*m.parameters(), *m.buffers())]
+        self._weights = [(t, _data_ptr(t)) for t in tensors]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -64,13 +66,17 @@ class CapturedCall:
             for x, s in zip(xs, self.static_inputs)
         )
 
+    def is_stale(self) -> bool:
+        """Whether a watched parameter or buffer moved since the capture."""
+        return any(_data_ptr(t) != ptr for t, ptr in self._weights)
+
     def replay(self, *xs: torch.Tensor) -> Outputs:
-        """Copy the inputs in, replay; the graph's own outputs (valid until the next replay)."""
+        """Copy the inputs in, replay; the graph's own outputs (see the class docstring)."""
         if not self.accepts(*xs):
             want = [(tuple(s.shape), s.dtype, s.device) for s in self.static_inputs]
             got = [(tuple(x.shape), x.dtype, x.device) for x in xs]
             raise ValueError(f"captured for inputs {want}, got {got}")
-        if any(_data_ptr(p) != ptr for p, ptr in self._weights):
+        if self.is_stale():
             raise RuntimeError(
                 "the captured module's parameters moved since the capture (cast or moved to "
                 "another device); capture it again (SamPredictor.optimize())"

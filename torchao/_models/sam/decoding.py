@@ -46,26 +46,36 @@ def _pad_rows(t: torch.Tensor, rows: int, value: float) -> torch.Tensor:
 class BatchedDecoder:
     """Point prompts of many images through ``sam``'s prompt encoder and mask decoder at once.
 
-    compile_mode: None (eager) or a ``torch.compile`` mode. cuda_graphs (CUDA only): each input
-    shape (prompt bucket, points per prompt, one image or one per prompt, multimask_output) is
-    captured once in a
-    CUDA graph (:class:`CapturedCall`, one memory pool for all of them) and replayed, so a call
-    costs a few copies and one launch instead of a launch per kernel. Compiled or captured,
-    prompt counts are padded to :func:`bucket_size`. Outputs are always fresh tensors (never a
-    graph's buffers).
+    compile_mode: None (eager) or a ``torch.compile`` mode (inductor). cuda_graphs (CUDA only):
+    each input shape (prompt bucket, points per prompt, one image or one embedding per prompt,
+    multimask_output) is captured in a CUDA graph on first use (:class:`CapturedCall`, one
+    memory pool for all of them) and replayed, so a call costs a few copies and one launch
+    instead of a launch per kernel; at most ``max_graphs`` shapes are captured, later new
+    shapes run without a graph, and a graph whose weights moved (a cast) is captured again.
+    Compiled, captured or with ``pad``, prompt counts are padded to :func:`bucket_size`.
+    Outputs are always fresh tensors (never a graph's buffers).
     """
 
     def __init__(
-        self, sam: Sam, compile_mode: str | None = None, cuda_graphs: bool = False
+        self,
+        sam: Sam,
+        compile_mode: str | None = None,
+        cuda_graphs: bool = False,
+        pad: bool = False,
+        max_graphs: int = 16,
     ) -> None:
         if cuda_graphs and compile_mode == "reduce-overhead":
             raise ValueError(
                 "cuda_graphs already replays the decoder from CUDA graphs: use "
                 "compile_mode='default' with it, or cuda_graphs=False"
             )
+        if cuda_graphs and sam.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs the model on a CUDA device, not {sam.device}")
         self.sam = sam
         self.compile_mode = compile_mode
         self.cuda_graphs = cuda_graphs
+        self.max_graphs = max_graphs
+        self._pad = pad
         self._decode = sam.decode
         if compile_mode is not None:
             self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
@@ -77,7 +87,12 @@ class BatchedDecoder:
     @property
     def padded(self) -> bool:
         """Whether prompt counts are padded to buckets (compiled or captured: fixed shapes)."""
-        return self.compile_mode is not None or self.cuda_graphs
+        return self._pad or self.compile_mode is not None or self.cuda_graphs
+
+    def clear_graphs(self) -> None:
+        """Drop every captured graph and its memory pool (they are captured again on use)."""
+        self._graphs.clear()
+        self._pool = None
 
     def _dense_pe(self) -> torch.Tensor:
         """The prompt encoder's get_dense_pe(), computed again only when one of the prompt
@@ -99,10 +114,13 @@ class BatchedDecoder:
         )
 
     def _replay(self, multimask_output: bool, inputs: list[torch.Tensor]):
-        """The captured graph for these inputs' shapes (captured on first use), replayed."""
-        key = (multimask_output,) + tuple((x.shape, x.dtype) for x in inputs)
+        """The captured graph for these inputs' shapes (captured on first use, or again when
+        its weights moved), replayed; past ``max_graphs`` shapes, a plain call."""
+        key = (multimask_output,) + tuple((x.shape, x.dtype, x.device) for x in inputs)
         graph = self._graphs.get(key)
-        if graph is None:
+        if graph is None and len(self._graphs) >= self.max_graphs:
+            return self._run(multimask_output, *inputs)
+        if graph is None or graph.is_stale():
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             modules = (self.sam.prompt_encoder, self.sam.mask_decoder)

@@ -190,11 +190,15 @@ class SamPredictor:
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
         cuda = self.device.type == "cuda"
-        if capture_encoder and encoder_mode == "reduce-overhead":
-            raise ValueError(
-                "capture_encoder already replays the batch-1 encoder from one CUDA graph: use "
-                "encoder_mode='default' with it, or capture_encoder=False"
-            )
+        for capture, mode, name in (
+            (capture_encoder, encoder_mode, "encoder"),
+            (capture_decoder, decoder_mode, "decoder"),
+        ):
+            if capture and mode == "reduce-overhead":
+                raise ValueError(
+                    f"capture_{name} already replays the {name} from CUDA graphs: use "
+                    f"{name}_mode='default' with it, or capture_{name}=False"
+                )
         self.decoder = BatchedDecoder(self.model, decoder_mode, capture_decoder and cuda)
         cast_sam(self.model, dtype)
         if encoder_mode is not None:
@@ -210,6 +214,13 @@ class SamPredictor:
         self.decoder.warm_up(self.features, set(prompt_counts), one_image=True)
         self.reset_image()
         return self
+
+    def release_graphs(self) -> None:
+        """Drop the captured encoder graph and the decoder's graphs (they read the weights where
+        they were; after a cast, ``optimize()`` captures the encoder again and the decoder
+        captures on its next calls)."""
+        self.captured_encoder = None
+        self.decoder.clear_graphs()
 
     def get_image_embedding(self) -> torch.Tensor:
         """The encoder output for the current image: [1, C, He, We]."""

@@ -13,8 +13,8 @@ class MaskDecoder(nn.Module):
     """Predicts masks from image embeddings and prompt embeddings.
 
     image_embeddings [I, C, He, We], image_pe [1, C, He, We], sparse_prompt_embeddings [B, T, C],
-    dense_prompt_embeddings [B, C, He, We]; image_index [B] (long) names each prompt's image, or
-    None when I is 1 or B. Returns masks [B, M, 4 * He, 4 * We] and iou_pred [B, M];
+    dense_prompt_embeddings [B or 1, C, He, We]; image_index [B] (long) names each prompt's
+    image, or None when I is 1 or B. Returns masks [B, M, 4 * He, 4 * We] and iou_pred [B, M];
     M = num_multimask_outputs if multimask_output else 1. Every input has the decoder's dtype
     (``Sam.decode`` casts them: the model's one dtype boundary with ``Sam.preprocess``).
     """
@@ -67,7 +67,7 @@ class MaskDecoder(nn.Module):
             sparse_prompt_embeddings,
             dense_prompt_embeddings,
             image_index,
-            outputs=keep,
+            mask_slice=keep,
         )
         return masks, iou_pred[:, keep]
 
@@ -78,11 +78,11 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         image_index: torch.Tensor | None = None,
-        outputs: slice = slice(None),
+        mask_slice: slice = slice(None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The masks of the mask tokens ``outputs`` selects [B, K, 4He, 4We] (all
-        num_mask_tokens by default; only those are upscaled) and the IoU scores of all of them
-        [B, M+1]."""
+        """The masks of the mask tokens ``mask_slice`` selects [B, K, 4He, 4We] (all
+        num_mask_tokens by default; only those are upscaled) and the IoU scores of all tokens
+        [B, M+1] (cheap; forward slices them too)."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
@@ -107,7 +107,7 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        mlps = list(enumerate(self.output_hypernetworks_mlps))[outputs]
+        mlps = list(enumerate(self.output_hypernetworks_mlps))[mask_slice]
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in mlps], dim=1)
         masks = self.upscaled_masks(src, hyper_in, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
@@ -127,8 +127,9 @@ class MaskDecoder(nn.Module):
         x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
         x = (x @ w2).view(b, h * w * 16, c2) + up2.bias  # rows (i, j, di, dj, ei, ej)
-        if torch.compiler.is_compiling():  # activation and product in one fused reduction:
-            # the activation [B, 16 h w, C / 8], the decoder's largest tensor, is never written
+        if torch.compiler.is_compiling():  # for inductor (torch.compile's default backend):
+            # activation and product as one fused reduction, so the activation
+            # [B, 16 h w, C / 8], the decoder's largest tensor, is never written
             masks = (act2(x)[:, :, None, :] * hyper_in[:, None, :, :]).sum(dim=-1)
         else:  # eagerly, that form would materialise a [B, 16 h w, M, C / 8] product
             masks = act2(x) @ hyper_in.transpose(1, 2)

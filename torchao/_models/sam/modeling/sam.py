@@ -84,6 +84,8 @@ class Sam(nn.Module):
             # normalised in the positional encoding's own dtype)
             mask_input = mask_input.to(_dtype_of(self.prompt_encoder))
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        if mask_input is None:  # one dense embedding for every prompt: cast it once, and the
+            dense = dense[:1]  # decoder keeps one image's keys shared (see MaskDecoder)
         image_pe = self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe
         dtype = _dtype_of(self.mask_decoder)  # the decoder's inputs are cast here only
         return self.mask_decoder(

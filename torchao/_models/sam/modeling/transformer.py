@@ -152,6 +152,8 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     expanded to the other side's batch."""
     if a.shape[0] == b.shape[0]:
         return a @ b
+    if 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"batches {a.shape[0]} and {b.shape[0]} do not broadcast")
     if b.shape[0] == 1:
         batch, m, k = a.shape
         return (a.reshape(batch * m, k) @ b[0]).view(batch, m, -1)
@@ -181,7 +183,7 @@ def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
         weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
         out = _batched_matmul(weights.to(v.dtype), v).float()
         out = out / weights.sum(dim=-1, keepdim=True)
-        out = out.view(qb.shape[0], heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
+        out = out.view(out.shape[0], heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
         return out.sum(dim=1).to(v.dtype)
     # few keys: scores [B, Nq, heads * Nk], softmax within each head's Nk columns
     scores = _batched_matmul(q, _block_diagonal(k, heads).transpose(1, 2)).float() * scale
