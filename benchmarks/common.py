@@ -62,6 +62,18 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> floa
     return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
+def profiled_call(fn: Callable[[], object]) -> torch.profiler.profile:
+    """One call of ``fn`` (after an untimed warm call) under torch.profiler, CPU and CUDA
+    activities, synchronised: the profile to read events or tables from."""
+    fn()
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return prof
+
+
 def first_call_s(fn: Callable[[], object]) -> float:
     """Wall time of one synchronised call: compile / autotune time on a cold call."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)

@@ -22,7 +22,7 @@ import torch
 from torch.autograd import DeviceType
 
 from benchmarks.bench_e2e import IMAGE_HW, first_batch
-from benchmarks.common import gpu_environment, median_ms
+from benchmarks.common import gpu_environment, median_ms, profiled_call
 from torchao._models.sam import (
     SamAutomaticMaskGenerator,
     SamPredictor,
@@ -49,12 +49,7 @@ def kind_of(name: str) -> str:
 
 def profile_region(fn: Callable[[], object], path: str) -> dict[str, float]:
     """One call of fn under torch.profiler (after a warm call): GPU time by kernel kind."""
-    fn()
-    torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=acts) as prof:
-        fn()
-        torch.cuda.synchronize()
+    prof = profiled_call(fn)
     by_kind: dict[str, float] = defaultdict(float)
     launches = 0
     for e in prof.events():

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from benchmarks.bench_encoder import build_encoder
-from benchmarks.common import NO_BIAS_FLOOR, median_ms, schema_row, write_rows
+from benchmarks.common import NO_BIAS_FLOOR, median_ms, profiled_call, schema_row, write_rows
 from torchao._models.sam.compress import COMPRESS_OPTIONS, apply_compression
 from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
@@ -92,13 +92,7 @@ def breakdown(events: Iterable) -> dict[str, tuple[float, int]]:
 
 def profile_batch(fn: Callable[[], object]) -> dict[str, tuple[float, int]]:
     """One profiled call of ``fn`` (after a warm call): :func:`breakdown` of its events."""
-    fn()
-    torch.cuda.synchronize()
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=activities) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return breakdown(prof.events())
+    return breakdown(profiled_call(fn).events())
 
 
 def rows_for(key: dict[str, object], parts: dict[str, tuple[float, int]], batch_ms: float):
