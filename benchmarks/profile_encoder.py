@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -90,11 +90,6 @@ def breakdown(events: Iterable) -> dict[str, tuple[float, int]]:
     return {c: (totals[c][0], int(totals[c][1])) for c in CATEGORIES if c in totals}
 
 
-def profile_batch(fn: Callable[[], object]) -> dict[str, tuple[float, int]]:
-    """One profiled call of ``fn`` (after a warm call): :func:`breakdown` of its events."""
-    return breakdown(profiled_call(fn).events())
-
-
 def rows_for(key: dict[str, object], parts: dict[str, tuple[float, int]], batch_ms: float):
     """One row per category (all of them, 0 where nothing ran), shares of the kernel total."""
     total = sum(ms for ms, _ in parts.values()) or 1.0
@@ -125,7 +120,7 @@ def profile_case(model: str, backend: str, compress: str, batch: int) -> list[di
 
     batch_ms = median_ms(fn, reps=10)
     key = dict(model=model, batch=batch, backend=backend, compress=compress)
-    return rows_for(key, profile_batch(fn), batch_ms)
+    return rows_for(key, breakdown(profiled_call(fn).events()), batch_ms)
 
 
 def main(argv: list[str] | None = None) -> None:

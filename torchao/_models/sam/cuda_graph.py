@@ -29,7 +29,8 @@ class CapturedCall:
 
     The graph reads the parameters and buffers of ``watch`` (default: ``fn`` itself when it is
     an ``nn.Module``) where they were at capture: a call after they moved (``.to()``, a new
-    dtype or device; :meth:`is_stale`) raises instead of reading freed memory; an in-place
+    dtype or device; :meth:`is_stale`) raises instead of reading freed memory (a decoder
+    graph is captured again instead, see ``BatchedDecoder``); an in-place
     update (``load_state_dict``) is seen by the graph.
     """
 
@@ -71,22 +72,23 @@ class CapturedCall:
         return any(_data_ptr(t) != ptr for t, ptr in self._weights)
 
     def replay(self, *xs: torch.Tensor) -> Outputs:
-        """Copy the inputs in, replay; the graph's own outputs (see the class docstring)."""
+        """Copy the inputs in, replay; the graph's own outputs (see the class docstring). The
+        caller checks :meth:`is_stale` first (a call of the object does)."""
         if not self.accepts(*xs):
             want = [(tuple(s.shape), s.dtype, s.device) for s in self.static_inputs]
             got = [(tuple(x.shape), x.dtype, x.device) for x in xs]
             raise ValueError(f"captured for inputs {want}, got {got}")
-        if self.is_stale():
-            raise RuntimeError(
-                "the captured module's parameters moved since the capture (cast or moved to "
-                "another device); capture it again (SamPredictor.optimize())"
-            )
         for s, x in zip(self.static_inputs, xs):
             s.copy_(x)
         self.graph.replay()
         return self.static_output
 
     def __call__(self, *xs: torch.Tensor) -> Outputs:
+        if self.is_stale():
+            raise RuntimeError(
+                "the captured module's parameters moved since the capture (cast or moved to "
+                "another device); capture it again (SamPredictor.optimize())"
+            )
         out = self.replay(*xs)
         if isinstance(out, torch.Tensor):
             return out.clone()
