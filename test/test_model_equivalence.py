@@ -224,3 +224,23 @@ def test_decoder_attention_is_multi_head_softmax_attention(dtype, nq, nk, bq, bk
     assert out.dtype == dtype and out.shape == ref.shape
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(out.float(), ref, **tol)
+
+
+@pytest.mark.parametrize("image_batch", [1, 3])
+def test_folded_cross_attention_equals_projected_attention(image_batch):
+    """The decoder's cross attentions with the image side's projections folded into the
+    tokens' side equal Attention.forward on image + pe, for one image shared by every prompt
+    and for one image per prompt."""
+    from torchao._models.sam.modeling.transformer import Attention
+
+    torch.manual_seed(image_batch)
+    attn = Attention(256, 8, downsample_rate=2)
+    for p in attn.parameters():  # nonzero biases, so the folds of the biases are tested too
+        torch.nn.init.normal_(p, std=0.1)
+    tokens = torch.randn(3, 7, 256)
+    image, pe = torch.randn(image_batch, 300, 256), torch.randn(1, 300, 256)
+    with torch.no_grad():
+        expected = attn(q=tokens, k=(image + pe).expand(3, -1, -1), v=image.expand(3, -1, -1))
+        torch.testing.assert_close(attn.tokens_to_image(tokens, image, pe), expected)
+        expected = attn(q=(image + pe).expand(3, -1, -1), k=tokens + 1.0, v=tokens)
+        torch.testing.assert_close(attn.image_to_tokens(image, pe, tokens + 1.0, tokens), expected)

@@ -56,8 +56,8 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, query_pe=point_embedding, key_pe=key_pe)
-        attn_out = self.final_attn_token_to_image(
-            q=queries + point_embedding, k=keys + key_pe, v=keys
+        attn_out = self.final_attn_token_to_image.tokens_to_image(
+            queries + point_embedding, keys, key_pe
         )
         queries = self.norm_final_attn(queries + attn_out)
         return queries, keys
@@ -104,12 +104,14 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q=q, k=q, v=queries)
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q=q, k=k, v=keys))
+        attn_out = self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, keys, key_pe)
+        queries = self.norm2(queries + attn_out)
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        attn_out = self.cross_attn_image_to_token.image_to_tokens(
+            keys, key_pe, queries + query_pe, queries
+        )
+        keys = self.norm4(keys + attn_out)
         return queries, keys
 
 
@@ -127,10 +129,67 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.scale = 1.0 / math.sqrt(self.internal_dim // num_heads)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = token_attention(self.q_proj(q), self.k_proj(k), self.v_proj(v), self.num_heads)
         return self.out_proj(out)
+
+    # The cross attentions below equal forward() with the image side's projections folded
+    # into the few tokens' side: (x W^T) y^T = x (y W)^T, and P (x W^T + b) = (P x) W^T + b
+    # for rows of P that sum to 1. The image side [B or 1, N, C] goes into the matmuls as it
+    # is: no [B, N, C / rate] projection of it is written, nor image + pe per prompt.
+
+    def tokens_to_image(
+        self, q: torch.Tensor, image: torch.Tensor, image_pe: torch.Tensor
+    ) -> torch.Tensor:
+        """forward(q, image + image_pe, image): tokens q [B, T, C] attend to the positions
+        image [B or 1, N, C], image_pe [1, N, C] added to the keys only -> [B, T, C]."""
+        heads, t = self.num_heads, q.shape[1]
+        qb = _block_diagonal(self.q_proj(q), heads)  # [B, heads * T, Ci]
+        # k_proj's bias adds one constant to each row of scores, which softmax ignores
+        qk = qb @ self.k_proj.weight  # [B, heads * T, C]
+        scores = _image_product(image, image_pe, qk, image_first=False) * self.scale
+        weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))  # [B, heads * T, N]
+        pooled = _batched_matmul(weights.to(image.dtype), image).float()
+        pooled = (pooled / weights.sum(dim=-1, keepdim=True)).to(image.dtype)
+        values = self.v_proj(pooled)  # [B, heads * T, Ci]: row (h, t) holds head h's channels
+        ci = values.shape[-1]
+        values = values.view(-1, heads, t, ci) * _head_mask(heads, ci, values)[None, :, None]
+        return self.out_proj(values.sum(dim=1))
+
+    def image_to_tokens(
+        self, image: torch.Tensor, image_pe: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """forward(image + image_pe, k, v): the positions image [B or 1, N, C], image_pe
+        [1, N, C] added to the queries only, attend to tokens k, v [B, T, C] -> [B, N, C]."""
+        heads, t = self.num_heads, k.shape[1]
+        kb = _block_diagonal(self.k_proj(k), heads)  # [B, heads * T, Ci]
+        kq = kb @ self.q_proj.weight  # [B, heads * T, C]
+        scores = _image_product(image, image_pe, kq, image_first=True)  # [B, N, heads * T]
+        scores = (scores + (kb @ self.q_proj.bias).float()[:, None]) * self.scale
+        scores = scores.view(scores.shape[0], -1, heads, t)
+        weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).flatten(2)
+        vo = _block_diagonal(self.v_proj(v), heads) @ self.out_proj.weight.t()  # [B, heads*T, C]
+        return _batched_matmul(weights.to(vo.dtype), vo) + self.out_proj.bias
+
+
+def _image_product(
+    image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor, image_first: bool
+) -> torch.Tensor:
+    """(image + image_pe) @ tokens^T [B, N, M] (image_first) or tokens @ (image + image_pe)^T
+    [B, M, N], in fp32, for image [B or 1, N, C], image_pe [1, N, C], tokens [B, M, C]. With
+    one image for all B the sum is formed once; else each term is its own product."""
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        if image_first:
+            return _batched_matmul(x, tokens.transpose(1, 2)).float()
+        return _batched_matmul(tokens, x.transpose(1, 2)).float()
+
+    if image.shape[0] == 1:
+        return product(image + image_pe)
+    return product(image) + product(image_pe)
 
 
 def _head_mask(heads: int, width: int, like: torch.Tensor) -> torch.Tensor:
