@@ -12,6 +12,8 @@ better come from the producers' schemas (``benchmarks.schemas``), as in ``check_
 - encoder: img/s grouped by backend, one bar per compile_mode;
 - compress: img/s grouped by (run, inductor_flags), one bar per compress option, each labelled
   with its ratio to the uncompressed bf16 row (``compress=none``) of its group;
+- encoder_profile: kernel ms of one encoder batch grouped by (backend, compress), one bar per
+  category;
 - e2e: one group per (model, implementation), a panel of encoder_img_s and e2e_img_s bars and a
   panel of the predict and set_image latencies.
 Rows whose status is not ``ok`` (timeouts, errors) are listed on stderr, not drawn. Key columns
@@ -75,6 +77,7 @@ PLOTS: dict[str, PlotSpec] = {
                          floor=("compress", "none")),
     "amg": PlotSpec("model", ("crop_n_layers", "thresholds"), ("implementation", "dtype"), "img_s",
                     floor=("implementation", "official")),
+    "encoder_profile": PlotSpec("model", ("backend", "compress"), ("category",), "ms"),
 }  # fmt: skip
 # Kinds drawn as several metric columns per row: one panel per column list, a bar per column.
 METRIC_PANELS: dict[str, tuple[tuple[str, ...], ...]] = {

@@ -19,6 +19,7 @@ PRODUCERS = (
     "benchmarks.bench_fp8_quant",
     "benchmarks.bench_e2e",
     "benchmarks.bench_amg",
+    "benchmarks.profile_encoder",
 )
 
 

@@ -220,3 +220,24 @@ def test_e2e_csv_gives_throughput_and_latency_panels(tmp_path, bar_labels, capsy
     assert len(bar_labels) == 6 * 2 + 4 * 3
     err = capsys.readouterr().err
     assert "not drawn" in err and "error: RuntimeError: dtype" in err
+
+
+def test_encoder_profile_csv_gives_one_bar_per_category(tmp_path, bar_labels):
+    """profile_encoder's rows: a group per (backend, compress), a bar per kernel category."""
+    from benchmarks import profile_encoder
+
+    parts = {"attention": (13.5, 36), "matmul": (16.1, 100), "layout": (1.5, 27)}
+    key = dict(model="vit_b", batch=16, backend="auto", compress="none")
+    rows = profile_encoder.rows_for(key, parts, batch_ms=43.7)
+    for row in rows:
+        row["gpu_name"] = "NVIDIA H200"
+    path = tmp_path / "encoder_profile.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=profile_encoder.SCHEMA.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = plot_results.load_table(str(path))
+    assert plot_results.detect_schema(table) is schema_named("encoder_profile")
+    out = plot_results.plot_table(table, tmp_path)
+    assert_valid_png(out)
+    assert {"13.5", "16.1", "1.5"} <= set(bar_labels)
