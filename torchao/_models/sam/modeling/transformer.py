@@ -12,8 +12,8 @@ from torchao._models.sam.modeling.common import MLPBlock
 
 class TwoWayTransformer(nn.Module):
     """image_embedding [B or 1, C, H, W], image_pe [B or 1, C, H, W]; point_embedding
-    [B, T, C]. A batch of 1 is shared by the B prompts (the first layer's image-side
-    projections then run once, not B times).
+    [B, T, C]. A batch of 1 is shared by the B prompts: the cross attentions take it into
+    their matmuls as it is, never expanded, until the first layer makes the keys per prompt.
 
     Returns (queries [B, T, C], keys [B, H*W, C]).
     """
@@ -223,9 +223,9 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head softmax(q k^T / sqrt(d)) v on token-major [B, N, C] inputs (C = heads * d)
-    -> [B, Nq, C], for the decoder's skewed shapes: a few prompt tokens against 64x64 image
-    positions, or the reverse. The image side may have a batch of 1 for B prompts (one
-    image's keys before the first layer makes them per prompt): it is never expanded.
+    -> [B, Nq, C] on projected inputs: the decoder's token self-attention (``forward``) and
+    the reference the folded cross attentions are tested against. Either side may have a
+    batch of 1 for B on the other: it is never expanded.
 
     The short side (N of 7 tokens or so) is expanded block-diagonally over the heads
     (:func:`_block_diagonal`), so each product is one plain matmul on the long side's
