@@ -222,32 +222,20 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head softmax(q k^T / sqrt(d)) v on token-major [B, N, C] inputs (C = heads * d)
-    -> [B, Nq, C] on projected inputs: the decoder's token self-attention (``forward``) and
-    the reference the folded cross attentions are tested against. Either side may have a
-    batch of 1 for B on the other: it is never expanded.
+    """Multi-head softmax(q k^T / sqrt(d)) v on projected token-major [B, N, C] inputs
+    (C = heads * d) -> [B, Nq, C]: the decoder's token self-attention (``forward``) and the
+    reference the folded cross attentions are tested against. Either side may have a batch of
+    1 for B on the other: it is never expanded.
 
-    The short side (N of 7 tokens or so) is expanded block-diagonally over the heads
-    (:func:`_block_diagonal`), so each product is one plain matmul on the long side's
-    token-major tensor as the projections wrote it: no head split, no transposed copy of the
-    4096-position side, and no fused SDPA kernel padding 7 tokens to a whole tile. The extra
-    multiplications by zero cost heads x the (tiny) short side. Softmax in fp32; it is
-    normalised where the tensor is smaller (after the matmul with v for few queries), written
-    out so that inductor does not rewrite it into SDPA."""
-    nq, nk, c = q.shape[1], k.shape[1], q.shape[2]
-    scale = 1.0 / math.sqrt(c // heads)
-    if nq <= nk:  # few queries: scores [B, heads * Nq, Nk], one row per (head, query)
-        qb = _block_diagonal(q, heads)
-        scores = _batched_matmul(qb, k.transpose(1, 2)).float() * scale
-        weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-        out = _batched_matmul(weights.to(v.dtype), v).float()
-        out = out / weights.sum(dim=-1, keepdim=True)
-        out = out.view(out.shape[0], heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
-        return out.sum(dim=1).to(v.dtype)
-    # few keys: scores [B, Nq, heads * Nk], softmax within each head's Nk columns
-    scores = _batched_matmul(q, _block_diagonal(k, heads).transpose(1, 2)).float() * scale
-    b = scores.shape[0]
-    scores = scores.view(b, nq, heads, nk)
+    q is expanded block-diagonally over the heads (:func:`_block_diagonal`), so each product
+    is one plain matmul on token-major tensors: no head split, and no fused SDPA kernel
+    padding a few tokens to a whole tile. Softmax in fp32, normalised after the matmul with v
+    (written out so that inductor does not rewrite it into SDPA)."""
+    nq, c = q.shape[1], q.shape[2]
+    qb = _block_diagonal(q, heads)  # scores [B, heads * Nq, Nk]: one row per (head, query)
+    scores = _batched_matmul(qb, k.transpose(1, 2)).float() / math.sqrt(c // heads)
     weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
-    weights = (weights / weights.sum(dim=-1, keepdim=True)).view(b, nq, heads * nk)
-    return _batched_matmul(weights.to(v.dtype), _block_diagonal(v, heads))
+    out = _batched_matmul(weights.to(v.dtype), v).float()
+    out = out / weights.sum(dim=-1, keepdim=True)
+    out = out.view(out.shape[0], heads, nq, c) * _head_mask(heads, c, out)[None, :, None]
+    return out.sum(dim=1).to(v.dtype)
