@@ -308,14 +308,15 @@ def test_results_do_not_depend_on_points_per_batch(real_pair, disk_model):
 
 
 def test_chunk_sizes(real_pair):
-    """All points in one decoder call when they fit the budget, else a power of 4 (the prompt
-    counts a compiled decoder pads to), never fewer than points_per_batch."""
+    """All points in one decoder call when they fit the budget, else the largest prompt-count
+    bucket that fits (the counts a compiled decoder pads to), never fewer than
+    points_per_batch."""
     gen = SamAutomaticMaskGenerator(real_pair[1], points_per_batch=8)
     per_point = 80 * 64**2 * 4  # the decoder term: fp32 model, S = 256, a small crop
     assert gen._chunk_points((64, 96), 1024, per_point * 1024) == 1024
-    assert gen._chunk_points((64, 96), 1024, per_point * 1023) == 256
+    assert gen._chunk_points((64, 96), 1024, per_point * 1023) == 768
     assert gen._chunk_points((64, 96), 1024, per_point * 300) == 256
-    assert gen._chunk_points((64, 96), 1024, per_point * 63) == 16
+    assert gen._chunk_points((64, 96), 1024, per_point * 63) == 48
     assert gen._chunk_points((64, 96), 1024, per_point * 5) == 8  # points_per_batch
     assert gen._chunk_points((64, 96), 100, per_point * 5000) == 100
     assert gen._chunk_points((64, 96), 64, 0) == 8  # chunk_bytes=0

@@ -12,22 +12,18 @@ from torchao._models.sam import SamPredictor
 from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.decoding import BatchedDecoder, bucket_size, select_best
 from torchao._models.sam.eval.data import Batch
-from torchao._models.sam.eval.step import model_step
+from torchao._models.sam.eval.step import model_step, preprocess_batch
 
 TOL = dict(atol=1e-4, rtol=0)
 
 
 def test_bucket_sizes():
-    assert [bucket_size(n) for n in (1, 2, 4, 5, 16, 17, 1024, 1025)] == [
-        1,
-        4,
-        4,
-        16,
-        16,
-        64,
-        1024,
-        2048,
-    ]
+    counts = (1, 2, 4, 5, 16, 17, 45, 49, 200, 1024, 1025)
+    assert [bucket_size(n) for n in counts] == [1, 4, 4, 16, 16, 24, 48, 64, 256, 1024, 2048]
+
+
+def test_buckets_pad_by_at_most_a_third_from_16_to_the_largest():
+    assert all(bucket_size(n) <= max(16, 1.5 * n) for n in range(1, 1025))
 
 
 def test_sam_forward_decodes_images_of_one_prompt_kind_together(small_pair):
@@ -105,6 +101,24 @@ def test_eval_step_equals_the_per_image_path(small_pair, padded):
     got = model_step(sam, decoder, batch, torch.device("cpu"))
     for g, ref in zip(got, per_image_masks(sam, batch)):
         assert g.shape == ref.shape and torch.equal(g, ref)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_batch_preprocess_equals_the_official_per_image_preprocess(small_pair, compiled):
+    """The step's one-call preprocess (eager, or compiled as one kernel) gives what the
+    official preprocess of each image, cut to its resized size, gives: pixels outside that
+    area (here random, not zero) become zero."""
+    official, ours = small_pair
+    side = ours.image_encoder.img_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, side, side - 16), generator=g, dtype=torch.uint8)
+    sizes = [(side, side - 40), (side - 96, side - 16), (side, side - 16)]
+    got = preprocess_batch(ours, images, sizes, compiled)
+    ref = torch.cat(
+        [official.preprocess(x[None, :, :h, :w].float()) for x, (h, w) in zip(images, sizes)]
+    )
+    assert got.shape == (3, 3, side, side)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
 
 
 def test_select_best_takes_the_highest_predicted_iou():

@@ -59,13 +59,14 @@ class SamAutomaticMaskGenerator:
 
     Speed and memory (keyword-only extras):
       chunk_bytes: the memory one decoder call may use. Each call prompts all points of the
-        crop if they fit, else ``max(points_per_batch, n)`` points, n the largest power of 4 that
-        fits (a compiled predictor decoder pads prompt counts to powers of 4, so other counts
-        would waste work). One point (3 masks) costs at most the largest of: 12 * (S^2 + h * w)
-        bytes, the fp32 logits at S x S and at crop size h x w while the masks that pass the IoU
-        filter are upscaled (S: the encoder's input size); 30 * h * w, the logits, the stability
-        score's temporaries and bool masks; 80 * (S / 4)^2 * itemsize, the decoder's
-        activations. One call peaks near chunk_bytes (all masks pass a threshold of 0).
+        crop if they fit, else ``max(points_per_batch, n)`` points, n the largest prompt-count
+        bucket that fits (``decoding.PROMPT_BUCKETS``: a compiled predictor decoder pads prompt
+        counts to those, so other counts would waste work). One point (3 masks) costs at most
+        the largest of: 12 * (S^2 + h * w) bytes, the fp32 logits at S x S and at crop size
+        h x w while the masks that pass the IoU filter are upscaled (S: the encoder's input
+        size); 30 * h * w, the logits, the stability score's temporaries and bool masks;
+        80 * (S / 4)^2 * itemsize, the decoder's activations. One call peaks near chunk_bytes
+        (all masks pass a threshold of 0).
         Default (None): half of the CUDA device's free memory when generate_batch starts,
         1 GiB on the CPU; 0 decodes exactly ``points_per_batch`` points at once. Chunking
         changes no result (every filter is per mask, NMS runs over the whole crop), up to the

@@ -15,7 +15,9 @@ import torch
 from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.modeling.sam import Sam
 
-PROMPT_BUCKETS = (1, 4, 16, 64, 256, 1024)
+# powers of 4 up to 16, then two steps an octave (x1.5, x4/3): from 16 on, at most a third of
+# a decode is padding
+PROMPT_BUCKETS = (1, 4, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
 def bucket_size(n: int) -> int:

@@ -127,15 +127,10 @@ class MaskDecoder(nn.Module):
         x = act1(F.layer_norm(x, (c1,), norm.weight, norm.bias, norm.eps))
         w2 = up2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
         x = (x @ w2).view(b, h * w * 16, c2) + up2.bias  # rows (i, j, di, dj, ei, ej)
-        if torch.compiler.is_compiling():  # for inductor (torch.compile's default backend):
-            # activation and product as one fused reduction, so the activation
-            # [B, 16 h w, C / 8], the decoder's largest tensor, is never written
-            masks = (act2(x)[:, :, None, :] * hyper_in[:, None, :, :]).sum(dim=-1)
-        else:  # eagerly, that form would materialise a [B, 16 h w, M, C / 8] product
-            masks = act2(x) @ hyper_in.transpose(1, 2)
-        masks = masks.view(b, h, w, 2, 2, 2, 2, m)
+        masks = hyper_in @ act2(x).transpose(1, 2)  # [B, M, 16 h w]
+        masks = masks.view(b, m, h, w, 2, 2, 2, 2)
         # mask row 4i + 2di + ei, column 4j + 2dj + ej
-        return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, m, 4 * h, 4 * w)
+        return masks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, m, 4 * h, 4 * w)
 
 
 class MLP(nn.Module):

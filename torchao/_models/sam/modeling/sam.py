@@ -13,6 +13,16 @@ from torchao._models.sam.modeling.mask_decoder import MaskDecoder
 from torchao._models.sam.modeling.prompt_encoder import PromptEncoder
 
 
+def normalize_and_pad(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, side: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """[B, 3, H, W] (0..255) -> (x - mean) / std in fp32, zero-padded to [B, 3, side, side] at
+    the bottom and right, in ``dtype``: the official preprocessing."""
+    x = (x.float() - mean.float()) / std.float()
+    x = F.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
+    return x.to(dtype)
+
+
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
@@ -41,11 +51,10 @@ class Sam(nn.Module):
 
         Normalisation runs in fp32; the result has the encoder's dtype.
         """
-        mean, std = self.pixel_mean.float(), self.pixel_std.float()
-        x = (x.float() - mean) / std
-        size = self.image_encoder.img_size
-        x = F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
-        return x.to(self.image_encoder.patch_embed.proj.weight.dtype)
+        dtype = self.image_encoder.patch_embed.proj.weight.dtype
+        return normalize_and_pad(
+            x, self.pixel_mean, self.pixel_std, self.image_encoder.img_size, dtype
+        )
 
     def postprocess_masks(
         self,
