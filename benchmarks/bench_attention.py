@@ -2,8 +2,10 @@
 
 For each model (vit_b / vit_l / vit_h), layer kind (global 64x64 grid, windowed 14x14 grid) and
 batch size, every backend runs from the same inputs (``common.attention_inputs``: q, k, v as
-views of one qkv projection, rel_h, rel_w), bias preparation included. ``sdpa_nobias`` (plain
-SDPA, no bias) is the floor. Writes one CSV row per (model, layer, batch, backend); see --out.
+views of one qkv projection; the rel-pos tables), bias preparation included: each backend
+starts from the tables as the encoder's attention does (``rel_pos_attention_from_tables``: the
+rel_h / rel_w einsums, or flash_4's table products). ``sdpa_nobias`` (plain SDPA, no bias) is
+the floor. Writes one CSV row per (model, layer, batch, backend); see --out.
 
     python -m benchmarks.bench_attention --out benchmarks/results/attention.csv
 """
@@ -25,7 +27,7 @@ from benchmarks.common import (
     peak_mem_mib,
     write_rows,
 )
-from torchao._models.sam.attention import rel_pos_attention
+from torchao._models.sam.attention import rel_pos_attention_from_tables
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
 KEYS = ("model", "layer", "batch", "backend")
@@ -42,10 +44,10 @@ LAYERS = tuple(attention_shapes("vit_b"))  # global, window
 BACKENDS = [NO_BIAS_FLOOR, "sdpa_bias", "sdpa_aug", "flash_4", "flex"]
 
 
-def backend_fn(name: str, q, k, v, rel_h, rel_w):
+def backend_fn(name: str, q, k, v, table_h, table_w):
     if name == NO_BIAS_FLOOR:
         return lambda: F.scaled_dot_product_attention(q, k, v)
-    return lambda: rel_pos_attention(q, k, v, rel_h, rel_w, backend=name)
+    return lambda: rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name)
 
 
 def measure(name: str, inputs, reps: int) -> dict[str, float]:
@@ -77,7 +79,7 @@ def make_row(model, layer, batch, q, name, r, floor, env) -> dict[str, object]:
 
 
 def bench_case(model, layer, batch, backends, dtype, reps) -> list[dict[str, object]]:
-    inputs = attention_inputs(model, layer, batch, dtype)
+    inputs = attention_inputs(model, layer, batch, dtype, tables=True)
     results = {}
     for name in backends:
         try:

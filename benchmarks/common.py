@@ -31,14 +31,22 @@ def attention_shapes(model: str) -> dict[str, tuple[int, int, int, int]]:
     }
 
 
-def attention_inputs(model: str, layer: str, batch: int, dtype: torch.dtype, seed: int = 0):
+def attention_inputs(
+    model: str, layer: str, batch: int, dtype: torch.dtype, seed: int = 0, tables: bool = False
+):
     """q, k, v [B', H, N, D] as views of one qkv projection (the encoder's layout), rel_h,
-    rel_w [B', H, N, side]; B' = batch * windows per image."""
+    rel_w [B', H, N, side]; B' = batch * windows per image. With ``tables``: the rel-pos
+    tables [2 side - 1, D] (random, std 0.3) in place of rel_h, rel_w."""
     windows, side, heads, d = attention_shapes(model)[layer]
     b, n = batch * windows, side * side
     g = torch.Generator(device="cuda").manual_seed(seed)
     qkv = torch.randn(b, n, 3, heads, d, device="cuda", dtype=dtype, generator=g)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if tables:
+        table_h, table_w = (
+            (0.3 * torch.randn(2 * side - 1, d, device="cuda", generator=g)).to(dtype) for _ in "hw"
+        )
+        return q, k, v, table_h, table_w
     rel_h = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
     rel_w = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
     return q, k, v, rel_h, rel_w

@@ -8,9 +8,9 @@ cudaProfilerStop. Before each range it launches one tiny Triton kernel, ``MARKER
 the range, so that kernels can also be mapped to ranges by launch order when a report has no NVTX
 data. The launch order is printed and written to ``--meta`` with the GPU and library versions.
 
-Inputs are ``common.attention_inputs`` (q, k, v as views of one qkv projection) and backend
-calls are bench_attention's (``floor`` is its ``sdpa_nobias``). Run it under ncu with
-benchmarks/profile_attention_ncu.sh:
+Inputs are ``common.attention_inputs`` (q, k, v as views of one qkv projection, the rel-pos
+tables) and backend calls are bench_attention's (``floor`` is its ``sdpa_nobias``). Run it under
+ncu with benchmarks/profile_attention_ncu.sh:
 
     python -m benchmarks.profile_attention --shapes vit_b_global,vit_b_window \
         --backends floor,flash_4,flex --dtype bfloat16 --meta OUT/meta.json
@@ -80,7 +80,7 @@ def build_cases(
     """Inputs per shape (shared by its backends) and one call per (shape, backend)."""
     cases = []
     for shape in shapes:
-        inputs = attention_inputs(*split_shape(shape), batch, dtype)
+        inputs = attention_inputs(*split_shape(shape), batch, dtype, tables=True)
         for name in backends:
             cases.append(Case(shape, name, inputs, backend_fn(BACKENDS[name], *inputs)))
     return cases
@@ -136,9 +136,17 @@ def profile(cases: list[Case], marker: Callable[[], None]) -> None:
 
 def flash_4_configs(cases: list[Case]) -> dict[str, str]:
     """The tile config flash_4 chose per shape (autotuned during warm-up or read from cache)."""
-    from torchao._models.sam.attention.flash4 import choose_config
+    from torchao._models.sam.attention.flash4 import choose_tables_config
+    from torchao._models.sam.attention.flash4_kernel import table_products
 
-    return {c.shape: choose_config(*c.inputs).name() for c in cases if c.backend == "flash_4"}
+    chosen = {}
+    for c in cases:
+        if c.backend == "flash_4":
+            q, k, v, table_h, table_w = c.inputs
+            grid = ((table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2)
+            products = table_products(q, table_h, table_w)
+            chosen[c.shape] = choose_tables_config(q, k, v, *products, *grid).name()
+    return chosen
 
 
 def write_meta(path: str, args: argparse.Namespace, cases: list[Case], skipped: dict) -> None:

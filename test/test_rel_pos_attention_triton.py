@@ -20,8 +20,11 @@ from torchao._models.sam.attention import (
     UnsupportedInputError,
     flash4,
     flash4_kernel,
+    materialize_bias,
     reference_rel_pos_attention,
+    rel_pos_terms,
 )
+from torchao._models.sam.attention.contract import check_tables
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -148,6 +151,79 @@ def test_kernel_under_triton_interpreter():
     assert not bad, bad
 
 
+TABLES_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from torchao._models.sam.attention import flash4_kernel, rel_pos_terms
+    from torchao._models.sam.attention import reference_rel_pos_attention
+    cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72)]
+    errs = []
+    for cfg in flash4_kernel.CONFIGS:
+        for i, (b, h, kh, kw, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            qkv = torch.randn(b, kh * kw, 3, h, d, generator=g).half()
+            q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+            table_h = (torch.randn(2 * kh - 1, d, generator=g) * 0.3).half()
+            table_w = (torch.randn(2 * kw - 1, d, generator=g) * 0.3).half()
+            out = flash4_kernel.run_tables_with_config(q, k, v, table_h, table_w, cfg)
+            rel = [t.float() for t in rel_pos_terms(q, table_h, table_w)]
+            ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), *rel)
+            errs.append([cfg.name(), [b, h, kh, kw, d], (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_kernel_from_table_products_under_triton_interpreter():
+    """The kernel reading rel_h, rel_w out of q's table products (negative strides, per-row
+    offsets): every config and bias mode, D = 64/72/80, tails, batch > 1, qkv views."""
+    errs = interpreter_result(TABLES_SCRIPT, timeout=180)
+    assert len(errs) == 4 * len(flash4_kernel.CONFIGS)
+    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("grid", [(14, 14), (3, 5), (8, 2)])
+def test_table_products_hold_the_official_rel_pos_terms(grid):
+    """Reading the products as the kernel does gives the official einsums' rel_h, rel_w."""
+    kh, kw = grid
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, kh * kw, 16, generator=g)
+    table_h, table_w = torch.randn(2 * kh - 1, 16, generator=g), torch.randn(2 * kw - 1, 16)
+    p_h, p_w = flash4_kernel.table_products(q, table_h, table_w)
+    i, k_h, k_w = torch.arange(kh * kw)[:, None], torch.arange(kh), torch.arange(kw)
+    rel_h = p_h[..., i, i // kw - k_h + kh - 1]
+    rel_w = p_w[..., i, i % kw - k_w + kw - 1]
+    ref_h, ref_w = rel_pos_terms(q, table_h, table_w)
+    torch.testing.assert_close(rel_h, ref_h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rel_w, ref_w, atol=1e-5, rtol=1e-5)
+
+
+def test_rel_pos_terms_equal_the_official_bias():
+    from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+
+    kh, kw, d = 6, 4, 8
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 3, kh * kw, d, generator=g)
+    table_h, table_w = torch.randn(2 * kh - 1, d, generator=g), torch.randn(2 * kw - 1, d)
+    zeros = torch.zeros(6, kh * kw, kh * kw)
+    official = add_decomposed_rel_pos(zeros, q.reshape(6, kh * kw, d), table_h, table_w,
+                                      (kh, kw), (kh, kw))  # fmt: skip
+    ours = materialize_bias(*rel_pos_terms(q, table_h, table_w)).reshape(6, kh * kw, -1)
+    torch.testing.assert_close(ours, official, atol=1e-5, rtol=1e-5)
+
+
+def test_tables_of_the_wrong_shape_raise():
+    q = torch.empty(1, 2, 12, 16)
+    with pytest.raises(UnsupportedInputError, match="tables"):
+        check_tables(q, q, q, torch.empty(6, 16), torch.empty(7, 16))
+    with pytest.raises(UnsupportedInputError, match="4x4 grid"):
+        check_tables(q, q, q, torch.empty(7, 16), torch.empty(7, 16))
+    assert check_tables(q, q, q, torch.empty(7, 16), torch.empty(5, 16)) == (4, 3)
+
+
 # ------------------------------------------------------------------------------ GPU tests
 
 # (8, 40): gather mode for every config; (3, 5): a single key tile for every config
@@ -167,6 +243,34 @@ def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
     out = flash4_kernel.run_with_config(*inputs, cfg)
     assert out.dtype == dtype
     assert max_err(out, inputs) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("cfg", flash4_kernel.CONFIGS, ids=lambda c: c.name())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
+@pytest.mark.parametrize("model", list(HEAD_DIMS))
+def test_every_config_from_table_products_matches_reference(model, grid, dtype, cfg):
+    """The tables path (q's products with the rel-pos tables read in the kernel) against the
+    fp32 reference on the rel_pos_terms the model computes in the same dtype."""
+    q, k, v, _, _ = make_inputs(2, 2, *grid, HEAD_DIMS[model], dtype, "cuda", seed=7)
+    g = torch.Generator(device="cuda").manual_seed(8)
+    d = HEAD_DIMS[model]
+    tables = [(torch.randn(2 * n - 1, d, generator=g, device="cuda") * 0.3).to(dtype) for n in grid]
+    out = flash4_kernel.run_tables_with_config(q, k, v, *tables, cfg)
+    assert out.dtype == dtype
+    assert max_err(out, (q, k, v, *rel_pos_terms(q, *tables))) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_tables_custom_op_opcheck():
+    q, k, v, _, _ = make_inputs(1, 2, 14, 14, 64, torch.bfloat16, "cuda")
+    tables = [torch.randn(27, 64, device="cuda", dtype=torch.bfloat16) for _ in "hw"]
+    torch.library.opcheck(
+        torch.ops.torchao_sam.rel_pos_attention_tables.default, (q, k, v, *tables)
+    )
 
 
 @pytest.mark.gpu

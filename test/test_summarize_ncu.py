@@ -144,12 +144,12 @@ def test_cases_follow_bench_attention_and_warm_up_records_what_cannot_run(monkey
     """On CPU: each profile backend maps onto a bench_attention backend; flash_4 (CUDA only)
     is skipped with its error while the others run."""
 
-    def cpu_inputs(model, layer, batch, dtype):
+    def cpu_inputs(model, layer, batch, dtype, tables):
+        assert tables  # bench_attention's backends start from the rel-pos tables
         _, _, heads, d = attention_shapes(model)[layer]
         n, side = 16, 4  # a 4x4 grid keeps the CPU run small
         q, k, v = (torch.randn(batch, heads, n, d, dtype=dtype) for _ in range(3))
-        rel = [torch.randn(batch, heads, n, side, dtype=dtype) for _ in range(2)]
-        return q, k, v, *rel
+        return q, k, v, *(torch.randn(2 * side - 1, d, dtype=dtype) for _ in range(2))
 
     monkeypatch.setattr(profile_attention, "attention_inputs", cpu_inputs)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)

@@ -9,6 +9,7 @@ from torchao._models.sam.attention.contract import (
     grid_kind,
     materialize_bias,
     reference_rel_pos_attention,
+    rel_pos_terms,
 )
 from torchao._models.sam.attention.dispatch import (
     AUTO_TABLE,
@@ -18,6 +19,7 @@ from torchao._models.sam.attention.dispatch import (
     default_backend,
     explain,
     rel_pos_attention,
+    rel_pos_attention_from_tables,
     resolve_backend,
 )
 from torchao._models.sam.attention.sdpa import augment_qk, sdpa_aug_attention, sdpa_bias_attention
@@ -36,6 +38,8 @@ __all__ = [
     "materialize_bias",
     "reference_rel_pos_attention",
     "rel_pos_attention",
+    "rel_pos_attention_from_tables",
+    "rel_pos_terms",
     "resolve_backend",
     "sdpa_aug_attention",
     "sdpa_bias_attention",

@@ -1,7 +1,7 @@
 """The attention contract every backend implements, its input checks and the fp32 reference.
 
 For q, k, v [B, heads, N, D] with N = Kh * Kw tokens laid out row-major on a Kh x Kw grid, and
-rel_h [B, heads, N, Kh], rel_w [B, heads, N, Kw]:
+rel_h [B, heads, N, Kh], rel_w [B, heads, N, Kw] (from the rel-pos tables: :func:`rel_pos_terms`):
 
     out[b, h, i] = sum_j softmax_j(s_ij) v_j,
     s_ij = q_i . k_j * D**-0.5 + rel_h[b, h, i, j // Kw] + rel_w[b, h, i, j % Kw]
@@ -18,13 +18,17 @@ class UnsupportedInputError(ValueError):
     """A backend was asked to run an input it does not support."""
 
 
-def check_inputs(q, k, v, rel_h, rel_w) -> tuple[int, int]:
-    """Validate shapes; return the grid (Kh, Kw)."""
+def _check_qkv(q, k, v) -> None:
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise UnsupportedInputError(
             f"q, k, v must be [B, heads, N, D] with equal shapes, got {tuple(q.shape)}, "
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
+
+
+def check_inputs(q, k, v, rel_h, rel_w) -> tuple[int, int]:
+    """Validate shapes; return the grid (Kh, Kw)."""
+    _check_qkv(q, k, v)
     kh, kw = rel_h.shape[-1], rel_w.shape[-1]
     if rel_h.shape[:3] != q.shape[:3] or rel_w.shape[:3] != q.shape[:3] or kh * kw != q.shape[2]:
         raise UnsupportedInputError(
@@ -32,6 +36,39 @@ def check_inputs(q, k, v, rel_h, rel_w) -> tuple[int, int]:
             f"and [B, heads, N, Kw] with Kh * Kw = N = {q.shape[2]}"
         )
     return kh, kw
+
+
+def check_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
+    """Validate q, k, v and rel-pos tables [2Kh - 1, D], [2Kw - 1, D]; return (Kh, Kw)."""
+    _check_qkv(q, k, v)
+    shapes = (tuple(table_h.shape), tuple(table_w.shape))
+    d = q.shape[-1]
+    if any(len(s) != 2 or s[0] % 2 == 0 or s[1] != d for s in shapes):
+        raise UnsupportedInputError(
+            f"rel-pos tables must be [2Kh - 1, D] and [2Kw - 1, D] with D = {d}, got {shapes}"
+        )
+    kh, kw = (shapes[0][0] + 1) // 2, (shapes[1][0] + 1) // 2
+    if kh * kw != q.shape[2]:
+        raise UnsupportedInputError(f"tables for a {kh}x{kw} grid, but N = {q.shape[2]} tokens")
+    return kh, kw
+
+
+def rel_pos_terms(q, table_h, table_w) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decomposed relative position's bias terms for unscaled q [B, heads, N, D] from its
+    tables [2Kh - 1, D], [2Kw - 1, D]: rel_h [B, heads, N, Kh] and rel_w [B, heads, N, Kw]
+    (the official einsums), the bias of query i and key j being rel_h[.., i, j // Kw] +
+    rel_w[.., i, j % Kw]; in q's dtype."""
+    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    b, heads, n, d = q.shape
+
+    def per_pair(table, size):  # [size, size, D]: row q - k + size - 1 for query q, key k
+        pos = torch.arange(size, device=q.device)
+        return table[pos[:, None] - pos[None, :] + size - 1].to(q.dtype)
+
+    r_q = q.reshape(b * heads, kh, kw, d)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, per_pair(table_h, kh))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, per_pair(table_w, kw))
+    return rel_h.reshape(b, heads, n, kh), rel_w.reshape(b, heads, n, kw)
 
 
 def grid_kind(kh: int, kw: int) -> str:

@@ -17,7 +17,12 @@ import os
 
 import torch
 
-from torchao._models.sam.attention.contract import check_inputs, grid_kind
+from torchao._models.sam.attention.contract import (
+    check_inputs,
+    check_tables,
+    grid_kind,
+    rel_pos_terms,
+)
 from torchao._models.sam.attention.sdpa import sdpa_aug_attention, sdpa_bias_attention
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
 
@@ -45,6 +50,12 @@ def _flash_4(q, k, v, rel_h, rel_w):
     from torchao._models.sam.attention.flash4 import flash4_attention  # imports triton
 
     return flash4_attention(q, k, v, rel_h, rel_w)
+
+
+def _flash_4_tables(q, k, v, table_h, table_w):
+    from torchao._models.sam.attention.flash4 import flash4_attention_from_tables
+
+    return flash4_attention_from_tables(q, k, v, table_h, table_w)
 
 
 def _flex(q, k, v, rel_h, rel_w):
@@ -99,6 +110,19 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, backend: str = "auto") -> torch.Ten
     name = resolve_backend(backend, q.device, kh, kw, q.dtype)
     q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
     return _IMPLEMENTATIONS[name](q, k, v, rel_h, rel_w)
+
+
+def rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend: str = "auto") -> torch.Tensor:
+    """:func:`rel_pos_attention` with rel_h and rel_w from the rel-pos tables [2Kh - 1, D],
+    [2Kw - 1, D] (already resized to the grid), in the form the backend reads best: flash_4
+    reads them out of q's products with the tables (one batched matmul, no einsums); the
+    others get :func:`rel_pos_terms`' rel_h, rel_w. What the encoder's attention calls."""
+    kh, kw = check_tables(q, k, v, table_h, table_w)
+    name = resolve_backend(backend, q.device, kh, kw, q.dtype)
+    q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
+    if name == "flash_4":
+        return _flash_4_tables(q, k, v, table_h, table_w)
+    return _IMPLEMENTATIONS[name](q, k, v, *rel_pos_terms(q, table_h, table_w))
 
 
 def explain(

@@ -23,9 +23,12 @@ from torchao._models.sam.attention.flash4_kernel import (
     TileConfig,
     default_config,
     launch,
+    launch_products,
     new_output,
+    table_products,
     valid_configs,
     validate,
+    validate_tables,
 )
 from torchao._models.sam.utils.atomic_file import atomic_path
 
@@ -54,9 +57,11 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def cache_key(q: torch.Tensor, kh: int, kw: int) -> str:
+def cache_key(q: torch.Tensor, kh: int, kw: int, form: str = "rel") -> str:
+    """form: "rel" (rel_h, rel_w given) or "tables" (read from q's table products)."""
     b, h, _, d = q.shape
-    return _key(_device_name(q.device), q.dtype, f"B{b}|H{h}", kh, kw, d)
+    batch_heads = f"B{b}|H{h}" + ("" if form == "rel" else f"|{form}")
+    return _key(_device_name(q.device), q.dtype, batch_heads, kh, kw, d)
 
 
 def _key(gpu: str, dtype: torch.dtype, batch_heads: str, kh: int, kw: int, d: int) -> str:
@@ -83,18 +88,14 @@ def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float])
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
-    """Time every valid candidate on these inputs (median of triton's do_bench), keep the best.
-
-    Records the choice in memory and, with ``save``, in the JSON cache file.
-    """
-    kh, kw = validate(q, k, v, rel_h, rel_w)
+def tune(q, kh: int, kw: int, run, key: str, save: bool = True) -> TileConfig:
+    """Time ``run(config)`` for every valid candidate (median of triton's do_bench), keep the
+    best under ``key``: in memory and, with ``save``, in the JSON cache file."""
     times = {}
     for cfg in valid_configs(kh, kw, q.shape[-1]):
-        fn = lambda cfg=cfg: launch(q, k, v, rel_h, rel_w, cfg)
+        fn = lambda cfg=cfg: run(cfg)
         times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
     best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
-    key = cache_key(q, kh, kw)
     _chosen[key] = best
     if save:
         _write_cache_entry(key, best, times)
@@ -102,11 +103,21 @@ def tune(q, k, v, rel_h, rel_w, save: bool = True) -> TileConfig:
 
 
 def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
-    """The config a call runs with (see the section comment for the order)."""
+    """The config a call with rel_h, rel_w runs with (see the section comment for the order)."""
+    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+    run = lambda cfg: launch(q, k, v, rel_h, rel_w, cfg)  # noqa: E731
+    return _choose(q, kh, kw, cache_key(q, kh, kw), run)
+
+
+def choose_tables_config(q, k, v, p_h, p_w, kh: int, kw: int) -> TileConfig:
+    """The config a call from table products (:func:`table_products`) runs with."""
+    run = lambda cfg: launch_products(q, k, v, p_h, p_w, kh, kw, cfg)  # noqa: E731
+    return _choose(q, kh, kw, cache_key(q, kh, kw, "tables"), run)
+
+
+def _choose(q, kh: int, kw: int, key: str, run) -> TileConfig:
     if _forced_config is not None:
         return _forced_config
-    kh, kw = rel_h.shape[-1], rel_w.shape[-1]
-    key = cache_key(q, kh, kw)
     with _lock:
         if key in _chosen:
             return _chosen[key]
@@ -121,7 +132,7 @@ def choose_config(q, k, v, rel_h, rel_w) -> TileConfig:
         if INTERPRET or not q.is_cuda or os.environ.get(AUTOTUNE_ENV, "1") == "0":
             _chosen[key] = default_config(kh, kw, q.shape[-1])  # no cache file read again
             return _chosen[key]
-        return tune(q, k, v, rel_h, rel_w)
+        return tune(q, kh, kw, run, key)
 
 
 def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
@@ -173,3 +184,27 @@ def flash4_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     """
     validate(q, k, v, rel_h, rel_w)
     return torch.ops.torchao_sam.rel_pos_attention(q, k, v, rel_h, rel_w)
+
+
+@torch.library.custom_op("torchao_sam::rel_pos_attention_tables", mutates_args=())
+def _rel_pos_attention_tables_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
+) -> torch.Tensor:
+    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    p_h, p_w = table_products(q, table_h, table_w)
+    config = choose_tables_config(q, k, v, p_h, p_w, kh, kw)
+    return launch_products(q, k, v, p_h, p_w, kh, kw, config)
+
+
+@_rel_pos_attention_tables_op.register_fake
+def _(q, k, v, table_h, table_w):
+    return new_output(q)
+
+
+def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
+    """:func:`flash4_attention` with the bias terms computed from the rel-pos tables
+    [2Kh - 1, D], [2Kw - 1, D] (already resized to the grid): one batched matmul of q with
+    both tables, whose entries the kernel reads as rel_h and rel_w, instead of the two einsums
+    and their [B, H, N, K] outputs. Same errors as :func:`flash4_attention`."""
+    validate_tables(q, k, v, table_h, table_w)
+    return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)

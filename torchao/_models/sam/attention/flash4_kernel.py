@@ -32,10 +32,15 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from torchao._models.sam.attention.contract import UnsupportedInputError, check_inputs
+from torchao._models.sam.attention.contract import (
+    UnsupportedInputError,
+    check_inputs,
+    check_tables,
+)
 
 LOG2E = 1.4426950408889634
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
@@ -50,8 +55,8 @@ def _rel_pos_attn_fwd(
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
-    shb, shh, shn, shk,
-    swb, swh, swn, swk,
+    shb, shh, shqh, shqw, shk,
+    swb, swh, swqh, swqw, swk,
     sob, soh, son, sod,
     H, N, qk_scale,
     KW: tl.constexpr, D: tl.constexpr,
@@ -90,6 +95,11 @@ def _rel_pos_attn_fwd(
     RW += b * swb + h * swh
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # rel_h / rel_w of query i (grid row i // KW, column i % KW) start at these offsets
+    q_row = offs_m // KW
+    q_col = offs_m - q_row * KW
+    rh_row = q_row * shqh + q_col * shqw
+    rw_row = q_row * swqh + q_col * swqw
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d0 = tl.arange(0, D0)
     offs_d1 = D - D1 + tl.arange(0, D1)
@@ -108,7 +118,7 @@ def _rel_pos_attn_fwd(
         if HOIST_W:
             rw_tile = (
                 tl.load(
-                    RW + offs_m[:, None] * swn + offs_n0[None, :] * swk,
+                    RW + rw_row[:, None] + offs_n0[None, :] * swk,
                     mask=m_ok[:, None],
                     other=0.0,
                 ).to(tl.float32)
@@ -118,12 +128,12 @@ def _rel_pos_attn_fwd(
         offs_kh = tl.arange(0, KH_PAD)
         offs_kw = tl.arange(0, KW_PAD)
         rh_rows = tl.load(
-            RH + offs_m[:, None] * shn + offs_kh[None, :] * shk,
+            RH + rh_row[:, None] + offs_kh[None, :] * shk,
             mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
             other=0.0,
         ).to(Q.dtype.element_ty)
         rw_rows = tl.load(
-            RW + offs_m[:, None] * swn + offs_kw[None, :] * swk,
+            RW + rw_row[:, None] + offs_kw[None, :] * swk,
             mask=m_ok[:, None] & (offs_kw[None, :] < KW),
             other=0.0,
         ).to(Q.dtype.element_ty)
@@ -156,13 +166,13 @@ def _rel_pos_attn_fwd(
             qk = tl.dot(q1, tl.trans(k1), qk)
         if BIAS_MODE == 0:  # row mode
             row = start // KW
-            rh = tl.load(RH + offs_m * shn + row * shk, mask=m_ok, other=0.0).to(tl.float32)
+            rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0).to(tl.float32)
             if HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
                 c0 = start % KW
                 rw = tl.load(
-                    RW + offs_m[:, None] * swn + (c0 + offs_n0)[None, :] * swk,
+                    RW + rw_row[:, None] + (c0 + offs_n0)[None, :] * swk,
                     mask=m_ok[:, None],
                     other=0.0,
                 ).to(tl.float32)
@@ -177,11 +187,9 @@ def _rel_pos_attn_fwd(
         else:  # gather mode
             mn_ok = m_ok[:, None] & n_ok[None, :]
             rh = tl.load(
-                RH + offs_m[:, None] * shn + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0
+                RH + rh_row[:, None] + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0
             )
-            rw = tl.load(
-                RW + offs_m[:, None] * swn + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0
-            )
+            rw = tl.load(RW + rw_row[:, None] + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0)
             s = qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * 1.4426950408889634
         if not EVEN_N:
             s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -325,7 +333,20 @@ def default_config(kh: int, kw: int, d: int) -> TileConfig:
 def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     """Raise UnsupportedInputError for inputs the kernel cannot run; return (Kh, Kw)."""
     kh, kw = check_inputs(q, k, v, rel_h, rel_w)
-    tensors = (q, k, v, rel_h, rel_w)
+    _check_runnable(q, k, v, rel_h, rel_w)
+    return kh, kw
+
+
+def validate_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
+    """:func:`validate` for the rel-pos tables [2Kh - 1, D], [2Kw - 1, D] in place of rel_h,
+    rel_w."""
+    kh, kw = check_tables(q, k, v, table_h, table_w)
+    _check_runnable(q, k, v, table_h, table_w)
+    return kh, kw
+
+
+def _check_runnable(q, k, v, *bias_inputs) -> None:
+    tensors = (q, k, v, *bias_inputs)
     if not INTERPRET and any(t.device.type != "cuda" for t in tensors):
         raise UnsupportedInputError(
             "flash_4 (Triton) runs on CUDA tensors only; got devices "
@@ -339,7 +360,6 @@ def validate(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     if v.shape[-1] != q.shape[-1]:
         raise UnsupportedInputError("flash_4 needs v's head dim equal to q's")
     split_head_dim(q.shape[-1])
-    return kh, kw
 
 
 ALIGN = 16  # elements: Triton's own divisibility unit for integer arguments
@@ -391,9 +411,58 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     return launch(q, k, v, rel_h, rel_w, config)
 
 
+def run_tables_with_config(q, k, v, table_h, table_w, config: TileConfig) -> torch.Tensor:
+    """:func:`run_with_config` with the bias terms read from q's products with the rel-pos
+    tables (:func:`table_products`) instead of rel_h and rel_w."""
+    kh, kw = validate_tables(q, k, v, table_h, table_w)
+    return launch_products(q, k, v, *table_products(q, table_h, table_w), kh, kw, config)
+
+
 def launch(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     """:func:`run_with_config` for inputs that :func:`validate` already accepted."""
     kh, kw = rel_h.shape[-1], rel_w.shape[-1]
+    rh, rw = (_grid_strides(t, kw) for t in (rel_h, rel_w))
+    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config)
+
+
+def table_products(
+    q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, H, N, D] and the rel-pos tables [2Kh - 1, D], [2Kw - 1, D] -> q's product with
+    every table row: p_h [B, H, N, 2Kh - 1] and p_w [B, H, N, 2Kw - 1], views of one batched
+    matmul's output (q in the encoder's qkv layout is read in place, not copied).
+
+    The bias terms are entries of them: rel_h[.., i, k] = p_h[.., i, i // Kw - k + Kh - 1] and
+    rel_w[.., i, k] = p_w[.., i, i % Kw - k + Kw - 1] (the official indexing for equal query
+    and key sizes)."""
+    b, h, n, d = q.shape
+    lh, lw = table_h.shape[0], table_w.shape[0]
+    width = -(-(lh + lw) // ALIGN) * ALIGN  # aligned rows of the product
+    tables = F.pad(torch.cat([table_h, table_w]).to(q.dtype), (0, 0, 0, width - lh - lw))
+    rows = q.transpose(0, 1).reshape(h, b * n, d)
+    p = torch.bmm(rows, tables.t().expand(h, d, width)).view(h, b, n, width).transpose(0, 1)
+    return p[..., :lh], p[..., lh : lh + lw]
+
+
+def launch_products(q, k, v, p_h, p_w, kh: int, kw: int, config: TileConfig) -> torch.Tensor:
+    """The kernel reading rel_h and rel_w out of :func:`table_products`' p_h and p_w: the
+    column of query i's term k is a per-row offset minus k, so each is a strided read."""
+    sb, sh, sn, sc = p_h.stride()
+    rh = (sb, sh, kw * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1]
+    sb, sh, sn, sc = p_w.stride()
+    rw = (sb, sh, kw * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
+    rel_h, rel_w = p_h[..., kh - 1 :], p_w[..., kw - 1 :]
+    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config)
+
+
+def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
+    """rel [B, H, N, K]'s strides as the kernel takes them: (b, h, grid row, grid column, k)."""
+    sb, sh, sn, sk = rel.stride()
+    return sb, sh, kw * sn, sn, sk
+
+
+def _launch(q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
+    """rel_h, rel_w: (tensor, its five kernel strides)."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
@@ -401,8 +470,8 @@ def launch(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     out = _output_buffer(q, d_run)
     grid = (triton.cdiv(n, config.block_m), b * h)
     _rel_pos_attn_fwd[grid](
-        q, k, v, rel_h, rel_w, out,
-        *q.stride(), *k.stride(), *v.stride(), *rel_h.stride(), *rel_w.stride(), *out.stride(),
+        q, k, v, rel_h[0], rel_w[0], out,
+        *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
         h, n, d**-0.5 * LOG2E, KW=kw, D=d_run,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,

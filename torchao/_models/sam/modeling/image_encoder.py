@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchao._models.sam.attention import check_backend_name, default_backend, rel_pos_attention
+from torchao._models.sam.attention import (
+    check_backend_name,
+    default_backend,
+    rel_pos_attention_from_tables,
+)
 from torchao._models.sam.modeling.common import LayerNorm2d, MLPBlock
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
 
@@ -162,8 +166,11 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.use_rel_pos:
-            rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (h, w))
-            x = rel_pos_attention(q, k, v, rel_h, rel_w, backend=self.attention_backend)
+            table_h = resized_rel_pos(self.rel_pos_h, 2 * h - 1)
+            table_w = resized_rel_pos(self.rel_pos_w, 2 * w - 1)
+            x = rel_pos_attention_from_tables(
+                q, k, v, table_h, table_w, backend=self.attention_backend
+            )
         else:
             q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
             x = F.scaled_dot_product_attention(q, k, v)
@@ -198,41 +205,14 @@ def window_unpartition(
     return x
 
 
-def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative-position embeddings [q_size, k_size, C] from a table [L, C].
-
-    The table is linearly resized when L != 2 * max(q_size, k_size) - 1.
-    """
-    max_rel_dist = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != max_rel_dist:
-        resized = F.interpolate(
-            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
-            size=max_rel_dist,
-            mode="linear",
-        )
-        rel_pos = resized.reshape(-1, max_rel_dist).permute(1, 0)
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
-    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
-    return rel_pos[relative.long()]
-
-
-def decomposed_rel_pos(
-    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bias terms of the decomposed relative position for unscaled q [B, heads, H*W, D].
-
-    Returns rel_h [B, heads, H*W, H] and rel_w [B, heads, H*W, W]: the bias of query i and key j
-    is rel_h[.., i, j // W] + rel_w[.., i, j % W].
-    """
-    b, heads, n, d = q.shape
-    h, w = size
-    r_h = get_rel_pos(h, h, rel_pos_h).to(q.dtype)
-    r_w = get_rel_pos(w, w, rel_pos_w).to(q.dtype)
-    r_q = q.reshape(b * heads, h, w, d)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w)
-    return rel_h.reshape(b, heads, n, h), rel_w.reshape(b, heads, n, w)
+def resized_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """A rel-pos table [L, C] linearly resized to [length, C] (itself when L == length)."""
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(
+        rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=length, mode="linear"
+    )
+    return resized.reshape(-1, length).permute(1, 0)
 
 
 class PatchEmbed(nn.Module):
