@@ -215,6 +215,19 @@ def test_rel_pos_terms_equal_the_official_bias():
     torch.testing.assert_close(ours, official, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "images, grid", [(16, (64, 64)), (400, (14, 14)), (1, (64, 64)), (3, (2, 5))]
+)
+def test_product_chunks_cover_the_batch_within_the_einsums_memory(images, grid):
+    kh, kw = grid
+    chunks = flash4_kernel.product_chunks(images, kh, kw)
+    assert [i for c in chunks for i in range(images)[c]] == list(range(images))
+    width = -(-(2 * kh - 1 + 2 * kw - 1) // 16) * 16
+    largest = max(c.stop - c.start for c in chunks)
+    assert largest * width <= images * (kh + kw) or largest == 1
+    assert max(c.stop - c.start for c in chunks) - min(c.stop - c.start for c in chunks) <= 1
+
+
 def test_tables_of_the_wrong_shape_raise():
     q = torch.empty(1, 2, 12, 16)
     with pytest.raises(UnsupportedInputError, match="tables"):

@@ -1,6 +1,8 @@
-"""The ``flash_4`` backend: which tile config each shape runs, and the public op.
+"""The ``flash_4`` backend: which tile config each shape runs, and the public ops.
 
-The config used per (GPU, shape, dtype) is chosen by timing the valid candidates of
+Two ops: :func:`flash4_attention` takes rel_h and rel_w; :func:`flash4_attention_from_tables`
+(what the encoder runs) takes the rel-pos tables and reads the terms out of q's products with
+them. The config used per (GPU, shape, dtype, form) is chosen by timing the valid candidates of
 ``flash4_kernel.CONFIGS`` on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
 ``~/.cache/torchao_sam``) as JSON; ``set_forced_config`` pins one. The kernel runs as a custom op
 so that ``torch.compile`` treats it as one opaque call.
@@ -25,7 +27,7 @@ from torchao._models.sam.attention.flash4_kernel import (
     launch,
     launch_products,
     new_output,
-    table_products,
+    run_from_tables,
     valid_configs,
     validate,
     validate_tables,
@@ -191,9 +193,11 @@ def _rel_pos_attention_tables_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
 ) -> torch.Tensor:
     kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
-    p_h, p_w = table_products(q, table_h, table_w)
-    config = choose_tables_config(q, k, v, p_h, p_w, kh, kw)
-    return launch_products(q, k, v, p_h, p_w, kh, kw, config)
+
+    def choose(*chunk):  # q, k, v, p_h, p_w of the first chunk of images
+        return choose_tables_config(*chunk, kh, kw)
+
+    return run_from_tables(q, k, v, table_h, table_w, choose)
 
 
 @_rel_pos_attention_tables_op.register_fake
@@ -203,8 +207,9 @@ def _(q, k, v, table_h, table_w):
 
 def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
     """:func:`flash4_attention` with the bias terms computed from the rel-pos tables
-    [2Kh - 1, D], [2Kw - 1, D] (already resized to the grid): one batched matmul of q with
-    both tables, whose entries the kernel reads as rel_h and rel_w, instead of the two einsums
-    and their [B, H, N, K] outputs. Same errors as :func:`flash4_attention`."""
+    [2Kh - 1, D], [2Kw - 1, D] (already resized to the grid): a batched matmul of q with both
+    tables, whose entries the kernel reads as rel_h and rel_w, instead of the two einsums and
+    their layout copies; computed a chunk of images at a time, so the products take no more
+    memory than the einsums' [B, H, N, K] outputs. Same errors as :func:`flash4_attention`."""
     validate_tables(q, k, v, table_h, table_w)
     return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)

@@ -20,6 +20,11 @@ per launch by the tile config and the grid:
 - gather mode (everything else, e.g. a 64x64 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
+rel_h and rel_w are read through five strides each (batch, head, query grid row, query grid
+column, term), so they can be [B, H, N, K] tensors or, as the encoder passes them, entries of q's
+products with the rel-pos tables (:func:`table_products`, :func:`run_from_tables`): term k of
+query i is then column ``row_i - k + Kh - 1`` of p_h, a per-row offset and a negative stride.
+
 Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
 power-of-two window at the end (64 + the columns [64, 80)), so no padded copy of q, k, v is
 made, no FLOPs are spent on a 128-wide pad, and no load in the key loop is masked along the
@@ -413,9 +418,38 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
 
 def run_tables_with_config(q, k, v, table_h, table_w, config: TileConfig) -> torch.Tensor:
     """:func:`run_with_config` with the bias terms read from q's products with the rel-pos
-    tables (:func:`table_products`) instead of rel_h and rel_w."""
-    kh, kw = validate_tables(q, k, v, table_h, table_w)
-    return launch_products(q, k, v, *table_products(q, table_h, table_w), kh, kw, config)
+    tables (:func:`run_from_tables`) instead of rel_h and rel_w."""
+    validate_tables(q, k, v, table_h, table_w)
+    return run_from_tables(q, k, v, table_h, table_w, lambda *products: config)
+
+
+def run_from_tables(q, k, v, table_h, table_w, choose) -> torch.Tensor:
+    """The kernel on q's table products, computed a chunk of images at a time
+    (:func:`product_chunks`) into one output; ``choose(q, k, v, p_h, p_w)`` gives the tile
+    config, asked once, on the first chunk. Inputs already validated."""
+    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    out = _output_buffer(q, kernel_head_dim(q.shape[-1]))
+    config = None
+    for part in product_chunks(q.shape[0], kh, kw):
+        chunk = q[part], k[part], v[part]
+        p_h, p_w = table_products(chunk[0], table_h, table_w)
+        config = config or choose(*chunk, p_h, p_w)
+        launch_products(*chunk, p_h, p_w, kh, kw, config, out=out[part])
+    return out[..., : q.shape[-1]]
+
+
+def product_chunks(images: int, kh: int, kw: int) -> list[slice]:
+    """Slices of the batch for :func:`table_products`, as even as may be: each chunk's products
+    [B', H, N, width] take no more memory than the whole batch's rel_h and rel_w
+    ([B, H, N, Kh + Kw]; width, 2 Kh - 1 + 2 Kw - 1 rounded up to 16, is about twice Kh + Kw)."""
+    per = max(1, images * (kh + kw) // _product_width(2 * kh - 1, 2 * kw - 1))
+    chunks = -(-images // per)
+    bounds = [images * i // chunks for i in range(chunks + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _product_width(lh: int, lw: int) -> int:
+    return -(-(lh + lw) // ALIGN) * ALIGN  # aligned rows of the product
 
 
 def launch(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
@@ -437,22 +471,25 @@ def table_products(
     and key sizes)."""
     b, h, n, d = q.shape
     lh, lw = table_h.shape[0], table_w.shape[0]
-    width = -(-(lh + lw) // ALIGN) * ALIGN  # aligned rows of the product
+    width = _product_width(lh, lw)
     tables = F.pad(torch.cat([table_h, table_w]).to(q.dtype), (0, 0, 0, width - lh - lw))
     rows = q.transpose(0, 1).reshape(h, b * n, d)
     p = torch.bmm(rows, tables.t().expand(h, d, width)).view(h, b, n, width).transpose(0, 1)
     return p[..., :lh], p[..., lh : lh + lw]
 
 
-def launch_products(q, k, v, p_h, p_w, kh: int, kw: int, config: TileConfig) -> torch.Tensor:
+def launch_products(
+    q, k, v, p_h, p_w, kh: int, kw: int, config: TileConfig, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The kernel reading rel_h and rel_w out of :func:`table_products`' p_h and p_w: the
-    column of query i's term k is a per-row offset minus k, so each is a strided read."""
+    column of query i's term k is a per-row offset minus k, so each is a strided read. out: a
+    buffer of :func:`_output_buffer`'s layout to write into (default: a new one)."""
     sb, sh, sn, sc = p_h.stride()
     rh = (sb, sh, kw * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1]
     sb, sh, sn, sc = p_w.stride()
     rw = (sb, sh, kw * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
     rel_h, rel_w = p_h[..., kh - 1 :], p_w[..., kw - 1 :]
-    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config)
+    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config, out)
 
 
 def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
@@ -461,13 +498,15 @@ def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
     return sb, sh, kw * sn, sn, sk
 
 
-def _launch(q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
-    """rel_h, rel_w: (tensor, its five kernel strides)."""
+def _launch(
+    q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run)
-    out = _output_buffer(q, d_run)
+    out = _output_buffer(q, d_run) if out is None else out
     grid = (triton.cdiv(n, config.block_m), b * h)
     _rel_pos_attn_fwd[grid](
         q, k, v, rel_h[0], rel_w[0], out,
