@@ -136,17 +136,9 @@ def profile(cases: list[Case], marker: Callable[[], None]) -> None:
 
 def flash_4_configs(cases: list[Case]) -> dict[str, str]:
     """The tile config flash_4 chose per shape (autotuned during warm-up or read from cache)."""
-    from torchao._models.sam.attention.flash4 import choose_tables_config
-    from torchao._models.sam.attention.flash4_kernel import table_products
+    from torchao._models.sam.attention.flash4 import tables_config
 
-    chosen = {}
-    for c in cases:
-        if c.backend == "flash_4":
-            q, k, v, table_h, table_w = c.inputs
-            grid = ((table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2)
-            products = table_products(q, table_h, table_w)
-            chosen[c.shape] = choose_tables_config(q, k, v, *products, *grid).name()
-    return chosen
+    return {c.shape: tables_config(*c.inputs).name() for c in cases if c.backend == "flash_4"}
 
 
 def write_meta(path: str, args: argparse.Namespace, cases: list[Case], skipped: dict) -> None:

@@ -3,8 +3,9 @@ backend and compression option, from one profiled batch (torch.profiler, after w
 
 Categories (:func:`category`, first rule that matches):
   attention    the attention op: flash_4's kernel, SDPA / FlexAttention kernels
-  rel_pos      the decomposed rel-pos bias: the einsums of q with the rel-pos tables (the
-               encoder's only batched matmuls, ``aten::bmm``, or inductor kernels fusing one)
+  rel_pos      the decomposed rel-pos bias: q's products with the rel-pos tables (the
+               encoder's only batched matmuls, ``aten::bmm``: flash_4's table products or the
+               other backends' einsums, or inductor kernels fusing one)
   matmul       every other matmul (qkv, proj, MLP, patch embedding; bf16, fp8 or int8)
   norm_elementwise  fused kernels that normalise or compute (LayerNorm, GELU, residual adds,
                quantisation), with whatever layout work inductor fused into them

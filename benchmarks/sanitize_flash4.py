@@ -1,5 +1,6 @@
 """flash_4 under compute-sanitizer: every tile config on every test grid, head dims 64/72/80/36,
-batch 1 and 3, bf16 and fp16. Each (config, head dim, dtype) group runs in its own process (a
+batch 1 and 3, bf16 and fp16, with rel_h / rel_w given and read from the rel-pos table
+products (the encoder's form). Each (config, head dim, dtype) group runs in its own process (a
 memory error ends its CUDA context) under the chosen sanitizer tools; every case's output is
 also compared with the fp32 reference.
 
@@ -27,6 +28,7 @@ HEAD_DIMS = [64, 72, 80, 36]  # 36: not a multiple of 8, so q, k, v are copied a
 BATCHES = [1, 3]
 DTYPES = ["bfloat16", "float16"]
 TOL = {"bfloat16": 2e-2, "float16": 5e-3}
+FORMS = ("rel", "tables")  # each case runs the kernel from rel_h / rel_w, then from the tables
 
 
 def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
@@ -40,10 +42,14 @@ def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
 
 
 def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> None:
-    """Run every grid and batch with one config; print one CASE line per case."""
+    """Run every grid and batch with one config; print one CASE line per case and form."""
     import torch
 
-    from torchao._models.sam.attention import flash4_kernel, reference_rel_pos_attention
+    from torchao._models.sam.attention import (
+        flash4_kernel,
+        reference_rel_pos_attention,
+        rel_pos_terms,
+    )
 
     cfg = flash4_kernel.TileConfig(*config)
     dtype = getattr(torch, dtype_name)
@@ -52,13 +58,24 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
         n = kh * kw
         qkv = torch.randn(b, n, 3, 2, d, generator=g, device="cuda").to(dtype)
         q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
-        rel_h = torch.randn(b, 2, n, kh, generator=g, device="cuda").to(dtype)
-        rel_w = torch.randn(b, 2, n, kw, generator=g, device="cuda").to(dtype)
-        out = flash4_kernel.run_with_config(q, k, v, rel_h, rel_w, cfg)
+        rel = [torch.randn(b, 2, n, s, generator=g, device="cuda").to(dtype) for s in (kh, kw)]
+        tables = [
+            (0.3 * torch.randn(2 * s - 1, d, generator=g, device="cuda")).to(dtype)
+            for s in (kh, kw)
+        ]
+        outputs = {
+            "rel": (flash4_kernel.run_with_config(q, k, v, *rel, cfg), rel),
+            "tables": (
+                flash4_kernel.run_tables_with_config(q, k, v, *tables, cfg),
+                rel_pos_terms(q, *tables),
+            ),
+        }
         torch.cuda.synchronize()
-        ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
-        err = (out.float() - ref).abs().max().item()
-        print(f"CASE {kh}x{kw} b{b} err={err:.4g}", flush=True)
+        for form in FORMS:
+            out, terms = outputs[form]
+            ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
+            err = (out.float() - ref).abs().max().item()
+            print(f"CASE {kh}x{kw} b{b} {form} err={err:.4g}", flush=True)
 
 
 def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: str) -> dict:
@@ -73,7 +90,7 @@ def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: st
         f.write(text)
     summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
     errs = [float(x) for x in re.findall(r"err=(\S+)", text)]
-    n_cases = len(GRIDS) * len(BATCHES)
+    n_cases = len(GRIDS) * len(BATCHES) * len(FORMS)
     return {
         "config": name,
         "head_dim": d,

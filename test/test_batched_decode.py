@@ -274,8 +274,8 @@ def test_captured_decoder_equals_the_eager_decoder_on_gpu(one_image):
 
 def test_compiled_decode_equals_eager_and_each_prompt_alone(small_pair):
     """What BatchedDecoder compiles (fullgraph, fixed shapes): one image's keys shared by 16
-    prompts until the first layer, the fused upscaling reduction; equal to the eager decode
-    and to decoding each prompt alone."""
+    prompts until the first layer, the upscaling as matmuls; equal to the eager decode and to
+    decoding each prompt alone."""
     _, sam = small_pair
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(1, 256, 16, 16, generator=g)

@@ -191,7 +191,8 @@ def test_table_products_hold_the_official_rel_pos_terms(grid):
     kh, kw = grid
     g = torch.Generator().manual_seed(0)
     q = torch.randn(2, 3, kh * kw, 16, generator=g)
-    table_h, table_w = torch.randn(2 * kh - 1, 16, generator=g), torch.randn(2 * kw - 1, 16)
+    table_h = torch.randn(2 * kh - 1, 16, generator=g)
+    table_w = torch.randn(2 * kw - 1, 16, generator=g)
     p_h, p_w = flash4_kernel.table_products(q, table_h, table_w)
     i, k_h, k_w = torch.arange(kh * kw)[:, None], torch.arange(kh), torch.arange(kw)
     rel_h = p_h[..., i, i // kw - k_h + kh - 1]
@@ -207,7 +208,8 @@ def test_rel_pos_terms_equal_the_official_bias():
     kh, kw, d = 6, 4, 8
     g = torch.Generator().manual_seed(1)
     q = torch.randn(2, 3, kh * kw, d, generator=g)
-    table_h, table_w = torch.randn(2 * kh - 1, d, generator=g), torch.randn(2 * kw - 1, d)
+    table_h = torch.randn(2 * kh - 1, d, generator=g)
+    table_w = torch.randn(2 * kw - 1, d, generator=g)
     zeros = torch.zeros(6, kh * kw, kh * kw)
     official = add_decomposed_rel_pos(zeros, q.reshape(6, kh * kw, d), table_h, table_w,
                                       (kh, kw), (kh, kw))  # fmt: skip
@@ -226,6 +228,7 @@ def test_product_chunks_cover_the_batch_within_the_einsums_memory(images, grid):
     largest = max(c.stop - c.start for c in chunks)
     assert largest * width <= images * (kh + kw) or largest == 1
     assert max(c.stop - c.start for c in chunks) - min(c.stop - c.start for c in chunks) <= 1
+    assert flash4_kernel.product_chunks(0, kh, kw) == []
 
 
 def test_tables_of_the_wrong_shape_raise():

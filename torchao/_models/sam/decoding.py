@@ -15,9 +15,10 @@ import torch
 from torchao._models.sam.cuda_graph import CapturedCall
 from torchao._models.sam.modeling.sam import Sam
 
-# powers of 4 up to 16, then two steps an octave (x1.5, x4/3): from 16 on, at most a third of
-# a decode is padding
+# powers of 4 up to 16, then two steps an octave (x1.5, x4/3): from 16 to 1024 prompts, at most
+# a third of a decode is padding (past 1024, counts pad to a multiple of 1024)
 PROMPT_BUCKETS = (1, 4, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+RECOMPILE_LIMIT = 64  # compiled decoder graphs (input shapes) per process
 
 
 def bucket_size(n: int) -> int:
@@ -64,7 +65,7 @@ class BatchedDecoder:
         compile_mode: str | None = None,
         cuda_graphs: bool = False,
         pad: bool = False,
-        max_graphs: int = 16,
+        max_graphs: int = 2 * len(PROMPT_BUCKETS),
     ) -> None:
         if cuda_graphs and compile_mode == "reduce-overhead":
             raise ValueError(
@@ -111,9 +112,12 @@ class BatchedDecoder:
         """One decode of padded inputs: embeddings [P', C, He, We] (P' = 1 or P), coords,
         labels, dense PE."""
         embeddings, coords, labels, pe = inputs
-        return self._decode(
-            embeddings, None, coords, labels, multimask_output=multimask_output, image_pe=pe
-        )
+        # one compiled graph per input shape (bucket, points per prompt, one image or one per
+        # prompt, multimask_output): past dynamo's default of 8 it would run the rest eagerly
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return self._decode(
+                embeddings, None, coords, labels, multimask_output=multimask_output, image_pe=pe
+            )
 
     def _replay(self, multimask_output: bool, inputs: list[torch.Tensor]):
         """The captured graph for these inputs' shapes (captured on first use, or again when

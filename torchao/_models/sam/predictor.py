@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from torchao._models.sam.cuda_graph import CapturedCall
-from torchao._models.sam.decoding import BatchedDecoder
+from torchao._models.sam.decoding import PROMPT_BUCKETS, BatchedDecoder
 from torchao._models.sam.modeling.sam import Sam
 from torchao._models.sam.transforms import ResizeLongestSide
 
@@ -171,7 +171,7 @@ class SamPredictor:
         dtype: torch.dtype = torch.bfloat16,
         encoder_mode: str | None = "default",
         decoder_mode: str | None = "default",
-        prompt_counts: tuple[int, ...] = (1, 4, 16, 64),
+        prompt_counts: tuple[int, ...] = tuple(b for b in PROMPT_BUCKETS if b <= 64),
         capture_encoder: bool = True,
         capture_decoder: bool = True,
     ) -> SamPredictor:

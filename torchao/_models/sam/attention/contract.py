@@ -38,6 +38,11 @@ def check_inputs(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     return kh, kw
 
 
+def tables_grid(table_h: torch.Tensor, table_w: torch.Tensor) -> tuple[int, int]:
+    """The grid (Kh, Kw) of rel-pos tables [2Kh - 1, D], [2Kw - 1, D]."""
+    return (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+
+
 def check_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
     """Validate q, k, v and rel-pos tables [2Kh - 1, D], [2Kw - 1, D]; return (Kh, Kw)."""
     _check_qkv(q, k, v)
@@ -47,7 +52,7 @@ def check_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
         raise UnsupportedInputError(
             f"rel-pos tables must be [2Kh - 1, D] and [2Kw - 1, D] with D = {d}, got {shapes}"
         )
-    kh, kw = (shapes[0][0] + 1) // 2, (shapes[1][0] + 1) // 2
+    kh, kw = tables_grid(table_h, table_w)
     if kh * kw != q.shape[2]:
         raise UnsupportedInputError(f"tables for a {kh}x{kw} grid, but N = {q.shape[2]} tokens")
     return kh, kw
@@ -58,7 +63,7 @@ def rel_pos_terms(q, table_h, table_w) -> tuple[torch.Tensor, torch.Tensor]:
     tables [2Kh - 1, D], [2Kw - 1, D]: rel_h [B, heads, N, Kh] and rel_w [B, heads, N, Kw]
     (the official einsums), the bias of query i and key j being rel_h[.., i, j // Kw] +
     rel_w[.., i, j % Kw]; in q's dtype."""
-    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    kh, kw = tables_grid(table_h, table_w)
     b, heads, n, d = q.shape
 
     def per_pair(table, size):  # [size, size, D]: row q - k + size - 1 for query q, key k

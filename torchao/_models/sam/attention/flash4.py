@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import triton
 
+from torchao._models.sam.attention.contract import tables_grid
 from torchao._models.sam.attention.flash4_kernel import (
     INTERPRET,
     TileConfig,
@@ -27,7 +28,9 @@ from torchao._models.sam.attention.flash4_kernel import (
     launch,
     launch_products,
     new_output,
+    product_chunks,
     run_from_tables,
+    table_products,
     valid_configs,
     validate,
     validate_tables,
@@ -117,6 +120,15 @@ def choose_tables_config(q, k, v, p_h, p_w, kh: int, kw: int) -> TileConfig:
     return _choose(q, kh, kw, cache_key(q, kh, kw, "tables"), run)
 
 
+def tables_config(q, k, v, table_h, table_w) -> TileConfig:
+    """The config :func:`flash4_attention_from_tables` runs these inputs with: the one chosen
+    for its first chunk of images (:func:`flash4_kernel.product_chunks`)."""
+    kh, kw = tables_grid(table_h, table_w)
+    part = product_chunks(q.shape[0], kh, kw)[0]
+    chunk = q[part], k[part], v[part]
+    return choose_tables_config(*chunk, *table_products(chunk[0], table_h, table_w), kh, kw)
+
+
 def _choose(q, kh: int, kw: int, key: str, run) -> TileConfig:
     if _forced_config is not None:
         return _forced_config
@@ -192,7 +204,7 @@ def flash4_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
 def _rel_pos_attention_tables_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
 ) -> torch.Tensor:
-    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    kh, kw = tables_grid(table_h, table_w)
 
     def choose(*chunk):  # q, k, v, p_h, p_w of the first chunk of images
         return choose_tables_config(*chunk, kh, kw)
@@ -210,6 +222,7 @@ def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
     [2Kh - 1, D], [2Kw - 1, D] (already resized to the grid): a batched matmul of q with both
     tables, whose entries the kernel reads as rel_h and rel_w, instead of the two einsums and
     their layout copies; computed a chunk of images at a time, so the products take no more
-    memory than the einsums' [B, H, N, K] outputs. Same errors as :func:`flash4_attention`."""
+    memory than the einsums' [B, H, N, K] outputs (but for one image: twice). Same errors as
+    :func:`flash4_attention`."""
     validate_tables(q, k, v, table_h, table_w)
     return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)

@@ -45,6 +45,7 @@ from torchao._models.sam.attention.contract import (
     UnsupportedInputError,
     check_inputs,
     check_tables,
+    tables_grid,
 )
 
 LOG2E = 1.4426950408889634
@@ -427,21 +428,25 @@ def run_from_tables(q, k, v, table_h, table_w, choose) -> torch.Tensor:
     """The kernel on q's table products, computed a chunk of images at a time
     (:func:`product_chunks`) into one output; ``choose(q, k, v, p_h, p_w)`` gives the tile
     config, asked once, on the first chunk. Inputs already validated."""
-    kh, kw = (table_h.shape[0] + 1) // 2, (table_w.shape[0] + 1) // 2
+    kh, kw = tables_grid(table_h, table_w)
+    tables = _stacked_tables(table_h, table_w, q.dtype)
     out = _output_buffer(q, kernel_head_dim(q.shape[-1]))
     config = None
     for part in product_chunks(q.shape[0], kh, kw):
         chunk = q[part], k[part], v[part]
-        p_h, p_w = table_products(chunk[0], table_h, table_w)
+        p_h, p_w = _products(chunk[0], tables, 2 * kh - 1, 2 * kw - 1)
         config = config or choose(*chunk, p_h, p_w)
         launch_products(*chunk, p_h, p_w, kh, kw, config, out=out[part])
     return out[..., : q.shape[-1]]
 
 
 def product_chunks(images: int, kh: int, kw: int) -> list[slice]:
-    """Slices of the batch for :func:`table_products`, as even as may be: each chunk's products
-    [B', H, N, width] take no more memory than the whole batch's rel_h and rel_w
-    ([B, H, N, Kh + Kw]; width, 2 Kh - 1 + 2 Kw - 1 rounded up to 16, is about twice Kh + Kw)."""
+    """Slices of the batch for :func:`table_products`, as even as may be (none for no images):
+    each chunk's products [B', H, N, width] take no more memory than the whole batch's rel_h
+    and rel_w ([B, H, N, Kh + Kw]; width, 2 Kh - 1 + 2 Kw - 1 rounded up to 16, is about twice
+    Kh + Kw), except that a chunk holds at least one image (at batch 1, twice the memory)."""
+    if images == 0:
+        return []
     per = max(1, images * (kh + kw) // _product_width(2 * kh - 1, 2 * kw - 1))
     chunks = -(-images // per)
     bounds = [images * i // chunks for i in range(chunks + 1)]
@@ -469,10 +474,20 @@ def table_products(
     The bias terms are entries of them: rel_h[.., i, k] = p_h[.., i, i // Kw - k + Kh - 1] and
     rel_w[.., i, k] = p_w[.., i, i % Kw - k + Kw - 1] (the official indexing for equal query
     and key sizes)."""
-    b, h, n, d = q.shape
     lh, lw = table_h.shape[0], table_w.shape[0]
-    width = _product_width(lh, lw)
-    tables = F.pad(torch.cat([table_h, table_w]).to(q.dtype), (0, 0, 0, width - lh - lw))
+    return _products(q, _stacked_tables(table_h, table_w, q.dtype), lh, lw)
+
+
+def _stacked_tables(table_h, table_w, dtype: torch.dtype) -> torch.Tensor:
+    """[table_h; table_w; zero rows] in ``dtype``: [_product_width, D]."""
+    lh, lw = table_h.shape[0], table_w.shape[0]
+    tables = torch.cat([table_h, table_w]).to(dtype)
+    return F.pad(tables, (0, 0, 0, _product_width(lh, lw) - lh - lw))
+
+
+def _products(q, tables, lh: int, lw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b, h, n, d = q.shape
+    width = tables.shape[0]
     rows = q.transpose(0, 1).reshape(h, b * n, d)
     p = torch.bmm(rows, tables.t().expand(h, d, width)).view(h, b, n, width).transpose(0, 1)
     return p[..., :lh], p[..., lh : lh + lw]

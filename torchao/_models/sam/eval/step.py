@@ -3,8 +3,8 @@
 One step: copy the batch to the device, preprocess it (one fused kernel when the decoder is
 compiled), encode its images together, decode the point prompts of all its images in one call,
 choose each prompt's best of three masks by predicted IoU, and upscale, crop and threshold the
-chosen masks on the device. Nothing in the step waits on the
-host; loading, IoU scoring and the copy of the masks back to the host are outside the timing.
+chosen masks on the device. Nothing in the step waits on the host; loading, IoU scoring and the
+copy of the masks back to the host are outside the timing.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def masked_preprocess(
     return x * valid[:, None]
 
 
-# one kernel instead of a pass per operation over the batch (cast, normalise, pad, mask, cast)
-compiled_masked_preprocess = torch.compile(masked_preprocess, dynamic=False)
+# one kernel instead of a pass per operation over the batch (cast, normalise, pad, mask, cast);
+# dynamo's automatic dynamic shapes: batches of a new size or padded height and width (padding
+# to the batch's largest image) make it compile once more with those dims dynamic, not once each
+compiled_masked_preprocess = torch.compile(masked_preprocess)
 
 
 def preprocess_batch(
@@ -53,8 +55,9 @@ def preprocess_batch(
     if images.is_cuda:  # page-locked: the copy does not wait for the GPU
         sizes = sizes.pin_memory().to(images.device, non_blocking=True)
     fn = compiled_masked_preprocess if compiled else masked_preprocess
-    dtype = sam.image_encoder.patch_embed.proj.weight.dtype
-    return fn(images, sizes, sam.pixel_mean, sam.pixel_std, sam.image_encoder.img_size, dtype)
+    return fn(
+        images, sizes, sam.pixel_mean, sam.pixel_std, sam.image_encoder.img_size, sam.input_dtype
+    )
 
 
 @torch.no_grad()

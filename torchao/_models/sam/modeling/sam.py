@@ -46,14 +46,18 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype preprocessed images take: the encoder's (its patch embedding's weight)."""
+        return self.image_encoder.patch_embed.proj.weight.dtype
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise [B, 3, H, W] (0..255, longest side <= img_size) and pad to a square.
 
         Normalisation runs in fp32; the result has the encoder's dtype.
         """
-        dtype = self.image_encoder.patch_embed.proj.weight.dtype
         return normalize_and_pad(
-            x, self.pixel_mean, self.pixel_std, self.image_encoder.img_size, dtype
+            x, self.pixel_mean, self.pixel_std, self.image_encoder.img_size, self.input_dtype
         )
 
     def postprocess_masks(
