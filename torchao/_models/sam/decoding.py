@@ -39,6 +39,19 @@ def largest_bucket_within(n: int) -> int:
     return max((size for size in PROMPT_BUCKETS if size <= n), default=0)
 
 
+def _with_recompile_limit(compiled):
+    """``compiled`` called with dynamo's recompile limit raised to :data:`RECOMPILE_LIMIT`: one
+    graph per input shape (bucket, points per prompt, one image or one per prompt,
+    multimask_output), where dynamo's default of 8 would run the rest eagerly."""
+
+    @functools.wraps(compiled)
+    def call(*args, **kwargs):
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return compiled(*args, **kwargs)
+
+    return call
+
+
 def _pad_rows(t: torch.Tensor, rows: int, value: float) -> torch.Tensor:
     if t.shape[0] == rows:
         return t
@@ -81,7 +94,9 @@ class BatchedDecoder:
         self._pad = pad
         self._decode = sam.decode
         if compile_mode is not None:
-            self._decode = torch.compile(sam.decode, mode=compile_mode, dynamic=False)
+            self._decode = _with_recompile_limit(
+                torch.compile(sam.decode, mode=compile_mode, dynamic=False)
+            )
         self._graphs: dict[tuple, CapturedCall] = {}
         self._pool = None
         self._pe: torch.Tensor | None = None
@@ -112,12 +127,9 @@ class BatchedDecoder:
         """One decode of padded inputs: embeddings [P', C, He, We] (P' = 1 or P), coords,
         labels, dense PE."""
         embeddings, coords, labels, pe = inputs
-        # one compiled graph per input shape (bucket, points per prompt, one image or one per
-        # prompt, multimask_output): past dynamo's default of 8 it would run the rest eagerly
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return self._decode(
-                embeddings, None, coords, labels, multimask_output=multimask_output, image_pe=pe
-            )
+        return self._decode(
+            embeddings, None, coords, labels, multimask_output=multimask_output, image_pe=pe
+        )
 
     def _replay(self, multimask_output: bool, inputs: list[torch.Tensor]):
         """The captured graph for these inputs' shapes (captured on first use, or again when

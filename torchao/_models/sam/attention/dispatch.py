@@ -106,9 +106,7 @@ def rel_pos_attention(q, k, v, rel_h, rel_w, backend: str = "auto") -> torch.Ten
     fused SDPA kernels refuse other strides (the math fallback builds fp32 N x N scores) and
     flash_4's loads are uncoalesced without it (2:4 sparse qkv returns a transposed result).
     """
-    kh, kw = check_inputs(q, k, v, rel_h, rel_w)
-    name = resolve_backend(backend, q.device, kh, kw, q.dtype)
-    q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
+    name, q, k, v = _resolve(backend, check_inputs(q, k, v, rel_h, rel_w), q, k, v)
     return _IMPLEMENTATIONS[name](q, k, v, rel_h, rel_w)
 
 
@@ -117,12 +115,16 @@ def rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend: str = "aut
     [2Kw - 1, D] (already resized to the grid), in the form the backend reads best: flash_4
     reads them out of q's products with the tables (one batched matmul, no einsums); the
     others get :func:`rel_pos_terms`' rel_h, rel_w. What the encoder's attention calls."""
-    kh, kw = check_tables(q, k, v, table_h, table_w)
-    name = resolve_backend(backend, q.device, kh, kw, q.dtype)
-    q, k, v = unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
+    name, q, k, v = _resolve(backend, check_tables(q, k, v, table_h, table_w), q, k, v)
     if name == "flash_4":
         return _flash_4_tables(q, k, v, table_h, table_w)
     return _IMPLEMENTATIONS[name](q, k, v, *rel_pos_terms(q, table_h, table_w))
+
+
+def _resolve(backend: str, grid: tuple[int, int], q, k, v):
+    """The backend that runs this grid, and q, k, v with unit last-dim strides."""
+    name = resolve_backend(backend, q.device, *grid, q.dtype)
+    return name, unit_stride_last_dim(q), unit_stride_last_dim(k), unit_stride_last_dim(v)
 
 
 def explain(
