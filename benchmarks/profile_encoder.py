@@ -41,6 +41,13 @@ SCHEMA = ResultSchema(
     keys=KEYS,
     metrics=(Metric("ms", "time"),),
 )
+KERNEL_KEYS = ("model", "batch", "backend", "compress", "kernel")
+KERNEL_SCHEMA = ResultSchema(  # --kernels-out: the largest kernels of each case
+    name="encoder_kernels",
+    columns=KERNEL_KEYS + ("op", "category", "ms", "calls") + ENVIRONMENT_COLUMNS,
+    keys=KERNEL_KEYS,
+    metrics=(Metric("ms", "time"),),
+)
 
 ATTENTION_OPS = ("rel_pos_attention", "scaled_dot_product", "flex_attention", "flash_attention")
 ATTENTION_KERNELS = ("rel_pos_attn", "flash", "fmha", "sdpa", "flex_attention", "attention")
@@ -79,16 +86,41 @@ def category(op: str, kernel: str) -> str:
     return "other"
 
 
-def breakdown(events: Iterable) -> dict[str, tuple[float, int]]:
-    """Profiler events -> {category: (kernel ms, kernel count)}: every CPU-side event's kernels
-    (``e.kernels``, the kernels it launched itself), named by that event and the kernel."""
-    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+def kernel_times(events: Iterable) -> dict[tuple[str, str], list[float]]:
+    """Profiler events -> {(kernel name, launching op): [kernel ms, launches]}: every CPU-side
+    event's kernels (``e.kernels``, the kernels it launched itself)."""
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for event in events:
         for kernel in getattr(event, "kernels", ()):
-            cat = category(event.name, kernel.name)
-            totals[cat][0] += kernel.duration / 1e3
-            totals[cat][1] += 1
+            totals[kernel.name, event.name][0] += kernel.duration / 1e3
+            totals[kernel.name, event.name][1] += 1
+    return totals
+
+
+def breakdown(kernels: dict[tuple[str, str], list[float]]) -> dict[str, tuple[float, int]]:
+    """kernel_times -> {category: (kernel ms, kernel count)}, each kernel named by its op."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for (kernel, op), (ms, calls) in kernels.items():
+        totals[category(op, kernel)][0] += ms
+        totals[category(op, kernel)][1] += calls
     return {c: (totals[c][0], int(totals[c][1])) for c in CATEGORIES if c in totals}
+
+
+def kernel_rows(key: dict[str, object], kernels: dict, top: int) -> list[dict]:
+    """The ``top`` kernels by time, one row each (names cut to 160 characters)."""
+    largest = sorted(kernels.items(), key=lambda item: -item[1][0])[:top]
+    return [
+        schema_row(
+            KERNEL_SCHEMA,
+            **key,
+            kernel=kernel[:160],
+            op=op,
+            category=category(op, kernel),
+            ms=round(ms, 3),
+            calls=int(calls),
+        )
+        for (kernel, op), (ms, calls) in largest
+    ]
 
 
 def rows_for(key: dict[str, object], parts: dict[str, tuple[float, int]], batch_ms: float):
@@ -108,7 +140,10 @@ def rows_for(key: dict[str, object], parts: dict[str, tuple[float, int]], batch_
     ]
 
 
-def profile_case(model: str, backend: str, compress: str, batch: int) -> list[dict]:
+def profile_case(
+    model: str, backend: str, compress: str, batch: int, top: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """The category rows of one case and its ``top`` largest kernels' rows."""
     encoder = build_encoder(model, backend, torch.bfloat16)
     option = None if compress == "none" else compress
     apply_compression(encoder, option, torch.device("cuda"), torch.bfloat16)
@@ -121,7 +156,8 @@ def profile_case(model: str, backend: str, compress: str, batch: int) -> list[di
 
     batch_ms = median_ms(fn, reps=10)
     key = dict(model=model, batch=batch, backend=backend, compress=compress)
-    return rows_for(key, breakdown(profiled_call(fn).events()), batch_ms)
+    kernels = kernel_times(profiled_call(fn).events())
+    return rows_for(key, breakdown(kernels), batch_ms), kernel_rows(key, kernels, top)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compress", nargs="+", default=["none"], choices=("none", *COMPRESS_OPTIONS))
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", required=True)
+    p.add_argument("--kernels-out", help="CSV of each case's largest kernels")
+    p.add_argument("--top", type=int, default=40, help="kernels per case in --kernels-out")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("profile_encoder needs a CUDA GPU")
@@ -138,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
         for backend in args.backends:
             for compress in args.compress:
                 torch._dynamo.reset()
-                rows = profile_case(model, backend, compress, args.batch)
+                top = args.top if args.kernels_out else 0
+                rows, kernels = profile_case(model, backend, compress, args.batch, top)
                 write_rows(args.out, rows, SCHEMA)
+                if args.kernels_out:
+                    write_rows(args.kernels_out, kernels, KERNEL_SCHEMA)
                 for r in rows:
                     print({k: r[k] for k in SCHEMA.columns if k not in ENVIRONMENT_COLUMNS})
                 torch.cuda.empty_cache()

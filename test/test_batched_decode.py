@@ -103,17 +103,19 @@ def test_eval_step_equals_the_per_image_path(small_pair, padded):
         assert g.shape == ref.shape and torch.equal(g, ref)
 
 
+@pytest.mark.parametrize("model", ["ours", "official"])
 @pytest.mark.parametrize("compiled", [False, True])
-def test_batch_preprocess_equals_the_official_per_image_preprocess(small_pair, compiled):
+def test_batch_preprocess_equals_the_official_per_image_preprocess(small_pair, compiled, model):
     """The step's one-call preprocess (eager, or compiled as one kernel) gives what the
     official preprocess of each image, cut to its resized size, gives: pixels outside that
-    area (here random, not zero) become zero."""
+    area (here random, not zero) become zero. bench_e2e preprocesses for the official model
+    with it too."""
     official, ours = small_pair
     side = ours.image_encoder.img_size
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3, 3, side, side - 16), generator=g, dtype=torch.uint8)
     sizes = [(side, side - 40), (side - 96, side - 16), (side, side - 16)]
-    got = preprocess_batch(ours, images, sizes, compiled)
+    got = preprocess_batch(ours if model == "ours" else official, images, sizes, compiled)
     ref = torch.cat(
         [official.preprocess(x[None, :, :h, :w].float()) for x, (h, w) in zip(images, sizes)]
     )

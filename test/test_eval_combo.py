@@ -222,6 +222,17 @@ def test_compile_image_encoder_scopes():
         compile_image_encoder(encoder(), "layer")
 
 
+def test_encoder_compile_options_add_tuning_to_every_mode():
+    from torchao._models.sam.modeling.image_encoder import encoder_compile_options
+
+    assert encoder_compile_options() == {"coordinate_descent_tuning": True}
+    assert encoder_compile_options("reduce-overhead") == {
+        "triton.cudagraphs": True,
+        "coordinate_descent_tuning": True,
+    }
+    assert encoder_compile_options("max-autotune-no-cudagraphs")["max_autotune"] is True
+
+
 def fails_before_running(capsys, argv: list[str], message: str) -> None:
     """main(argv) exits with ``message`` on stderr, and creates nothing."""
     with pytest.raises(SystemExit) as info:

@@ -47,7 +47,9 @@ def test_breakdown_sums_each_events_own_kernels_into_rows():
         event("## Call CompiledFxGraph x ##"),  # a range without kernels of its own
         event("triton_poi_fused_gelu_view_8", ("triton_poi_fused_gelu_view_8", 2000.0)),
     ]
-    parts = pe.breakdown(events)
+    kernels = pe.kernel_times(events)
+    assert kernels[("nvjet_a", "aten::addmm")] == [3.0, 1]
+    parts = pe.breakdown(kernels)
     assert parts == {"attention": (2.0, 1), "matmul": (4.0, 2), "norm_elementwise": (2.0, 1)}
     rows = pe.rows_for(dict(model="vit_b", batch=16, backend="auto", compress="none"), parts, 9.0)
     assert [r["category"] for r in rows] == list(pe.CATEGORIES)
@@ -56,3 +58,10 @@ def test_breakdown_sums_each_events_own_kernels_into_rows():
     assert by_cat["layout"]["ms"] == 0.0 and by_cat["layout"]["kernels"] == 0
     assert all(r["batch_ms"] == 9.0 for r in rows)
     assert all(tuple(r) == pe.SCHEMA.columns for r in rows)
+    key = dict(model="vit_b", batch=16, backend="auto", compress="none")
+    top = pe.kernel_rows(key, kernels, top=2)
+    assert [(r["kernel"], r["ms"], r["category"]) for r in top] == [
+        ("nvjet_a", 3.0, "matmul"),
+        ("_rel_pos_attn_fwd", 2.0, "attention"),
+    ]
+    assert all(tuple(r) == pe.KERNEL_SCHEMA.columns for r in top)

@@ -437,17 +437,18 @@ def run_from_tables(q, k, v, table_h, table_w, choose) -> torch.Tensor:
         p_h, p_w = _products(chunk[0], tables, 2 * kh - 1, 2 * kw - 1)
         config = config or choose(*chunk, p_h, p_w)
         launch_products(*chunk, p_h, p_w, kh, kw, config, out=out[part])
+        del p_h, p_w  # freed before the next chunk's products are allocated
     return out[..., : q.shape[-1]]
 
 
 def product_chunks(images: int, kh: int, kw: int) -> list[slice]:
     """Slices of the batch for :func:`table_products`, as even as may be (none for no images):
-    each chunk's products [B', H, N, width] take no more memory than the whole batch's rel_h
-    and rel_w ([B, H, N, Kh + Kw]; width, 2 Kh - 1 + 2 Kw - 1 rounded up to 16, is about twice
-    Kh + Kw), except that a chunk holds at least one image (at batch 1, twice the memory)."""
+    each chunk's products [B', H, N, width] take no more than half the memory of the whole
+    batch's rel_h and rel_w ([B, H, N, Kh + Kw]; width, 2 Kh - 1 + 2 Kw - 1 rounded up to 16,
+    is about twice Kh + Kw), except that a chunk holds at least one image."""
     if images == 0:
         return []
-    per = max(1, images * (kh + kw) // _product_width(2 * kh - 1, 2 * kw - 1))
+    per = max(1, images * (kh + kw) // (2 * _product_width(2 * kh - 1, 2 * kw - 1)))
     chunks = -(-images // per)
     bounds = [images * i // chunks for i in range(chunks + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from torchao._models.sam.decoding import BatchedDecoder, masks_for_images, select_best
 from torchao._models.sam.eval.data import Batch
 from torchao._models.sam.eval.metrics import EvalStats, mask_iou
-from torchao._models.sam.modeling.sam import Sam, normalize_and_pad
+from torchao._models.sam.modeling.sam import Sam, encoder_input_dtype, normalize_and_pad
 
 
 def masked_preprocess(
@@ -49,14 +49,19 @@ compiled_masked_preprocess = torch.compile(masked_preprocess)
 def preprocess_batch(
     sam: Sam, images: torch.Tensor, input_sizes, compiled: bool = False
 ) -> torch.Tensor:
-    """:func:`masked_preprocess` with ``sam``'s normalisation, image size and dtype; compiled
-    (``compiled``) as one fused kernel."""
+    """:func:`masked_preprocess` with ``sam``'s normalisation, image size and dtype (ours or
+    the official package's Sam); compiled (``compiled``) as one fused kernel."""
     sizes = torch.tensor(input_sizes, dtype=torch.int64).view(-1, 2)
     if images.is_cuda:  # page-locked: the copy does not wait for the GPU
         sizes = sizes.pin_memory().to(images.device, non_blocking=True)
     fn = compiled_masked_preprocess if compiled else masked_preprocess
     return fn(
-        images, sizes, sam.pixel_mean, sam.pixel_std, sam.image_encoder.img_size, sam.input_dtype
+        images,
+        sizes,
+        sam.pixel_mean,
+        sam.pixel_std,
+        sam.image_encoder.img_size,
+        encoder_input_dtype(sam),
     )
 
 

@@ -23,6 +23,12 @@ def normalize_and_pad(
     return x.to(dtype)
 
 
+def encoder_input_dtype(sam: nn.Module) -> torch.dtype:
+    """The dtype preprocessed images take: the encoder's (its patch embedding's weight); for
+    ours or the official package's Sam."""
+    return sam.image_encoder.patch_embed.proj.weight.dtype
+
+
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
@@ -48,8 +54,7 @@ class Sam(nn.Module):
 
     @property
     def input_dtype(self) -> torch.dtype:
-        """The dtype preprocessed images take: the encoder's (its patch embedding's weight)."""
-        return self.image_encoder.patch_embed.proj.weight.dtype
+        return encoder_input_dtype(self)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise [B, 3, H, W] (0..255, longest side <= img_size) and pad to a square.

@@ -1,0 +1,69 @@
+"""The encoder (``auto``, bf16, batch 16, each Block compiled) under inductor option variants and
+with MLPBlock's GELU epilogue on or off: img/s, first-call (compile) time, and the output's
+largest difference and cosine against the first variant named. The run behind
+``benchmarks/results/h200/runs/encoder_variants_2.log``:
+
+    python benchmarks/repro/encoder_compile_variants.py vit_h,vit_b base,no_epilogue,cdt,mk
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.bench_encoder import build_encoder
+from benchmarks.common import first_call_s, median_ms
+from torchao._models.sam.modeling import image_encoder as ie
+from torchao._models.sam.modeling.common import MLPBlock
+
+VARIANTS = {
+    "base": (True, {}),
+    "no_epilogue": (False, {}),
+    "cdt": (True, {"coordinate_descent_tuning": True}),
+    "mk": (True, {"triton.multi_kernel": 1}),
+    "cdt_mk": (True, {"coordinate_descent_tuning": True, "triton.multi_kernel": 1}),
+    "force_persistent": (True, {"triton.multi_kernel": 2}),
+}
+
+
+def run(model, name, ref):
+    epilogue, options = VARIANTS[name]
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    enc = build_encoder(model, "auto", torch.bfloat16)
+    for m in enc.modules():
+        if isinstance(m, MLPBlock):
+            m.gelu_epilogue = epilogue
+        if isinstance(m, ie.Block):
+            m.compile(options=options or None)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16, generator=g)
+    with torch.no_grad():
+
+        def fn():
+            return enc(x)
+
+        c = first_call_s(fn)
+        ms = median_ms(fn, reps=10)
+        out = fn().float()
+    err = ""
+    if ref is not None:
+        cos = F.cosine_similarity(out.flatten(), ref.flatten(), dim=0).item()
+        err = f"maxdiff {(out - ref).abs().max().item():.4f} cos {cos:.6f}"
+    print(
+        f"{model} {name:18} {16e3 / ms:8.2f} img/s {ms:8.2f} ms compile {c:6.1f} s {err}",
+        flush=True,
+    )
+    return out
+
+
+def main():
+    for model in sys.argv[1].split(","):
+        ref = None
+        for name in sys.argv[2].split(","):
+            out = run(model, name, ref)
+            ref = out if ref is None else ref
+
+
+if __name__ == "__main__":
+    main()

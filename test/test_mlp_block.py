@@ -1,0 +1,81 @@
+"""MLPBlock's GELU-in-the-matmul-epilogue path against the exact lin2(gelu(lin1(x)))."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchao._models.sam.modeling.common import MLPBlock
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def exact_fp32(mlp: MLPBlock, x: torch.Tensor) -> torch.Tensor:
+    """The official MLP in fp32 on mlp's weights."""
+    h = F.gelu(F.linear(x.float(), mlp.lin1.weight.float(), mlp.lin1.bias.float()))
+    return F.linear(h, mlp.lin2.weight.float(), mlp.lin2.bias.float())
+
+
+def make_mlp(dim: int, hidden: int, dtype: torch.dtype, device: str, **kwargs) -> MLPBlock:
+    torch.manual_seed(0)
+    return MLPBlock(dim, hidden, **kwargs).to(device, dtype).eval()
+
+
+def test_cpu_and_fp32_take_the_exact_path_also_compiled():
+    """On the CPU the epilogue path is never taken; the check compiles without a graph break
+    (fullgraph) and the result is the official MLP's."""
+    mlp = make_mlp(32, 128, torch.float32, "cpu")
+    x = torch.randn(2, 5, 5, 32)
+    with torch.no_grad():
+        assert not mlp.runs_gelu_in_epilogue(x)
+        assert not mlp.runs_gelu_in_epilogue(x.bfloat16())
+        compiled = torch.compile(mlp, fullgraph=True, backend="eager")(x)
+    torch.testing.assert_close(compiled, exact_fp32(mlp, x), atol=1e-5, rtol=1e-5)
+
+
+def test_relu_mlp_and_the_switch_keep_the_exact_path():
+    relu = make_mlp(16, 32, torch.float32, "cpu", act=nn.ReLU)
+    off = make_mlp(16, 32, torch.float32, "cpu", gelu_epilogue=False)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        assert not relu.runs_gelu_in_epilogue(x) and not off.runs_gelu_in_epilogue(x)
+        torch.testing.assert_close(relu(x), relu.lin2(F.relu(relu.lin1(x))))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("dims", [(768, 3072), (1280, 5120)], ids=["vit_b", "vit_h"])
+def test_epilogue_path_matches_the_fp32_mlp_like_the_plain_path(dims, dtype):
+    mlp = make_mlp(*dims, dtype, "cuda")
+    x = torch.randn(2, 14, 14, dims[0], device="cuda", dtype=dtype)
+    ref = exact_fp32(mlp, x)
+    with torch.no_grad():
+        assert mlp.runs_gelu_in_epilogue(x)
+        fused = mlp(x)
+        plain = mlp.lin2(mlp.act(mlp.lin1(x)))
+        compiled = torch.compile(mlp, fullgraph=True)(x)
+    assert fused.shape == plain.shape == x.shape and fused.dtype == dtype
+    fused_err = (fused.float() - ref).abs().max().item()
+    plain_err = (plain.float() - ref).abs().max().item()
+    assert fused_err <= 1.5 * plain_err + 1e-3, (fused_err, plain_err)
+    torch.testing.assert_close(compiled, fused, atol=2 * plain_err + 1e-3, rtol=0)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_grad_mode_fp32_and_float8_weights_take_the_exact_path():
+    mlp = make_mlp(256, 1024, torch.bfloat16, "cuda")
+    x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16)
+    assert not mlp.runs_gelu_in_epilogue(x)  # grad mode: _addmm_activation has no backward
+    mlp(x.requires_grad_()).sum().backward()
+    with torch.no_grad():
+        assert not mlp.float().runs_gelu_in_epilogue(x.detach().float())
+        mlp = make_mlp(256, 1024, torch.bfloat16, "cuda")
+        from torchao._models.sam.compress.options import _float8_config, _quantize, is_linear
+
+        _quantize(mlp, _float8_config(), is_linear)
+        assert not mlp.runs_gelu_in_epilogue(x.detach())
+        assert torch.isfinite(mlp(x.detach())).all()
