@@ -43,7 +43,10 @@ from torchao._models.sam.compress.options import (
     set_inductor_flags,
 )
 from torchao._models.sam.eval.metrics import mask_iou
-from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+from torchao._models.sam.modeling.image_encoder import (
+    compile_image_encoder,
+    encoder_compile_label,
+)
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +218,7 @@ def case_key(args: argparse.Namespace, model: str, option: str, layers: str) -> 
         "compress": option,
         "layers": layers if option != "none" else "",
         "inductor_flags": args.inductor_flags,
-        "compile": f"block:{args.compile_mode or 'default'}",
+        "compile": encoder_compile_label("block", args.compile_mode),
         **gpu_environment(),
     }
 

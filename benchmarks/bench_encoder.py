@@ -22,7 +22,11 @@ from benchmarks.common import (
     write_rows,
 )
 from torchao._models.sam import sam_model_registry, set_attention_backend
-from torchao._models.sam.modeling.image_encoder import Attention, compile_image_encoder
+from torchao._models.sam.modeling.image_encoder import (
+    Attention,
+    compile_image_encoder,
+    encoder_compile_label,
+)
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
 KEYS = ("model", "batch", "backend", "compile_mode")
@@ -48,9 +52,9 @@ def build_encoder(model: str, backend: str, dtype: torch.dtype) -> torch.nn.Modu
     return encoder
 
 
-def bench(model, backend, batch, dtype, scope, mode, reps) -> dict[str, object]:
+def bench(model, backend, batch, dtype, scope, mode, tune, reps) -> dict[str, object]:
     encoder = build_encoder(model, backend, dtype)
-    fn_model = compile_image_encoder(encoder, scope, mode) if scope != "none" else encoder
+    fn_model = compile_image_encoder(encoder, scope, mode, tune) if scope != "none" else encoder
     x = torch.randn(batch, 3, 1024, 1024, device="cuda", dtype=dtype)
 
     def fn():
@@ -63,7 +67,7 @@ def bench(model, backend, batch, dtype, scope, mode, reps) -> dict[str, object]:
         "model": model,
         "batch": batch,
         "backend": backend,
-        "compile_mode": f"{scope}:{mode or 'default'}" if scope != "none" else "eager",
+        "compile_mode": encoder_compile_label(scope, mode, tune),
         "img_s": round(batch / ms * 1e3, 2),
         "median_batch_ms": round(ms, 3),
         "peak_mem_mib": round(peak_mem_mib(fn), 1),
@@ -82,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--compile-scope", default="block", choices=["encoder", "block", "none"])
     p.add_argument("--compile-mode", default=None)
+    p.add_argument(
+        "--no-kernel-tuning",
+        dest="tune_kernels",
+        action="store_false",
+        help="compile without coordinate-descent tuning (compile_mode without '+cdt')",
+    )
     p.add_argument("--reps", type=int, default=10, help="timed batches per row (median)")
     p.add_argument("--out", default="benchmarks/results/encoder.csv")
     args = p.parse_args(argv)
@@ -92,7 +102,14 @@ def main(argv: list[str] | None = None) -> None:
         for backend in args.backends:
             torch._dynamo.reset()
             row = bench(
-                model, backend, args.batch, dtype, args.compile_scope, args.compile_mode, args.reps
+                model,
+                backend,
+                args.batch,
+                dtype,
+                args.compile_scope,
+                args.compile_mode,
+                args.tune_kernels,
+                args.reps,
             )
             write_rows(args.out, [row], SCHEMA)
             print(

@@ -41,10 +41,10 @@ SCHEMA = ResultSchema(
     keys=KEYS,
     metrics=(Metric("ms", "time"),),
 )
-KERNEL_KEYS = ("model", "batch", "backend", "compress", "kernel")
+KERNEL_KEYS = ("model", "batch", "backend", "compress", "kernel", "op")
 KERNEL_SCHEMA = ResultSchema(  # --kernels-out: the largest kernels of each case
     name="encoder_kernels",
-    columns=KERNEL_KEYS + ("op", "category", "ms", "calls") + ENVIRONMENT_COLUMNS,
+    columns=KERNEL_KEYS + ("category", "ms", "calls") + ENVIRONMENT_COLUMNS,
     keys=KERNEL_KEYS,
     metrics=(Metric("ms", "time"),),
 )

@@ -231,6 +231,23 @@ def test_encoder_compile_options_add_tuning_to_every_mode():
         "coordinate_descent_tuning": True,
     }
     assert encoder_compile_options("max-autotune-no-cudagraphs")["max_autotune"] is True
+    assert encoder_compile_options(tune_kernels=False) == {}
+    assert encoder_compile_options("reduce-overhead", False) == {"triton.cudagraphs": True}
+
+
+def test_compile_image_encoder_passes_the_tuning_switch_and_labels_it(monkeypatch):
+    from torchao._models.sam.modeling import image_encoder as ie
+
+    seen: list[dict] = []
+    monkeypatch.setattr(ie.Block, "compile", lambda self, **kwargs: seen.append(kwargs))
+    encoder = build_sam_from_config(64, 2, 2, [1], image_size=64, window_size=2).image_encoder
+    ie.compile_image_encoder(encoder, "block", tune_kernels=False)
+    ie.compile_image_encoder(encoder, "block", "max-autotune")
+    tuned = [kw["options"].get("coordinate_descent_tuning") for kw in seen]
+    assert tuned == [None, None, True, True]  # two Blocks, compiled twice
+    assert ie.encoder_compile_label("block") == "block:default+cdt"
+    assert ie.encoder_compile_label("encoder", "max-autotune", False) == "encoder:max-autotune"
+    assert ie.encoder_compile_label("none", "default") == "eager"
 
 
 def fails_before_running(capsys, argv: list[str], message: str) -> None:

@@ -1,9 +1,12 @@
 """The encoder (``auto``, bf16, batch 16, each Block compiled) under inductor option variants and
 with MLPBlock's GELU epilogue on or off: img/s, first-call (compile) time, and the output's
-largest difference and cosine against the first variant named. The run behind
-``benchmarks/results/h200/runs/encoder_variants_2.log``:
+largest difference and cosine against the first variant named. Usage:
 
-    python benchmarks/repro/encoder_compile_variants.py vit_h,vit_b base,no_epilogue,cdt,mk
+    python benchmarks/repro/encoder_compile_variants.py MODELS VARIANTS
+
+MODELS and VARIANTS are comma-separated (variants: the keys of ``VARIANTS``), for example
+``vit_b base,no_epilogue,cdt``; ``benchmarks/results/h200/README.md`` says which variants ran
+in the logs under ``runs/``.
 """
 
 import sys

@@ -174,6 +174,7 @@ class SamPredictor:
         prompt_counts: tuple[int, ...] = tuple(b for b in PROMPT_BUCKETS if b <= 64),
         capture_encoder: bool = True,
         capture_decoder: bool = True,
+        tune_encoder_kernels: bool = True,
     ) -> SamPredictor:
         """Make the predictor fast: cast to ``dtype``, compile each encoder Block
         (``encoder_mode``; None: eager) and the prompt decoder (``decoder_mode``, one graph per
@@ -185,7 +186,9 @@ class SamPredictor:
         graph and ``capture_decoder`` the decoder from one graph per bucket, as their launches
         would otherwise outlast their kernels (each replaces the compile mode
         "reduce-overhead", which cannot be combined with it). After moving the weights
-        (``cast_predictor``, ``.to()``) call optimize() again. Returns self."""
+        (``cast_predictor``, ``.to()``) call optimize() again. ``tune_encoder_kernels=False``
+        compiles the encoder without coordinate-descent tuning (``compile_image_encoder``):
+        a shorter first call, slower norm and elementwise kernels. Returns self."""
         from torchao._models.sam.build_sam import cast_sam
         from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
@@ -202,7 +205,9 @@ class SamPredictor:
         self.decoder = BatchedDecoder(self.model, decoder_mode, capture_decoder and cuda)
         cast_sam(self.model, dtype)
         if encoder_mode is not None:
-            compile_image_encoder(self.model.image_encoder, "block", encoder_mode)
+            compile_image_encoder(
+                self.model.image_encoder, "block", encoder_mode, tune_encoder_kernels
+            )
         side = self.transform.target_length  # every image is padded to this square
         blank = torch.zeros(1, 3, side, side, dtype=torch.uint8, device=self.device)
         self.captured_encoder = None

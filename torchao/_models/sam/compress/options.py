@@ -35,9 +35,10 @@ weight must have been replaced by a torchao/sparse tensor, or it raises.
 
 torchao's quantization configs set process-wide inductor options by default
 (``set_inductor_config=True``: coordinate descent tuning in all directions, among others), which
-can keep an encoder compiling for minutes, so every config
-here passes ``set_inductor_config=False``; inductor options come only from
-:data:`INDUCTOR_PRESETS` through the benchmarks' ``--inductor_flags``.
+can keep an encoder compiling for minutes, so every config here passes
+``set_inductor_config=False``; inductor options come only from :data:`INDUCTOR_PRESETS`
+through the benchmarks' ``--inductor_flags``, and from the encoder compile itself
+(``compile_image_encoder`` tunes in one direction at a time: ``ENCODER_INDUCTOR_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ INDUCTOR_FLAGS: dict[str, bool | str] = {
 # ``aten_gemm`` keeps every matmul on aten (no Triton gemm templates); ``autotune_gemm``
 # autotunes every matmul against Triton templates (without it, torch 2.11 runs ``_int_mm`` on
 # cuBLAS, which uses sm80 int8 kernels on the H100); ``coordinate_descent`` tunes each fused
-# pointwise/reduction kernel's block sizes, one direction at a time.
+# pointwise/reduction kernel's block sizes, one direction at a time (what every encoder compile
+# adds already unless it is called with ``tune_kernels=False``).
 INDUCTOR_PRESETS: dict[str, dict[str, bool | str]] = {
     "none": {},
     "old_benchmark": INDUCTOR_FLAGS,

@@ -39,7 +39,7 @@ class MLPBlock(nn.Module):
             hidden = torch._addmm_activation(
                 self.lin1.bias, rows, self.lin1.weight.t(), use_gelu=True
             )
-            return self.lin2(hidden).view(*x.shape[:-1], -1)
+            return self.lin2(hidden).view(*x.shape[:-1], self.lin2.out_features)
         return self.lin2(self.act(self.lin1(x)))
 
     def runs_gelu_in_epilogue(self, x: torch.Tensor) -> bool:

@@ -234,23 +234,37 @@ class PatchEmbed(nn.Module):
         return F.linear(patches, weight, self.proj.bias)
 
 
-# what every encoder compile adds to its mode's inductor options: coordinate-descent tuning of
-# each generated kernel's block sizes (inductor's default configs leave the LayerNorm
-# reductions over 1280 channels far from memory bandwidth)
+# what an encoder compile adds to its mode's inductor options unless ``tune_kernels=False``:
+# coordinate-descent tuning of each generated kernel's block sizes (inductor's default configs
+# leave the LayerNorm reductions over 1280 channels far from memory bandwidth)
 ENCODER_INDUCTOR_OPTIONS = {"coordinate_descent_tuning": True}
 
 
-def encoder_compile_options(mode: str | None = None) -> dict[str, object]:
+def encoder_compile_options(
+    mode: str | None = None, tune_kernels: bool = True
+) -> dict[str, object]:
     """The inductor options of an encoder compile in ``mode`` (None: "default")."""
-    return torch._inductor.list_mode_options(mode or "default") | ENCODER_INDUCTOR_OPTIONS
+    options = torch._inductor.list_mode_options(mode or "default")
+    return options | ENCODER_INDUCTOR_OPTIONS if tune_kernels else options
 
 
-def compile_image_encoder(encoder: nn.Module, scope: str, mode: str | None = None) -> nn.Module:
+def encoder_compile_label(scope: str, mode: str | None = None, tune_kernels: bool = True) -> str:
+    """How benchmark rows name an encoder compile: "block:default+cdt", "encoder:max-autotune",
+    or "eager" for scope "none"."""
+    if scope == "none":
+        return "eager"
+    return f"{scope}:{mode or 'default'}" + ("+cdt" if tune_kernels else "")
+
+
+def compile_image_encoder(
+    encoder: nn.Module, scope: str, mode: str | None = None, tune_kernels: bool = True
+) -> nn.Module:
     """torch.compile the encoder in place, with :func:`encoder_compile_options`. scope
     "encoder": one graph for the whole encoder; "block": each Block compiled on its own
     (identical blocks share their compiled code, so compile time does not grow with depth;
-    windowed and global blocks make two graphs)."""
-    options = encoder_compile_options(mode)
+    windowed and global blocks make two graphs). ``tune_kernels=False`` skips the
+    coordinate-descent tuning (a faster compile, slower norm and elementwise kernels)."""
+    options = encoder_compile_options(mode, tune_kernels)
     if scope == "encoder":
         encoder.compile(options=options)
     elif scope == "block":

@@ -54,6 +54,7 @@ class Sam(nn.Module):
 
     @property
     def input_dtype(self) -> torch.dtype:
+        """The dtype the image encoder takes (its patch embedding's weights)."""
         return encoder_input_dtype(self)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
