@@ -52,7 +52,17 @@ def build_encoder(model: str, backend: str, dtype: torch.dtype) -> torch.nn.Modu
     return encoder
 
 
-def bench(model, backend, batch, dtype, scope, mode, tune, reps) -> dict[str, object]:
+def bench(
+    model: str,
+    backend: str,
+    *,
+    batch: int,
+    dtype: torch.dtype,
+    scope: str,
+    mode: str | None,
+    tune: bool,
+    reps: int,
+) -> dict[str, object]:
     encoder = build_encoder(model, backend, dtype)
     fn_model = compile_image_encoder(encoder, scope, mode, tune) if scope != "none" else encoder
     x = torch.randn(batch, 3, 1024, 1024, device="cuda", dtype=dtype)
@@ -97,20 +107,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_encoder needs a CUDA GPU")
-    dtype = getattr(torch, args.dtype)
+    settings = dict(
+        batch=args.batch,
+        dtype=getattr(torch, args.dtype),
+        scope=args.compile_scope,
+        mode=args.compile_mode,
+        tune=args.tune_kernels,
+        reps=args.reps,
+    )
     for model in args.models:
         for backend in args.backends:
             torch._dynamo.reset()
-            row = bench(
-                model,
-                backend,
-                args.batch,
-                dtype,
-                args.compile_scope,
-                args.compile_mode,
-                args.tune_kernels,
-                args.reps,
-            )
+            row = bench(model, backend, **settings)
             write_rows(args.out, [row], SCHEMA)
             print(
                 f"{model:6} {backend:12} {row['img_s']:8.2f} img/s  "

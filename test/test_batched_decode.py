@@ -230,6 +230,21 @@ def test_padded_decoder_follows_an_updated_pe_matrix(small_pair):
         torch.testing.assert_close(g, r)
 
 
+def test_optimize_passes_the_encoder_tuning_switch(small_pair, monkeypatch):
+    from torchao._models.sam.modeling import image_encoder
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(image_encoder, "compile_image_encoder", lambda *args: calls.append(args))
+    predictor = SamPredictor(copy.deepcopy(small_pair[1]))
+    kwargs = dict(decoder_mode=None, prompt_counts=(1,))
+    predictor.optimize(torch.float32, **kwargs)
+    predictor.optimize(
+        torch.float32, encoder_mode="max-autotune", tune_encoder_kernels=False, **kwargs
+    )
+    encoder = predictor.model.image_encoder
+    assert calls == [(encoder, "block", "default", True), (encoder, "block", "max-autotune", False)]
+
+
 @pytest.mark.parametrize("part", ["encoder", "decoder"])
 def test_optimize_refuses_two_kinds_of_cuda_graphs(small_pair, part):
     predictor = SamPredictor(copy.deepcopy(small_pair[1]))

@@ -2,7 +2,7 @@
 with MLPBlock's GELU epilogue on or off: img/s, first-call (compile) time, and the output's
 largest difference and cosine against the first variant named. Usage:
 
-    python benchmarks/repro/encoder_compile_variants.py MODELS VARIANTS
+    python -m benchmarks.repro.encoder_compile_variants MODELS VARIANTS
 
 MODELS and VARIANTS are comma-separated (variants: the keys of ``VARIANTS``), for example
 ``vit_b base,no_epilogue,cdt``; ``benchmarks/results/h200/README.md`` says which variants ran

@@ -1,8 +1,9 @@
 """flash_4's table products, chunked as now (``flash4_kernel.product_chunks``) or in one chunk
 for the windowed 14x14 grid: the op's median ms (bench_attention, batch 16, window layers) and
-the compiled vit_b encoder's img/s and peak memory (auto, bf16, batch 16), in one process.
+the compiled vit_b encoder's img/s and peak memory (auto, bf16, batch 16; OUT_DIR/
+encoder_policies.txt), in one process.
 
-    python benchmarks/repro/product_chunk_policy.py OUT_DIR
+    python -m benchmarks.repro.product_chunk_policy OUT_DIR
 """
 
 import sys
@@ -41,7 +42,10 @@ def main(out_dir: str) -> None:
              "--backends", "sdpa_nobias", "flash_4", "--out", f"{out_dir}/attention_{name}.csv"]
         )  # fmt: skip
         ms = median_ms(fn, reps=10)
-        print(f"{name}: vit_b encoder {16e3 / ms:.2f} img/s, peak {peak_mem_mib(fn):.1f} MiB")
+        line = f"{name}: vit_b encoder {16e3 / ms:.2f} img/s, peak {peak_mem_mib(fn):.1f} MiB"
+        print(line, flush=True)
+        with open(f"{out_dir}/encoder_policies.txt", "a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":
