@@ -2,7 +2,9 @@
 ``predictor.optimize``) and the official generator (fp32: its bf16 path fails) on the same
 random weights and image, in one run; 32x32 point grid, with and without one crop layer, at the
 default thresholds and with every threshold at 0 (the worst case for post-processing). Random
-weights change what survives filtering, so each row records how many masks were kept.
+weights change what survives filtering, so each row records how many masks were kept. With
+``--official-time-limit S`` the official's call is stopped after S seconds and its row says so
+(``timeout``, first_call_s the time it ran); a row whose call raised keeps the time until then.
 
     python -m benchmarks.bench_amg --models vit_h --out benchmarks/results/amg.csv
 """
@@ -11,13 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from benchmarks.common import first_call_s, guarded, median_ms, schema_row, write_rows
+from benchmarks.common import (
+    TimeLimitExceeded,
+    error_status,
+    first_call_s,
+    guarded,
+    median_ms,
+    schema_row,
+    time_limit,
+    write_rows,
+)
 from torchao._models.sam import SamPredictor, sam_model_registry
 from torchao._models.sam.automatic_mask_generator import SamAutomaticMaskGenerator
 from torchao._models.sam.eval.synthetic import draw_image, randomize_weights
@@ -44,11 +56,24 @@ class Models(NamedTuple):
     official: torch.nn.Module | None
 
 
-def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
+def time_generate(
+    generator, image: np.ndarray, reps: int, limit_s: float | None = None
+) -> dict[str, object]:
     """First call (compilation) and the median of ``reps`` more (reps 0: the first call's
-    time), plus how many masks it kept."""
+    time), plus how many masks it kept. A first call that raises, or runs past ``limit_s``,
+    gives a row whose status says so and whose first_call_s is the time it ran (a lower bound
+    on its time, for the limit)."""
     kept: list[int] = []
-    first = first_call_s(lambda: kept.append(len(generator.generate(image))))
+    start = time.perf_counter()
+    try:
+        with time_limit(limit_s):
+            first = first_call_s(lambda: kept.append(len(generator.generate(image))))
+    except TimeLimitExceeded as e:
+        torch.cuda.empty_cache()
+        return {"status": f"timeout: {e}", "first_call_s": time.perf_counter() - start}
+    except Exception as e:
+        torch.cuda.empty_cache()
+        return {"status": error_status(e), "first_call_s": time.perf_counter() - start}
     if reps > 0:
         ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
     else:  # an eager generator with nothing left to warm: its first call is the measurement
@@ -61,9 +86,11 @@ def time_generate(generator, image: np.ndarray, reps: int) -> dict[str, object]:
     }
 
 
-def measure(settings: tuple, image: np.ndarray, reps: int) -> dict[str, object]:
+def measure(
+    settings: tuple, image: np.ndarray, reps: int, limit_s: float | None = None
+) -> dict[str, object]:
     """time_generate for the generator of ``settings`` (make_generator's arguments)."""
-    return time_generate(make_generator(*settings), image, reps)
+    return time_generate(make_generator(*settings), image, reps, limit_s)
 
 
 def build_models(model: str, implementations: Iterable[str]) -> Models:
@@ -106,9 +133,11 @@ def bench_model(
     reps: dict[str, int],
     out: str | os.PathLike,
     points_per_side: int = 32,
+    official_limit_s: float | None = None,
 ) -> list[dict]:
     """Every row of one model, each appended to ``out`` as soon as it is measured; ``reps``
-    names the implementations to run and their timed calls."""
+    names the implementations to run and their timed calls; the official's first call stops
+    after ``official_limit_s`` (None: no limit)."""
     models = build_models(model, reps)
     rows = []
     for crop in crops:
@@ -127,7 +156,8 @@ def bench_model(
                     status="ok",
                 )
                 settings = (impl, models, crop, THRESHOLDS[name], points_per_side)
-                row.update(guarded(measure, settings, image, reps[impl]))
+                limit_s = official_limit_s if impl == "official" else None
+                row.update(guarded(measure, settings, image, reps[impl], limit_s))
                 rows.append(row)
                 write_rows(out, [row], SCHEMA)
                 print(
@@ -150,6 +180,13 @@ def main(argv: list[str] | None = None) -> None:
         help="timed calls of the official after its first (0: the first call is the time)",
     )
     p.add_argument(
+        "--official-time-limit",
+        type=float,
+        default=None,
+        help="seconds after which the official's first call is stopped: a 'timeout' row whose "
+        "first_call_s bounds its time from below (default: no limit)",
+    )
+    p.add_argument(
         "--implementations", nargs="+", default=["ours", "official"], choices=["ours", "official"]
     )
     p.add_argument("--out", default="benchmarks/results/amg.csv")
@@ -161,7 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     reps = {impl: reps[impl] for impl in args.implementations}
     for model in args.models:
         torch._dynamo.reset()
-        bench_model(model, image, args.crop_n_layers, args.thresholds, reps, args.out)
+        bench_model(
+            model,
+            image,
+            args.crop_n_layers,
+            args.thresholds,
+            reps,
+            args.out,
+            official_limit_s=args.official_time_limit,
+        )
 
 
 if __name__ == "__main__":

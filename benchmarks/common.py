@@ -9,7 +9,9 @@ times a cold call (compilation, autotuning) separately.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable
@@ -140,4 +142,34 @@ def guarded(fn, *args) -> dict[str, object]:
         return fn(*args)
     except Exception as e:  # a benchmark row records what failed instead of stopping the run
         torch.cuda.empty_cache()
-        return {"status": f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+        return {"status": error_status(e)}
+
+
+def error_status(e: BaseException) -> str:
+    """A row's status for a measurement that raised ``e``."""
+    return f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+class TimeLimitExceeded(Exception):
+    """Raised by :func:`time_limit` in the main thread when its time is up."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Stop the block with TimeLimitExceeded after ``seconds`` of wall time (None: no limit).
+    SIGALRM, so main thread only; it lands between Python bytecodes, so a block that spends
+    its time inside one long C call stops when the call returns."""
+    if seconds is None:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TimeLimitExceeded(f"still running after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,3 +24,27 @@ def test_rows_for_ours_and_the_official(monkeypatch, tmp_path):
         bench_amg.SCHEMA.check_row(r)
         assert r["status"] == "ok" and r["img_s"] == 20.0 and r["masks_kept"] > 0
     assert rows[0]["masks_kept"] == rows[1]["masks_kept"]  # the same masks survive
+
+
+class _Endless:
+    def generate(self, image):
+        while True:
+            pass
+
+
+class _Failing:
+    def generate(self, image):
+        raise IndexError("no masks")
+
+
+def test_a_call_past_its_time_limit_is_a_timeout_row_with_the_time_it_ran():
+    result = bench_amg.time_generate(_Endless(), np.zeros((4, 4, 3), np.uint8), 1, limit_s=0.2)
+    assert result["status"] == "timeout: still running after 0.2 s"
+    assert 0.2 <= result["first_call_s"] < 5
+    assert "s_per_image" not in result
+
+
+def test_a_call_that_raises_keeps_its_error_and_the_time_until_then():
+    result = bench_amg.time_generate(_Failing(), np.zeros((4, 4, 3), np.uint8), 1, limit_s=5)
+    assert result["status"] == "error: IndexError: no masks"
+    assert 0 <= result["first_call_s"] < 5

@@ -1,7 +1,7 @@
-"""flash_4's table products, chunked as now (``flash4_kernel.product_chunks``) or in one chunk
-for the windowed 14x14 grid: the op's median ms (bench_attention, batch 16, window layers) and
-the compiled vit_b encoder's img/s and peak memory (auto, bf16, batch 16; OUT_DIR/
-encoder_policies.txt), in one process.
+"""flash_4's table products chunked as now (``flash4_kernel.product_chunks``) or in one chunk:
+the op's median ms (bench_attention, batch 16, window and global layers) and the compiled vit_b
+encoder's img/s and peak memory (auto, bf16, batch 16; OUT_DIR/encoder_policies.txt), in one
+process.
 
     python -m benchmarks.repro.product_chunk_policy OUT_DIR
 """
@@ -19,11 +19,11 @@ from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 CHUNKED = flash4_kernel.product_chunks
 
 
-def windowed_whole(images: int, kh: int, kw: int) -> list[slice]:
-    return [slice(0, images)] if images and kh * kw <= 196 else CHUNKED(images, kh, kw)
+def whole(images: int, kh: int, kw: int) -> list[slice]:
+    return [slice(0, images)] if images else []
 
 
-POLICIES = {"chunked": CHUNKED, "windowed_whole": windowed_whole}
+POLICIES = {"chunked": CHUNKED, "whole": whole}
 
 
 def main(out_dir: str) -> None:
@@ -38,7 +38,7 @@ def main(out_dir: str) -> None:
     for name, policy in POLICIES.items():
         flash4_kernel.product_chunks = policy
         bench_attention.main(
-            ["--models", "vit_b", "vit_h", "--layers", "window", "--batches", "16",
+            ["--models", "vit_b", "vit_h", "--layers", "window", "global", "--batches", "16",
              "--backends", "sdpa_nobias", "flash_4", "--out", f"{out_dir}/attention_{name}.csv"]
         )  # fmt: skip
         ms = median_ms(fn, reps=10)
