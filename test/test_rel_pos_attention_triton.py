@@ -77,12 +77,21 @@ def test_plan_modes():
     window = flash4_kernel.make_plan(by_n[256], 14, 14, 80)
     assert window.bias_mode == flash4_kernel.ONEHOT and not window.even_n
     assert window.kh_pad == window.kw_pad == 16
-    assert flash4_kernel.make_plan(by_n[128], 64, 64, 64).bias_mode == flash4_kernel.GATHER
+    two_rows = flash4_kernel.make_plan(flash4_kernel.TileConfig(128, 128, 8, 2), 64, 64, 64)
+    assert two_rows.bias_mode == flash4_kernel.ROW and two_rows.hoist_w and two_rows.rows == 2
+    assert flash4_kernel.make_plan(by_n[256], 64, 64, 64).rows == 4
+    assert flash4_kernel.make_plan(by_n[64], 8, 8, 64).bias_mode == flash4_kernel.ONEHOT  # 8 rows
+    assert flash4_kernel.make_plan(by_n[128], 64, 40, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[64], 10, 70, 64).bias_mode == flash4_kernel.GATHER
     # Gather mode is only timed where no faster mode exists.
     candidates = flash4_kernel.valid_configs(64, 64, 80)
     assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in candidates)
-    assert flash4_kernel.valid_configs(10, 70, 64) == flash4_kernel.CONFIGS
+    row_only = flash4_kernel.ROW_MODE_ONLY
+    assert row_only <= set(candidates)
+    assert not row_only & set(flash4_kernel.valid_configs(14, 14, 64))
+    assert flash4_kernel.valid_configs(10, 70, 64) == [
+        c for c in flash4_kernel.CONFIGS if c not in row_only
+    ]
 
 
 def test_default_config_is_a_candidate():
@@ -124,7 +133,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     from torchao._models.sam.attention import flash4, flash4_kernel
     from torchao._models.sam.attention import reference_rel_pos_attention
     cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72),
-             (1, 1, 3, 40, 64)]
+             (1, 1, 3, 40, 64), (1, 1, 5, 32, 80)]
     errs = []
     for cfg in flash4_kernel.CONFIGS:
         for i, (b, h, kh, kw, d) in enumerate(cases):
@@ -146,7 +155,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 def test_kernel_under_triton_interpreter():
     """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
     errs = interpreter_result(INTERPRETER_SCRIPT, timeout=120)
-    assert len(errs) == 5 * len(flash4_kernel.CONFIGS)
+    assert len(errs) == 6 * len(flash4_kernel.CONFIGS)
     bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
     assert not bad, bad
 

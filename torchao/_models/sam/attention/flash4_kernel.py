@@ -10,14 +10,16 @@ One program handles BLOCK_M query rows of one (b, h) and walks the keys BLOCK_N 
 online (FlashAttention-style) softmax in base 2. The bias is added in one of three modes, fixed
 per launch by the tile config and the grid:
 
-- row mode (``Kw % BLOCK_N == 0``): a key tile lies inside one grid row, so rel_h adds one value
-  per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]. When
-  ``BLOCK_N == Kw`` that slice is the same for every tile and is loaded once (the 64x64 case).
+- row mode (``Kw % BLOCK_N == 0``, or ``BLOCK_N`` a multiple of Kw, up to four rows): a key
+  tile lies inside one grid row, so rel_h adds one value per query row and rel_w adds the
+  contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds whole grid rows (ROWS of them), so
+  rel_h adds ROWS values per query row and rel_w's columns repeat. Where ``BLOCK_N`` is a
+  multiple of Kw the rel_w tile is the same for every key tile and is loaded once (64x64).
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
   gather (each output is one product with 1.0) that runs on the tensor cores.
-- gather mode (everything else, e.g. a 64x64 grid with BLOCK_N = 128): per key tile, gathered
+- gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
 rel_h and rel_w are read through five strides each (batch, head, query grid row, query grid
@@ -49,6 +51,7 @@ from torchao._models.sam.attention.contract import (
 )
 
 LOG2E = 1.4426950408889634
+MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
 ROW, ONEHOT, GATHER = 0, 1, 2  # bias modes
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -69,7 +72,7 @@ def _rel_pos_attn_fwd(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
-    BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr,
+    BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
@@ -124,7 +127,7 @@ def _rel_pos_attn_fwd(
         if HOIST_W:
             rw_tile = (
                 tl.load(
-                    RW + rw_row[:, None] + offs_n0[None, :] * swk,
+                    RW + rw_row[:, None] + (offs_n0 % KW)[None, :] * swk,
                     mask=m_ok[:, None],
                     other=0.0,
                 ).to(tl.float32)
@@ -172,7 +175,16 @@ def _rel_pos_attn_fwd(
             qk = tl.dot(q1, tl.trans(k1), qk)
         if BIAS_MODE == 0:  # row mode
             row = start // KW
-            rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0).to(tl.float32)
+            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (fewer at the end)
+                rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for r in tl.static_range(ROWS):
+                    rh_r = tl.load(
+                        RH + rh_row + (row + r) * shk, mask=m_ok & ((row + r) * KW < N), other=0.0
+                    )
+                    in_row = (offs_n0 // KW == r)[None, :]
+                    rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
+            else:
+                rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0).to(tl.float32)
             if HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -183,7 +195,10 @@ def _rel_pos_attn_fwd(
                     other=0.0,
                 ).to(tl.float32)
                 s = qk * qk_scale + rw * 1.4426950408889634
-            s = s + (rh * 1.4426950408889634)[:, None]
+            if ROWS > 1:
+                s = s + rh_tile * 1.4426950408889634
+            else:
+                s = s + (rh * 1.4426950408889634)[:, None]
         elif BIAS_MODE == 1:  # one-hot mode
             onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
@@ -259,9 +274,13 @@ CONFIGS: list[TileConfig] = [
     TileConfig(128, 64, 8, 3),
     TileConfig(64, 64, 4, 3),
     TileConfig(128, 32, 4, 3),  # row mode with a per-tile rel_w slice
-    TileConfig(64, 128, 4, 2),  # one-hot mode: 14x14 window in two key tiles
+    TileConfig(64, 128, 4, 2),  # one-hot mode: 14x14 window in two key tiles; 64x64: two rows
     TileConfig(64, 256, 8, 1),  # one-hot mode: a whole 14x14 window in one key tile
+    TileConfig(128, 128, 8, 2),  # 64x64 grid: two grid rows per key tile (rel_w hoisted)
+    TileConfig(128, 128, 8, 3),
 ]
+# Candidates timed only where they run in row mode (elsewhere the others cover their modes)
+ROW_MODE_ONLY = frozenset(CONFIGS[-2:])
 
 
 @dataclass(frozen=True)
@@ -274,6 +293,7 @@ class LaunchPlan:
     kw_pad: int
     bias_mode: int  # ROW, ONEHOT or GATHER
     hoist_w: bool
+    rows: int  # grid rows per key tile in row mode (1: a tile within one row)
     even_n: bool
 
 
@@ -292,8 +312,10 @@ def split_head_dim(d: int) -> tuple[int, int]:
 
 
 def bias_mode(config: TileConfig, kh: int, kw: int) -> int:
-    """ROW if key tiles never straddle grid rows, ONEHOT for small grids, else GATHER."""
-    if kw % config.block_n == 0:
+    """ROW if key tiles lie within one grid row or hold whole rows, ONEHOT for small grids,
+    else GATHER."""
+    rows = config.block_n // kw
+    if kw % config.block_n == 0 or (config.block_n % kw == 0 and rows <= MAX_ROWS_PER_TILE):
         return ROW
     if max(kh, kw) <= MAX_ONEHOT_GRID:
         return ONEHOT
@@ -310,16 +332,19 @@ def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
         kh_pad=_pow2_at_least(kh),
         kw_pad=_pow2_at_least(kw),
         bias_mode=mode,
-        hoist_w=mode == ROW and kw == config.block_n,
+        hoist_w=mode == ROW and config.block_n % kw == 0,
+        rows=max(1, config.block_n // kw) if mode == ROW else 1,
         even_n=(kh * kw) % config.block_n == 0,
     )
 
 
 def valid_configs(kh: int, kw: int, d: int) -> list[TileConfig]:
-    """Candidates timed for this shape: gather mode is skipped where a faster mode exists."""
+    """Candidates timed for this shape: gather mode is skipped where a faster mode exists, and
+    the ROW_MODE_ONLY configs where they would not run in row mode."""
     modes = {cfg: bias_mode(cfg, kh, kw) for cfg in CONFIGS}
-    fast = [cfg for cfg in CONFIGS if modes[cfg] != GATHER]
-    return fast or list(CONFIGS)
+    usable = [cfg for cfg in CONFIGS if cfg not in ROW_MODE_ONLY or modes[cfg] == ROW]
+    fast = [cfg for cfg in usable if modes[cfg] != GATHER]
+    return fast or usable
 
 
 def default_config(kh: int, kw: int, d: int) -> TileConfig:
@@ -530,7 +555,7 @@ def _launch(
         h, n, d**-0.5 * LOG2E, KW=kw, D=d_run,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
-        BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w,
+        BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, ROWS=plan.rows,
         EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out[..., :d]
