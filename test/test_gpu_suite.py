@@ -91,20 +91,19 @@ def test_benchmark_stages_run_the_benchmarks_package(tmp_path):
         "-m benchmarks.bench_encoder --models vit_b vit_h --batch 16 --backends sdpa_nobias "
         f"sdpa_bias sdpa_aug flash_4 flex auto --out {out}/encoder.csv",
         f"-m benchmarks.bench_e2e --out {out}/e2e.csv",
-        f"-m benchmarks.bench_amg --models vit_b vit_h --thresholds default --out {out}/amg.csv",
-        "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --implementations ours "
-        f"--out {out}/amg.csv",
-        "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --crop-n-layers 0 "
-        f"--implementations official --official-reps 0 --out {out}/amg.csv",
+        "-m benchmarks.bench_amg --models vit_b vit_h --thresholds default "
+        f"--official-time-limit 200 --out {out}/amg.csv",
+        "-m benchmarks.bench_amg --models vit_b vit_h --thresholds zero --official-reps 0 "
+        f"--official-time-limit 200 --out {out}/amg.csv",
         f"-m benchmarks.profile_e2e --out {out}/profile",
         "-m benchmarks.profile_encoder --models vit_b vit_h --compress none "
         f"float8_dynamic_quant_fused_gelu --out {out}/encoder_profile.csv",
         f"-m benchmarks.bench_fp8_quant --models vit_b vit_h --out {out}/fp8_quant.csv",
     ]
     assert calls[: len(expected)] == expected
-    assert calls[9].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
-    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[10:])
-    assert len(calls) == 12
+    assert calls[8].startswith("-m benchmarks.bench_compress --models vit_b vit_h --options none")
+    assert all("-m torchao._models.sam.eval_combo --synthetic 32" in c for c in calls[9:])
+    assert len(calls) == 11
     # a failing stage (the fake fails bench_amg) is reported and the next ones still run
     assert "!!! stage amg failed" in proc.stdout
     assert "!!! stage e2e failed" not in proc.stdout and "=== stage baselines took" in proc.stdout
