@@ -65,15 +65,19 @@ def time_generate(
     on its time, for the limit)."""
     kept: list[int] = []
     start = time.perf_counter()
+    failure = None
     try:
         with time_limit(limit_s):
             first = first_call_s(lambda: kept.append(len(generator.generate(image))))
-    except TimeLimitExceeded as e:
+    except (TimeLimitExceeded, Exception) as e:
+        stopped = isinstance(e, TimeLimitExceeded)
+        failure = {
+            "status": f"timeout: {e}" if stopped else error_status(e),
+            "first_call_s": time.perf_counter() - start,
+        }
+    if failure is not None:  # outside the handler: the traceback's frames are gone
         torch.cuda.empty_cache()
-        return {"status": f"timeout: {e}", "first_call_s": time.perf_counter() - start}
-    except Exception as e:
-        torch.cuda.empty_cache()
-        return {"status": error_status(e), "first_call_s": time.perf_counter() - start}
+        return failure
     if reps > 0:
         ms = median_ms(lambda: generator.generate(image), warmup=0, reps=reps)
     else:  # an eager generator with nothing left to warm: its first call is the measurement
@@ -167,6 +171,13 @@ def bench_model(
     return rows
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["vit_b", "vit_h"])
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--official-time-limit",
-        type=float,
+        type=positive_float,
         default=None,
         help="seconds after which the official's first call is stopped: a 'timeout' row whose "
         "first_call_s bounds its time from below (default: no limit)",

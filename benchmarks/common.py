@@ -13,8 +13,9 @@ import contextlib
 import os
 import signal
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -150,26 +151,36 @@ def error_status(e: BaseException) -> str:
     return f"error: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
-class TimeLimitExceeded(Exception):
-    """Raised by :func:`time_limit` in the main thread when its time is up."""
+class TimeLimitExceeded(BaseException):
+    """Raised by :func:`time_limit` when its time is up (a BaseException, so that the timed
+    code's ``except Exception`` does not swallow it)."""
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float | None):
-    """Stop the block with TimeLimitExceeded after ``seconds`` of wall time (None: no limit).
-    SIGALRM, so main thread only; it lands between Python bytecodes, so a block that spends
-    its time inside one long C call stops when the call returns."""
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Stop the block with TimeLimitExceeded after ``seconds`` (> 0) of wall time; None: no
+    limit. SIGALRM: the main thread only, one limit at a time; it lands between Python
+    bytecodes, so a block inside one long C call stops when the call returns."""
     if seconds is None:
         yield
         return
+    if not seconds > 0:
+        raise ValueError(f"time limit must be positive, got {seconds}")
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("time_limit works in the main thread only (SIGALRM)")
+    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        raise RuntimeError("time_limit does not nest: a real-time timer is already set")
+    running = True
 
     def stop(signum, frame):
-        raise TimeLimitExceeded(f"still running after {seconds:g} s")
+        if running:  # an alarm that lands as the block ends is ignored
+            raise TimeLimitExceeded(f"still running after {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
+        running = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -1,10 +1,13 @@
 """bench_amg's rows on CPU with a small model pair (the timer stubbed to one call)."""
 
+import signal
+
 import numpy as np
 import pandas as pd
+import pytest
 from sam_oracle import SMALL, model_pair
 
-from benchmarks import bench_amg
+from benchmarks import bench_amg, common
 from torchao._models.sam import SamPredictor
 
 
@@ -48,3 +51,31 @@ def test_a_call_that_raises_keeps_its_error_and_the_time_until_then():
     result = bench_amg.time_generate(_Failing(), np.zeros((4, 4, 3), np.uint8), 1, limit_s=5)
     assert result["status"] == "error: IndexError: no masks"
     assert 0 <= result["first_call_s"] < 5
+
+
+class _Swallowing:
+    def generate(self, image):
+        while True:
+            try:
+                while True:
+                    pass
+            except Exception:  # code under the limit that catches everything it can
+                pass
+
+
+def test_the_limit_is_not_swallowed_by_the_timed_code():
+    result = bench_amg.time_generate(_Swallowing(), np.zeros((4, 4, 3), np.uint8), 1, limit_s=0.2)
+    assert result["status"].startswith("timeout")
+
+
+def test_time_limits_refuse_to_nest_and_non_positive_limits():
+    with common.time_limit(5):
+        with pytest.raises(RuntimeError, match="nest"):
+            with common.time_limit(1):
+                pass
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0  # disarmed on the way out
+    with pytest.raises(ValueError):
+        with common.time_limit(0):
+            pass
+    with pytest.raises(SystemExit):
+        bench_amg.main(["--official-time-limit", "0"])

@@ -77,10 +77,15 @@ def test_plan_modes():
     window = flash4_kernel.make_plan(by_n[256], 14, 14, 80)
     assert window.bias_mode == flash4_kernel.ONEHOT and not window.even_n
     assert window.kh_pad == window.kw_pad == 16
-    two_rows = flash4_kernel.make_plan(flash4_kernel.TileConfig(128, 128, 8, 2), 64, 64, 64)
+    whole_rows = flash4_kernel.TileConfig(128, 128, 8, 2)
+    two_rows = flash4_kernel.make_plan(whole_rows, 64, 64, 64)
     assert two_rows.bias_mode == flash4_kernel.ROW and two_rows.hoist_w and two_rows.rows == 2
+    assert two_rows.even_n
     assert flash4_kernel.make_plan(by_n[256], 64, 64, 64).rows == 4
-    assert flash4_kernel.make_plan(by_n[64], 8, 8, 64).bias_mode == flash4_kernel.ONEHOT  # 8 rows
+    # small grids keep one-hot mode; a partial last tile (odd Kh) or 8 rows a tile: gather mode
+    assert flash4_kernel.make_plan(whole_rows, 32, 32, 64).bias_mode == flash4_kernel.ONEHOT
+    assert flash4_kernel.make_plan(whole_rows, 33, 64, 64).bias_mode == flash4_kernel.GATHER
+    assert flash4_kernel.make_plan(whole_rows, 40, 16, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[128], 64, 40, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[64], 10, 70, 64).bias_mode == flash4_kernel.GATHER
     # Gather mode is only timed where no faster mode exists.
@@ -118,6 +123,15 @@ def test_cache_entries_accumulate_in_one_json_file(tmp_path, monkeypatch):
     assert [p.name for p in flash4.cache_path().parent.iterdir()] == [flash4.cache_path().name]
 
 
+def test_cache_keys_name_the_candidate_configs(monkeypatch):
+    """A choice cached among other candidates is not reused: the key names the candidates."""
+    q = torch.empty(2, 3, 196, 64, dtype=torch.bfloat16)
+    key = flash4.cache_key(q, 14, 14)
+    assert key.endswith(flash4.candidates_tag()) and "14x14|D64" in key
+    monkeypatch.setattr(flash4_kernel, "CONFIGS", flash4_kernel.CONFIGS[:-1])
+    assert flash4.cache_key(q, 14, 14) != key
+
+
 def test_cache_path_uses_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert flash4.cache_path() == tmp_path / "torchao_sam" / "rel_pos_attention_triton.json"
@@ -133,7 +147,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     from torchao._models.sam.attention import flash4, flash4_kernel
     from torchao._models.sam.attention import reference_rel_pos_attention
     cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72),
-             (1, 1, 3, 40, 64), (1, 1, 5, 32, 80)]
+             (1, 1, 3, 40, 64), (1, 1, 4, 64, 80)]
     errs = []
     for cfg in flash4_kernel.CONFIGS:
         for i, (b, h, kh, kw, d) in enumerate(cases):

@@ -11,6 +11,7 @@ so that ``torch.compile`` treats it as one opaque call.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 import triton
 
+from torchao._models.sam.attention import flash4_kernel
 from torchao._models.sam.attention.contract import tables_grid
 from torchao._models.sam.attention.flash4_kernel import (
     INTERPRET,
@@ -71,7 +73,15 @@ def cache_key(q: torch.Tensor, kh: int, kw: int, form: str = "rel") -> str:
 
 def _key(gpu: str, dtype: torch.dtype, batch_heads: str, kh: int, kw: int, d: int) -> str:
     dtype_name = str(dtype).removeprefix("torch.")
-    return f"{gpu}|triton-{triton.__version__}|{dtype_name}|{batch_heads}|{kh}x{kw}|D{d}"
+    shape = f"{kh}x{kw}|D{d}|{candidates_tag()}"
+    return f"{gpu}|triton-{triton.__version__}|{dtype_name}|{batch_heads}|{shape}"
+
+
+def candidates_tag() -> str:
+    """A short hash of the candidate configs: a cached choice made among other candidates is
+    not reused (the shape is tuned again)."""
+    names = ",".join(cfg.name() for cfg in flash4_kernel.CONFIGS)
+    return "cfg-" + hashlib.sha1(names.encode()).hexdigest()[:8]
 
 
 def _read_cache() -> dict:

@@ -10,11 +10,12 @@ One program handles BLOCK_M query rows of one (b, h) and walks the keys BLOCK_N 
 online (FlashAttention-style) softmax in base 2. The bias is added in one of three modes, fixed
 per launch by the tile config and the grid:
 
-- row mode (``Kw % BLOCK_N == 0``, or ``BLOCK_N`` a multiple of Kw, up to four rows): a key
-  tile lies inside one grid row, so rel_h adds one value per query row and rel_w adds the
-  contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds whole grid rows (ROWS of them), so
-  rel_h adds ROWS values per query row and rel_w's columns repeat. Where ``BLOCK_N`` is a
-  multiple of Kw the rel_w tile is the same for every key tile and is loaded once (64x64).
+- row mode (``Kw % BLOCK_N == 0``; or, on grids too large for one-hot mode, every key tile
+  holding 2-4 whole grid rows): a key tile lies inside one grid row, so rel_h adds one value
+  per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds
+  ROWS whole rows, so rel_h adds ROWS values per query row and rel_w's columns repeat. Where
+  ``BLOCK_N`` is a multiple of Kw the rel_w tile is the same for every key tile and is loaded
+  once (the 64x64 grid).
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
@@ -312,14 +313,22 @@ def split_head_dim(d: int) -> tuple[int, int]:
 
 
 def bias_mode(config: TileConfig, kh: int, kw: int) -> int:
-    """ROW if key tiles lie within one grid row or hold whole rows, ONEHOT for small grids,
-    else GATHER."""
-    rows = config.block_n // kw
-    if kw % config.block_n == 0 or (config.block_n % kw == 0 and rows <= MAX_ROWS_PER_TILE):
+    """ROW if key tiles lie within one grid row, ONEHOT for small grids, ROW if key tiles hold
+    whole rows (:func:`whole_rows_per_tile`), else GATHER."""
+    if kw % config.block_n == 0:
         return ROW
     if max(kh, kw) <= MAX_ONEHOT_GRID:
         return ONEHOT
+    if whole_rows_per_tile(config, kh, kw):
+        return ROW
     return GATHER
+
+
+def whole_rows_per_tile(config: TileConfig, kh: int, kw: int) -> int:
+    """Grid rows in each key tile where every tile holds whole rows (Kw divides BLOCK_N into
+    2 to MAX_ROWS_PER_TILE rows and the rows divide Kh: no partial tile), else 0."""
+    rows, rest = divmod(config.block_n, kw)
+    return rows if rest == 0 and 1 < rows <= MAX_ROWS_PER_TILE and kh % rows == 0 else 0
 
 
 def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
@@ -333,7 +342,7 @@ def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
         kw_pad=_pow2_at_least(kw),
         bias_mode=mode,
         hoist_w=mode == ROW and config.block_n % kw == 0,
-        rows=max(1, config.block_n // kw) if mode == ROW else 1,
+        rows=max(1, whole_rows_per_tile(config, kh, kw)) if mode == ROW else 1,
         even_n=(kh * kw) % config.block_n == 0,
     )
 
