@@ -225,6 +225,18 @@ def test_table_products_hold_the_official_rel_pos_terms(grid):
     torch.testing.assert_close(rel_w, ref_w, atol=1e-5, rtol=1e-5)
 
 
+def test_term_major_products_of_the_layout_repro_hold_the_same_values():
+    from benchmarks.repro.product_layout import term_major_products
+
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 2, 14 * 14, 16, generator=g)
+    tables = torch.randn(64, 16, generator=g)
+    ours = term_major_products(q, tables, 27, 27)
+    for theirs, now in zip(ours, flash4_kernel._products(q, tables, 27, 27)):
+        assert theirs.stride(-2) == 1 and theirs.shape == now.shape
+        torch.testing.assert_close(theirs, now, atol=1e-5, rtol=1e-5)
+
+
 def test_rel_pos_terms_equal_the_official_bias():
     from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 
