@@ -2,8 +2,8 @@
 global layer's per-key-tile rel_h read touches one row per query) or term-major (each term's
 queries contiguous, so the queries of a grid row read one contiguous run): the op's median ms
 (bench_attention, batch 16, window and global layers), the largest difference between the two
-layouts' outputs, and the compiled vit_b encoder's img/s (auto, bf16, batch 16), in one
-process; OUT_DIR/attention_{layout}.csv and OUT_DIR/product_layouts.txt.
+layouts' outputs, and the compiled vit_b encoder's img/s and peak (auto, bf16, batch 16), in
+one process; OUT_DIR/attention_{layout}.csv and OUT_DIR/product_layouts.txt.
 
     python -m benchmarks.repro.product_layout OUT_DIR
 """
@@ -12,12 +12,10 @@ import sys
 
 import torch
 
-from benchmarks import bench_attention
-from benchmarks.bench_encoder import build_encoder
-from benchmarks.common import attention_inputs, median_ms
+from benchmarks.common import attention_inputs
+from benchmarks.repro.variants import report, time_variants
 from torchao._models.sam.attention import flash4_kernel
 from torchao._models.sam.attention.flash4 import flash4_attention_from_tables
-from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
 QUERY_MAJOR = flash4_kernel._products
 
@@ -35,10 +33,8 @@ def term_major_products(q, tables, lh: int, lw: int) -> tuple[torch.Tensor, torc
 LAYOUTS = {"query_major": QUERY_MAJOR, "term_major": term_major_products}
 
 
-def report(out_dir: str, line: str) -> None:
-    print(line, flush=True)
-    with open(f"{out_dir}/product_layouts.txt", "a") as f:
-        f.write(line + "\n")
+def switch(products) -> None:
+    flash4_kernel._products = products
 
 
 def main(out_dir: str) -> None:
@@ -46,25 +42,11 @@ def main(out_dir: str) -> None:
         inputs = attention_inputs(model, layer, 16, torch.bfloat16, tables=True)
         outs = {}
         for name, products in LAYOUTS.items():
-            flash4_kernel._products = products
+            switch(products)
             outs[name] = flash4_attention_from_tables(*inputs).float()
         diff = (outs["query_major"] - outs["term_major"]).abs().max().item()
-        report(out_dir, f"{model} {layer}: largest output difference {diff:.3g}")
-    encoder = compile_image_encoder(build_encoder("vit_b", "auto", torch.bfloat16), "block")
-    x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
-
-    def fn():
-        with torch.no_grad():
-            return encoder(x)
-
-    fn()
-    for name, products in LAYOUTS.items():
-        flash4_kernel._products = products
-        bench_attention.main(
-            ["--models", "vit_b", "vit_h", "--layers", "window", "global", "--batches", "16",
-             "--backends", "sdpa_nobias", "flash_4", "--out", f"{out_dir}/attention_{name}.csv"]
-        )  # fmt: skip
-        report(out_dir, f"{name}: vit_b encoder {16e3 / median_ms(fn, reps=10):.2f} img/s")
+        report(f"{out_dir}/product_layouts.txt", f"{model} {layer}: largest difference {diff:.3g}")
+    time_variants(out_dir, LAYOUTS, switch, "product_layouts.txt")
 
 
 if __name__ == "__main__":
