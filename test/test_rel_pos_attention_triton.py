@@ -127,8 +127,11 @@ def test_cache_keys_name_the_candidate_configs(monkeypatch):
     """A choice cached among other candidates is not reused: the key names the candidates."""
     q = torch.empty(2, 3, 196, 64, dtype=torch.bfloat16)
     key = flash4.cache_key(q, 14, 14)
-    assert key.endswith(flash4.candidates_tag()) and "14x14|D64" in key
-    monkeypatch.setattr(flash4_kernel, "CONFIGS", flash4_kernel.CONFIGS[:-1])
+    assert key.endswith(flash4.CANDIDATES_TAG) and "14x14|D64" in key
+    assert flash4.CANDIDATES_TAG == flash4.candidates_tag(flash4_kernel.CONFIGS)
+    other = flash4.candidates_tag(flash4_kernel.CONFIGS[:-1])
+    assert other != flash4.CANDIDATES_TAG
+    monkeypatch.setattr(flash4, "CANDIDATES_TAG", other)
     assert flash4.cache_key(q, 14, 14) != key
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import triton
 
-from torchao._models.sam.attention import flash4_kernel
 from torchao._models.sam.attention.contract import tables_grid
 from torchao._models.sam.attention.flash4_kernel import (
+    CONFIGS,
     INTERPRET,
     TileConfig,
     default_config,
@@ -73,15 +73,18 @@ def cache_key(q: torch.Tensor, kh: int, kw: int, form: str = "rel") -> str:
 
 def _key(gpu: str, dtype: torch.dtype, batch_heads: str, kh: int, kw: int, d: int) -> str:
     dtype_name = str(dtype).removeprefix("torch.")
-    shape = f"{kh}x{kw}|D{d}|{candidates_tag()}"
+    shape = f"{kh}x{kw}|D{d}|{CANDIDATES_TAG}"
     return f"{gpu}|triton-{triton.__version__}|{dtype_name}|{batch_heads}|{shape}"
 
 
-def candidates_tag() -> str:
-    """A short hash of the candidate configs: a cached choice made among other candidates is
-    not reused (the shape is tuned again)."""
-    names = ",".join(cfg.name() for cfg in flash4_kernel.CONFIGS)
+def candidates_tag(configs: list[TileConfig]) -> str:
+    """A short hash of the candidate configs, part of every cache key: a choice cached among
+    other candidates is not reused (the shape is tuned again)."""
+    names = ",".join(cfg.name() for cfg in configs)
     return "cfg-" + hashlib.sha1(names.encode()).hexdigest()[:8]
+
+
+CANDIDATES_TAG = candidates_tag(CONFIGS)
 
 
 def _read_cache() -> dict:

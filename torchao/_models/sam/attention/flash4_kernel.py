@@ -176,12 +176,10 @@ def _rel_pos_attn_fwd(
             qk = tl.dot(q1, tl.trans(k1), qk)
         if BIAS_MODE == 0:  # row mode
             row = start // KW
-            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (fewer at the end)
+            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
                 rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 for r in tl.static_range(ROWS):
-                    rh_r = tl.load(
-                        RH + rh_row + (row + r) * shk, mask=m_ok & ((row + r) * KW < N), other=0.0
-                    )
+                    rh_r = tl.load(RH + rh_row + (row + r) * shk, mask=m_ok, other=0.0)
                     in_row = (offs_n0 // KW == r)[None, :]
                     rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
             else:
