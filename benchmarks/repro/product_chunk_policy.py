@@ -1,7 +1,7 @@
 """flash_4's table products chunked as now (``flash4_kernel.product_chunks``), in one chunk, or
 in one chunk for the windowed 14x14 grid only: the op's median ms (bench_attention, batch 16,
 window and global layers) and the compiled vit_b encoder's img/s and peak memory (auto, bf16,
-batch 16; OUT_DIR/encoder_policies.txt), in one process.
+batch 16; OUT_DIR/encoder_policies.csv), in one process.
 
     python -m benchmarks.repro.product_chunk_policy OUT_DIR
 """
@@ -29,7 +29,7 @@ def main(out_dir: str) -> None:
     def switch(policy):
         flash4_kernel.product_chunks = policy
 
-    time_variants(out_dir, POLICIES, switch, "encoder_policies.txt")
+    time_variants(out_dir, POLICIES, switch, "encoder_policies.csv")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ global layer's per-key-tile rel_h read touches one row per query) or term-major 
 queries contiguous, so the queries of a grid row read one contiguous run): the op's median ms
 (bench_attention, batch 16, window and global layers), the largest difference between the two
 layouts' outputs, and the compiled vit_b encoder's img/s and peak (auto, bf16, batch 16), in
-one process; OUT_DIR/attention_{layout}.csv and OUT_DIR/product_layouts.txt.
+one process; OUT_DIR/attention_{layout}.csv, OUT_DIR/encoder_layouts.csv and (the differences)
+OUT_DIR/product_layouts.txt.
 
     python -m benchmarks.repro.product_layout OUT_DIR
 """
@@ -46,7 +47,7 @@ def main(out_dir: str) -> None:
             outs[name] = flash4_attention_from_tables(*inputs).float()
         diff = (outs["query_major"] - outs["term_major"]).abs().max().item()
         report(f"{out_dir}/product_layouts.txt", f"{model} {layer}: largest difference {diff:.3g}")
-    time_variants(out_dir, LAYOUTS, switch, "product_layouts.txt")
+    time_variants(out_dir, LAYOUTS, switch, "encoder_layouts.csv")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,17 @@ import torch
 
 from benchmarks import bench_attention
 from benchmarks.bench_encoder import build_encoder
-from benchmarks.common import median_ms, peak_mem_mib
+from benchmarks.common import median_ms, peak_mem_mib, schema_row, write_rows
 from torchao._models.sam.modeling.image_encoder import compile_image_encoder
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
+
+KEYS = ("variant", "model", "batch")
+SCHEMA = ResultSchema(  # the encoder rows of a repro
+    name="repro_variants",
+    columns=KEYS + ("img_s", "peak_mem_mib") + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("img_s", "throughput"),),
+)
 
 
 def report(path: str, line: str) -> None:
@@ -25,7 +34,7 @@ def time_variants(
     out_dir: str, variants: dict[str, object], switch: Callable[[object], None], summary: str
 ) -> None:
     """For each variant: ``switch(variant)``, the ops to OUT_DIR/attention_{name}.csv and the
-    encoder's img/s and peak memory as one line of OUT_DIR/{summary}."""
+    encoder's img/s and peak memory as a row of OUT_DIR/{summary} (a CSV of SCHEMA)."""
     encoder = compile_image_encoder(build_encoder("vit_b", "auto", torch.bfloat16), "block")
     x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
 
@@ -41,5 +50,13 @@ def time_variants(
              "--backends", "sdpa_nobias", "flash_4", "--out", f"{out_dir}/attention_{name}.csv"]
         )  # fmt: skip
         ms = median_ms(fn, reps=10)
-        line = f"{name}: vit_b encoder {16e3 / ms:.2f} img/s, peak {peak_mem_mib(fn):.1f} MiB"
-        report(f"{out_dir}/{summary}", line)
+        row = schema_row(
+            SCHEMA,
+            variant=name,
+            model="vit_b",
+            batch=16,
+            img_s=round(16e3 / ms, 2),
+            peak_mem_mib=round(peak_mem_mib(fn), 1),
+        )
+        write_rows(f"{out_dir}/{summary}", [row], SCHEMA)
+        print(row, flush=True)
