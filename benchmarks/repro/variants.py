@@ -5,6 +5,7 @@ compiled vit_b encoder (auto, bf16, batch 16), in one process."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -24,8 +25,9 @@ SCHEMA = ResultSchema(  # the encoder rows of a repro
 
 
 def report(path: str, line: str) -> None:
-    """Print ``line`` and append it to the text file ``path``."""
+    """Print ``line`` and append it to the text file ``path`` (its folder made if missing)."""
     print(line, flush=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(line + "\n")
 
@@ -35,6 +37,7 @@ def time_variants(
 ) -> None:
     """For each variant: ``switch(variant)``, the ops to OUT_DIR/attention_{name}.csv and the
     encoder's img/s and peak memory as a row of OUT_DIR/{summary} (a CSV of SCHEMA)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     encoder = compile_image_encoder(build_encoder("vit_b", "auto", torch.bfloat16), "block")
     x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
 
