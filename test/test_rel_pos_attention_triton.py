@@ -211,6 +211,23 @@ def test_kernel_from_table_products_under_triton_interpreter():
     assert not bad, bad
 
 
+def test_tma_configs_from_table_products_under_triton_interpreter():
+    """The TMA-fed configs (k, v tensor descriptors, zero-filled tails; warp specialisation is a
+    no-op in the interpreter) on the same cases."""
+    script = TABLES_SCRIPT.replace("flash4_kernel.CONFIGS", "flash4_kernel.TMA_CONFIGS")
+    errs = interpreter_result(script, timeout=180)
+    assert len(errs) == 4 * len(flash4_kernel.TMA_CONFIGS)
+    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
+    assert not bad, bad
+
+
+def test_tile_config_names_its_loads():
+    assert flash4_kernel.TileConfig(128, 64, 4, 3).name() == "m128_n64_w4_s3"
+    assert flash4_kernel.TileConfig(128, 64, 4, 3, "tma_ws").name() == "m128_n64_w4_s3_tma_ws"
+    with pytest.raises(ValueError, match="loads"):
+        flash4_kernel.TileConfig(128, 64, 4, 3, "async")
+
+
 @pytest.mark.parametrize("grid", [(14, 14), (3, 5), (8, 2)])
 def test_table_products_hold_the_official_rel_pos_terms(grid):
     """Reading the products as the kernel does gives the official einsums' rel_h, rel_w."""
@@ -226,18 +243,6 @@ def test_table_products_hold_the_official_rel_pos_terms(grid):
     ref_h, ref_w = rel_pos_terms(q, table_h, table_w)
     torch.testing.assert_close(rel_h, ref_h, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rel_w, ref_w, atol=1e-5, rtol=1e-5)
-
-
-def test_term_major_products_of_the_layout_repro_hold_the_same_values():
-    from benchmarks.repro.product_layout import term_major_products
-
-    g = torch.Generator().manual_seed(2)
-    q = torch.randn(3, 2, 14 * 14, 16, generator=g)
-    tables = torch.randn(64, 16, generator=g)
-    ours = term_major_products(q, tables, 27, 27)
-    for theirs, now in zip(ours, flash4_kernel._products(q, tables, 27, 27)):
-        assert theirs.stride(-2) == 1 and theirs.shape == now.shape
-        torch.testing.assert_close(theirs, now, atol=1e-5, rtol=1e-5)
 
 
 def test_rel_pos_terms_equal_the_official_bias():
@@ -301,7 +306,9 @@ def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("cfg", flash4_kernel.CONFIGS, ids=lambda c: c.name())
+@pytest.mark.parametrize(
+    "cfg", flash4_kernel.CONFIGS + flash4_kernel.TMA_CONFIGS, ids=lambda c: c.name()
+)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")
 @pytest.mark.parametrize("model", list(HEAD_DIMS))

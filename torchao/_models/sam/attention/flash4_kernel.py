@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from torchao._models.sam.attention.contract import (
     UnsupportedInputError,
@@ -61,7 +62,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 @triton.jit
 def _rel_pos_attn_fwd(
-    Q, K, V, RH, RW, Out,
+    Q, K, K1, V, V1, RH, RW, Out,
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
@@ -74,7 +75,7 @@ def _rel_pos_attn_fwd(
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, ROWS: tl.constexpr,
-    EVEN_N: tl.constexpr,
+    EVEN_N: tl.constexpr, TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -85,6 +86,10 @@ def _rel_pos_attn_fwd(
     columns [D - D1, D) that overlaps D0's where D - D0 < D1; q's overlapping columns load as zero
     and only columns >= D0 of the D1 accumulator are stored, so every k and v load in the loop
     is in bounds and needs no mask along D.
+
+    TMA: K, V (columns [0, D0)) and K1, V1 (the D1 window) are [B, H, N, D] tensor descriptors
+    (:func:`_kv_operands`) with key tiles as blocks, zero-filled past N; otherwise K1 and V1 are
+    K and V. WARP_SPEC: the key loop is warp-specialised (loads in their own warps).
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -94,8 +99,9 @@ def _rel_pos_attn_fwd(
     # guarantees it, see is_kernel_aligned): Triton then compiles 16-byte, pipelined loads. With
     # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop.
     Q += tl.multiple_of(b * sqb + h * sqh, 16)
-    K += tl.multiple_of(b * skb + h * skh, 16)
-    V += tl.multiple_of(b * svb + h * svh, 16)
+    if not TMA:
+        K += tl.multiple_of(b * skb + h * skh, 16)
+        V += tl.multiple_of(b * svb + h * svh, 16)
     Out += tl.multiple_of(b * sob + h * soh, 16)
     sqn = tl.multiple_of(sqn, 16)
     skn = tl.multiple_of(skn, 16)
@@ -154,10 +160,13 @@ def _rel_pos_attn_fwd(
     if HAS_D1:
         acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
 
-    for start in range(0, N, BLOCK_N):
+    bi, hi = pid_bh // H, pid_bh % H  # descriptor coordinates (int32)
+    for start in tl.range(0, N, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start + offs_n0
         n_ok = offs_n < N
-        if EVEN_N:
+        if TMA:
+            k0 = K.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
+        elif EVEN_N:
             k0 = tl.load(K + offs_n[:, None] * skn + offs_d0[None, :] * skd)
         else:
             k0 = tl.load(
@@ -165,7 +174,9 @@ def _rel_pos_attn_fwd(
             )
         qk = tl.dot(q0, tl.trans(k0))
         if HAS_D1:
-            if EVEN_N:
+            if TMA:
+                k1 = K1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
+            elif EVEN_N:
                 k1 = tl.load(K + offs_n[:, None] * skn + offs_d1[None, :] * skd)
             else:
                 k1 = tl.load(
@@ -219,7 +230,9 @@ def _rel_pos_attn_fwd(
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         p = p.to(Q.dtype.element_ty)
-        if EVEN_N:
+        if TMA:
+            v0 = V.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
+        elif EVEN_N:
             v0 = tl.load(V + offs_n[:, None] * svn + offs_d0[None, :] * svd)
         else:
             v0 = tl.load(
@@ -227,7 +240,9 @@ def _rel_pos_attn_fwd(
             )
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
         if HAS_D1:
-            if EVEN_N:
+            if TMA:
+                v1 = V1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
+            elif EVEN_N:
                 v1 = tl.load(V + offs_n[:, None] * svn + offs_d1[None, :] * svd)
             else:
                 v1 = tl.load(
@@ -262,9 +277,18 @@ class TileConfig:
     block_n: int
     num_warps: int
     num_stages: int
+    loads: str = "pointer"  # k, v loads: "pointer", "tma" or "tma_ws" (TMA, warp-specialised)
+
+    def __post_init__(self) -> None:
+        if self.loads not in LOADS:
+            raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
 
     def name(self) -> str:
-        return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}"
+        suffix = "" if self.loads == "pointer" else f"_{self.loads}"
+        return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}{suffix}"
+
+
+LOADS = ("pointer", "tma", "tma_ws")
 
 
 # The candidate set timed on a cold call (small on purpose: each is one compile).
@@ -280,6 +304,15 @@ CONFIGS: list[TileConfig] = [
 ]
 # Candidates timed only where they run in row mode (elsewhere the others cover their modes)
 ROW_MODE_ONLY = frozenset(CONFIGS[-2:])
+# The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
+# and benchmarks/repro/kv_loads.py, not timed as candidates (slower than pointer loads on the
+# H200 with triton 3.6; warp specialisation with 4 warps fails to compile there)
+TMA_CONFIGS: list[TileConfig] = [
+    TileConfig(cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, loads)
+    for cfg in (CONFIGS[0], CONFIGS[1], CONFIGS[6])
+    for loads in ("tma", "tma_ws")
+    if cfg.num_warps >= 8 or loads == "tma"
+]
 
 
 @dataclass(frozen=True)
@@ -556,13 +589,27 @@ def _launch(
     plan = make_plan(config, kh, kw, d_run)
     out = _output_buffer(q, d_run) if out is None else out
     grid = (triton.cdiv(n, config.block_m), b * h)
+    k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)
     _rel_pos_attn_fwd[grid](
-        q, k, v, rel_h[0], rel_w[0], out,
+        q, *k_ops, *v_ops, rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
         h, n, d**-0.5 * LOG2E, KW=kw, D=d_run,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, ROWS=plan.rows,
-        EVEN_N=plan.even_n, num_warps=config.num_warps, num_stages=config.num_stages,
+        EVEN_N=plan.even_n, TMA=config.loads != "pointer", WARP_SPEC=config.loads == "tma_ws",
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out[..., :d]
+
+
+def _kv_operands(t: torch.Tensor, plan: LaunchPlan, config: TileConfig) -> tuple:
+    """The kernel's (K, K1) or (V, V1) for ``t`` [B, H, N, D] (kernel-aligned): the tensor twice
+    for pointer loads, else tensor descriptors with key-tile blocks of the D0 columns and of the
+    D1 window. A size-1 dim's stride is never stepped, so it is given a 16-byte one."""
+    if config.loads == "pointer":
+        return t, t
+    strides = [st if n > 1 else ALIGN for st, n in zip(t.stride()[:-1], t.shape[:-1])] + [1]
+    shape, block = list(t.shape), [1, 1, config.block_n]
+    first = TensorDescriptor(t, shape, strides, block + [plan.d0])
+    return first, (TensorDescriptor(t, shape, strides, block + [plan.d1]) if plan.d1 else first)
