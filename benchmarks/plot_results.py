@@ -205,11 +205,13 @@ def plot_facets(table: Table, schema: ResultSchema, spec: PlotSpec, out_dir: Pat
     group_cols = full_grouping(table.rows, schema.keys, spec)
     report_unmeasured(table, [*group_cols, *spec.hue])
     facets = ordered([r[spec.facet] for r in table.rows])
-    n_groups = len({label(r, group_cols) for r in table.rows})
+    group_labels = {label(r, group_cols) for r in table.rows}
     hues = ordered(
         [label(r, spec.hue) for r in table.rows if measured(r) and not is_floor(r, spec)]
     )
-    width = max(6.0, n_groups * (0.6 + 0.4 * len(hues)))  # about 0.4 inch per bar
+    # about 0.4 inch per bar, and room for the longest line of a group's tick label
+    longest = max(len(line) for g in group_labels for line in g.split(", "))
+    width = max(6.0, len(group_labels) * max(0.6 + 0.4 * len(hues), 0.13 * longest))
     fig, axes = plt.subplots(len(facets), 1, figsize=(width, 3.6 * len(facets)), squeeze=False)
     for ax, facet in zip(axes[:, 0], facets, strict=True):
         rows = [r for r in table.rows if r[spec.facet] == facet and measured(r)]
