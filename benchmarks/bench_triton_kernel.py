@@ -7,7 +7,8 @@ For each SAM attention shape (``common.attention_inputs`` at 16 images): checks 
 config against the fp32 reference (on two batch entries), times every config and the SDPA
 baselines at the full batch (``common.median_ms``), then measures the cold first call (autotune
 included) in a fresh process with empty Triton and torchao_sam caches. Prints a table; writes
-triton_errors.csv and triton_times.csv (TIMES_SCHEMA) under --out.
+triton_errors.csv, triton_times.csv (SCHEMA) and the fastest of each family,
+triton_summary.csv (``benchmarks.triton_kernel_summary``), under --out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks.common import (
     median_ms,
     write_rows,
 )
+from benchmarks.triton_kernel_summary import summary_rows, write_summary
 from torchao._models.sam.attention import flash4_kernel as kern
 from torchao._models.sam.attention import reference_rel_pos_attention
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
@@ -103,7 +105,8 @@ def check_configs(name: str, env: dict) -> list[dict]:
 
 def candidates(name: str, attention) -> list[tuple[str, object]]:
     """(label, call) of the SDPA baselines, every candidate config (on the qkv views and on
-    contiguous q, k, v) and the extra configs, for one shape."""
+    contiguous q, k, v; and with the bias left out, the kernel's own floor) and the extra
+    configs, for one shape."""
     q, k, v, rel_h, rel_w = make_inputs(name)
     qc, kc, vc = (t.contiguous() for t in (q, k, v))
     run = kern.run_with_config
@@ -115,6 +118,7 @@ def candidates(name: str, attention) -> list[tuple[str, object]]:
     for cfg in kern.valid_configs(*grid(name)):
         calls.append((f"flash4_{cfg.name()}", lambda c=cfg: run(q, k, v, rel_h, rel_w, c)))
         calls.append((f"flash4c_{cfg.name()}", lambda c=cfg: run(qc, kc, vc, rel_h, rel_w, c)))
+        calls.append((f"nobias_{cfg.name()}", lambda c=cfg: kern.run_without_bias(q, k, v, c)))
     for cfg in extra_configs(*grid(name)[:2]):
         calls.append((f"extra_{cfg.name()}", lambda c=cfg: run(q, k, v, rel_h, rel_w, c)))
     return calls
@@ -166,23 +170,6 @@ def run_first_call_subprocess(name: str) -> str:
     return line[0] if line else f"FIRST_CALL {name} failed: {res.stderr[-2000:]}"
 
 
-def print_summary(names: list[str], times: list[dict], firsts: list[str]) -> None:
-    print("\n=== summary (ms, median) ===")
-    for name in names:
-        t = {r["impl"]: r["ms"] for r in times if r["shape"] == name}
-        cand = {k: v for k, v in t.items() if k.startswith("flash4_") and v == v}
-        every = {k: v for k, v in t.items() if k.startswith(("flash4_", "extra_")) and v == v}
-        best, best_any = min(cand, key=cand.get), min(every, key=every.get)
-        print(
-            f"{name:14s} floor={t['floor_sdpa_nobias']:.3f} sdpa_aug={t['sdpa_aug']:.3f} "
-            f"sdpa_bias={t['sdpa_bias']:.3f} flash4={cand[best]:.3f} ({best}) "
-            f"ratio_to_floor={cand[best] / t['floor_sdpa_nobias']:.2f} "
-            f"best_incl_extra={every[best_any]:.3f} ({best_any})"
-        )
-    for line in firsts:
-        print(line)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=".")
@@ -206,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     firsts = [] if args.skip_first_call else [run_first_call_subprocess(n) for n in names]
     write_rows(os.path.join(args.out, "triton_errors.csv"), errs, ERRORS_SCHEMA)
     write_rows(os.path.join(args.out, "triton_times.csv"), times, SCHEMA)
-    print_summary(names, times, firsts)
+    print("\n=== the fastest of each family (ms, median) ===")
+    write_summary(summary_rows(times), args.out)
+    for line in firsts:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ PLOTS: dict[str, PlotSpec] = {
     "amg": PlotSpec("model", ("crop_n_layers", "thresholds"), ("implementation", "dtype"), "img_s",
                     floor=("implementation", "official")),
     "encoder_profile": PlotSpec("model", ("backend", "compress"), ("category",), "ms"),
+    "triton_kernel_summary": PlotSpec("model", ("layer",), ("impl",), "ms",
+                                      floor=("impl", "floor_sdpa_nobias")),
 }  # fmt: skip
 # Kinds drawn as several metric columns per row: one panel per column list, a bar per column.
 METRIC_PANELS: dict[str, tuple[tuple[str, ...], ...]] = {

@@ -20,6 +20,7 @@ PRODUCERS = (
     "benchmarks.bench_e2e",
     "benchmarks.bench_amg",
     "benchmarks.profile_encoder",
+    "benchmarks.triton_kernel_summary",
 )
 
 

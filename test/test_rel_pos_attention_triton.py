@@ -221,6 +221,35 @@ def test_tma_configs_from_table_products_under_triton_interpreter():
     assert not bad, bad
 
 
+NO_BIAS_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    import torch.nn.functional as F
+    from torchao._models.sam.attention import flash4_kernel
+    cases = [(1, 1, 15, 80), (2, 2, 128, 64), (1, 1, 196, 64)]
+    errs = []
+    for cfg in flash4_kernel.CONFIGS[0], flash4_kernel.CONFIGS[4], flash4_kernel.CONFIGS[5]:
+        for i, (b, h, n, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            q, k, v = (torch.randn(b, h, n, d, generator=g).half() for _ in "qkv")
+            out = flash4_kernel.run_without_bias(q, k, v, cfg)
+            ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+            errs.append([cfg.name(), [b, h, n, d], (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_kernel_without_bias_under_triton_interpreter():
+    """The loop alone (the benchmarks' floor of our own kernel) is plain softmax attention."""
+    errs = interpreter_result(NO_BIAS_SCRIPT, timeout=120)
+    assert len(errs) == 9
+    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
+    assert not bad, bad
+
+
 def test_tile_config_names_its_loads():
     assert flash4_kernel.TileConfig(128, 64, 4, 3).name() == "m128_n64_w4_s3"
     assert flash4_kernel.TileConfig(128, 64, 4, 3, "tma_ws").name() == "m128_n64_w4_s3_tma_ws"
@@ -302,6 +331,18 @@ def test_every_config_matches_reference(model, grid, batch, dtype, cfg):
     out = flash4_kernel.run_with_config(*inputs, cfg)
     assert out.dtype == dtype
     assert max_err(out, inputs) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("cfg", flash4_kernel.CONFIGS, ids=lambda c: c.name())
+@pytest.mark.parametrize("grid", [(64, 64), (14, 14)], ids=lambda g: f"{g[0]}x{g[1]}")
+@pytest.mark.parametrize("model", list(HEAD_DIMS))
+def test_every_config_without_bias_matches_sdpa(model, grid, cfg):
+    q, k, v, _, _ = make_inputs(2, 2, *grid, HEAD_DIMS[model], torch.bfloat16, "cuda", seed=3)
+    out = flash4_kernel.run_without_bias(q, k, v, cfg)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(out.float(), ref, atol=TOL[torch.bfloat16], rtol=0)
 
 
 @pytest.mark.gpu
@@ -433,3 +474,19 @@ def test_works_under_torch_compile_without_graph_break():
     with torch.no_grad():
         expected, got = block(x), compiled(x)
     torch.testing.assert_close(got, expected, atol=1e-2, rtol=0)
+
+
+def test_kernel_revisions_repro_switches_flash4_to_a_loaded_module():
+    from benchmarks.repro import kernel_revisions
+
+    module = kernel_revisions.load_module(flash4_kernel.__file__)
+    names = [c.name() for c in flash4_kernel.CONFIGS]
+    assert module is not flash4_kernel and [c.name() for c in module.CONFIGS] == names
+    try:
+        kernel_revisions.switch(module)
+        assert all(
+            getattr(flash4, name) is getattr(module, name) for name in kernel_revisions.ENTRY_POINTS
+        )
+    finally:
+        kernel_revisions.switch(flash4_kernel)
+    assert flash4.run_from_tables is flash4_kernel.run_from_tables

@@ -12,7 +12,8 @@ per launch by the tile config and the grid:
 
 - row mode (``Kw % BLOCK_N == 0``; or, on grids too large for one-hot mode, every key tile
   holding 2-4 whole grid rows): a key tile lies inside one grid row, so rel_h adds one value
-  per query row and rel_w adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds
+  per query row (added to the row's maximum and exponent offset, not to each score) and rel_w
+  adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds
   ROWS whole rows, so rel_h adds ROWS values per query row and rel_w's columns repeat. Where
   ``BLOCK_N`` is a multiple of Kw the rel_w tile is the same for every key tile and is loaded
   once (the 64x64 grid).
@@ -22,6 +23,9 @@ per launch by the tile config and the grid:
   gather (each output is one product with 1.0) that runs on the tensor cores.
 - gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
+
+A fourth mode, NO_BIAS (:func:`run_without_bias`), leaves the bias out: the loop alone, timed
+by the benchmarks as the kernel's own floor.
 
 rel_h and rel_w are read through five strides each (batch, head, query grid row, query grid
 column, term), so they can be [B, H, N, K] tensors or, as the encoder passes them, entries of q's
@@ -37,7 +41,7 @@ head dim. Inference forward only; bf16 and fp16 on CUDA.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +59,7 @@ from torchao._models.sam.attention.contract import (
 LOG2E = 1.4426950408889634
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
-ROW, ONEHOT, GATHER = 0, 1, 2  # bias modes
+ROW, ONEHOT, GATHER, NO_BIAS = 0, 1, 2, 3  # bias modes (NO_BIAS: the loop alone, benchmarks)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -185,6 +189,9 @@ def _rel_pos_attn_fwd(
                     other=0.0,
                 )
             qk = tl.dot(q1, tl.trans(k1), qk)
+        # a per-query bias term of this tile (base 2), kept out of s: added to s's row maxima
+        # and folded into the exponent's offset, which costs no pass over the tile
+        row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)
         if BIAS_MODE == 0:  # row mode
             row = start // KW
             if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
@@ -194,7 +201,8 @@ def _rel_pos_attn_fwd(
                     in_row = (offs_n0 // KW == r)[None, :]
                     rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
             else:
-                rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0).to(tl.float32)
+                rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0)
+                row_bias = rh.to(tl.float32) * 1.4426950408889634
             if HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -207,27 +215,27 @@ def _rel_pos_attn_fwd(
                 s = qk * qk_scale + rw * 1.4426950408889634
             if ROWS > 1:
                 s = s + rh_tile * 1.4426950408889634
-            else:
-                s = s + (rh * 1.4426950408889634)[:, None]
         elif BIAS_MODE == 1:  # one-hot mode
             onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
             bias = tl.dot(rh_rows, onehot_h)
             bias = tl.dot(rw_rows, onehot_w, bias)
             s = qk * qk_scale + bias * 1.4426950408889634
-        else:  # gather mode
+        elif BIAS_MODE == 2:  # gather mode
             mn_ok = m_ok[:, None] & n_ok[None, :]
             rh = tl.load(
                 RH + rh_row[:, None] + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0
             )
             rw = tl.load(RW + rw_row[:, None] + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0)
             s = qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * 1.4426950408889634
+        else:  # no bias
+            s = qk * qk_scale
         if not EVEN_N:
             s = tl.where(n_ok[None, :], s, float("-inf"))
 
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) + row_bias)
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        p = tl.exp2(s - (m_new - row_bias)[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         p = p.to(Q.dtype.element_ty)
         if TMA:
@@ -482,6 +490,14 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     return launch(q, k, v, rel_h, rel_w, config)
 
 
+def run_without_bias(q, k, v, config: TileConfig) -> torch.Tensor:
+    """The kernel's loop with the bias left out (plain softmax attention over q, k, v): its own
+    no-bias floor, for benchmarks against SDPA's."""
+    _check_runnable(q, k, v)
+    no_terms = (q, (0, 0, 0, 0, 0))  # never read
+    return _launch(q, k, v, 1, q.shape[-2], no_terms, no_terms, config, bias=False)
+
+
 def run_tables_with_config(q, k, v, table_h, table_w, config: TileConfig) -> torch.Tensor:
     """:func:`run_with_config` with the bias terms read from q's products with the rel-pos
     tables (:func:`run_from_tables`) instead of rel_h and rel_w."""
@@ -570,7 +586,7 @@ def launch_products(
     sb, sh, sn, sc = p_w.stride()
     rw = (sb, sh, kw * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
     rel_h, rel_w = p_h[..., kh - 1 :], p_w[..., kw - 1 :]
-    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config, out)
+    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config, out=out)
 
 
 def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
@@ -580,13 +596,16 @@ def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
 
 
 def _launch(
-    q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig, out: torch.Tensor | None = None
+    q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig, *, out=None, bias: bool = True
 ) -> torch.Tensor:
-    """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`."""
+    """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`;
+    ``bias=False``: :func:`run_without_bias`."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run)
+    if not bias:
+        plan = replace(plan, bias_mode=NO_BIAS, hoist_w=False, rows=1)
     out = _output_buffer(q, d_run) if out is None else out
     grid = (triton.cdiv(n, config.block_m), b * h)
     k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)

@@ -1,0 +1,55 @@
+"""flash_4's kernel module at another revision against the current one, in one process: the
+largest difference between the two revisions' outputs (batch 2, window and global layers), the
+op's median ms (bench_attention, batch 16) and the compiled vit_b encoder's img/s and peak
+(auto, bf16, batch 16; OUT_DIR/encoder_revisions.csv); the differences in OUT_DIR/revisions.txt.
+
+    git show REV:torchao/_models/sam/attention/flash4_kernel.py > /tmp/flash4_kernel_rev.py
+    python -m benchmarks.repro.kernel_revisions /tmp/flash4_kernel_rev.py OUT_DIR
+"""
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import torch
+
+from benchmarks.common import attention_inputs
+from benchmarks.repro.variants import report, time_variants
+from torchao._models.sam.attention import flash4, flash4_kernel
+
+ENTRY_POINTS = ("launch", "launch_products", "run_from_tables")  # flash4's calls into the kernel
+
+
+def load_module(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("flash4_kernel_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def switch(module: ModuleType) -> None:
+    """Point flash4's kernel calls at ``module``'s."""
+    for name in ENTRY_POINTS:
+        if not hasattr(flash4, name):
+            raise AttributeError(f"flash4 no longer calls the kernel module's {name}")
+        setattr(flash4, name, getattr(module, name))
+
+
+def main(path: str, out_dir: str) -> None:
+    modules = {"revision": load_module(path), "current": flash4_kernel}
+    for model in ("vit_b", "vit_h"):
+        for layer in ("global", "window"):
+            inputs = attention_inputs(model, layer, 2, torch.bfloat16, tables=True)
+            outs = []
+            for module in modules.values():
+                switch(module)
+                outs.append(flash4.flash4_attention_from_tables(*inputs).float())
+            diff = (outs[0] - outs[1]).abs().max().item()
+            report(f"{out_dir}/revisions.txt", f"{model} {layer}: largest difference {diff:.3g}")
+    time_variants(out_dir, modules, switch, "encoder_revisions.csv")
+    switch(flash4_kernel)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
