@@ -169,12 +169,20 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_kernel_under_triton_interpreter():
-    """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
-    errs = interpreter_result(INTERPRETER_SCRIPT, timeout=120)
-    assert len(errs) == 6 * len(flash4_kernel.CONFIGS)
+def assert_interpreter_errors_within_tolerance(script: str, cases: int, timeout: int) -> None:
+    """Run ``script`` under the Triton interpreter: ``cases`` [config, case, max error] rows,
+    each within the fp16 tolerance."""
+    errs = interpreter_result(script, timeout=timeout)
+    assert len(errs) == cases
     bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
     assert not bad, bad
+
+
+def test_kernel_under_triton_interpreter():
+    """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
+    assert_interpreter_errors_within_tolerance(
+        INTERPRETER_SCRIPT, 6 * len(flash4_kernel.CONFIGS), timeout=120
+    )
 
 
 TABLES_SCRIPT = textwrap.dedent(
@@ -205,20 +213,18 @@ TABLES_SCRIPT = textwrap.dedent(
 def test_kernel_from_table_products_under_triton_interpreter():
     """The kernel reading rel_h, rel_w out of q's table products (negative strides, per-row
     offsets): every config and bias mode, D = 64/72/80, tails, batch > 1, qkv views."""
-    errs = interpreter_result(TABLES_SCRIPT, timeout=180)
-    assert len(errs) == 4 * len(flash4_kernel.CONFIGS)
-    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
-    assert not bad, bad
+    assert_interpreter_errors_within_tolerance(
+        TABLES_SCRIPT, 4 * len(flash4_kernel.CONFIGS), timeout=180
+    )
 
 
 def test_tma_configs_from_table_products_under_triton_interpreter():
     """The TMA-fed configs (k, v tensor descriptors, zero-filled tails; warp specialisation is a
     no-op in the interpreter) on the same cases."""
     script = TABLES_SCRIPT.replace("flash4_kernel.CONFIGS", "flash4_kernel.TMA_CONFIGS")
-    errs = interpreter_result(script, timeout=180)
-    assert len(errs) == 4 * len(flash4_kernel.TMA_CONFIGS)
-    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
-    assert not bad, bad
+    assert_interpreter_errors_within_tolerance(
+        script, 4 * len(flash4_kernel.TMA_CONFIGS), timeout=180
+    )
 
 
 NO_BIAS_SCRIPT = textwrap.dedent(
@@ -244,10 +250,7 @@ NO_BIAS_SCRIPT = textwrap.dedent(
 
 def test_kernel_without_bias_under_triton_interpreter():
     """The loop alone (the benchmarks' floor of our own kernel) is plain softmax attention."""
-    errs = interpreter_result(NO_BIAS_SCRIPT, timeout=120)
-    assert len(errs) == 9
-    bad = [e for e in errs if not e[2] <= TOL[torch.float16]]
-    assert not bad, bad
+    assert_interpreter_errors_within_tolerance(NO_BIAS_SCRIPT, 9, timeout=120)
 
 
 def test_tile_config_names_its_loads():
