@@ -30,6 +30,7 @@ from benchmarks.common import (
     fresh_cache_env,
     gpu_environment,
     median_ms,
+    split_shape,
     write_rows,
 )
 from benchmarks.triton_kernel_summary import summary_rows, write_summary
@@ -55,12 +56,6 @@ REPO = Path(__file__).resolve().parents[1]
 # "<model>_<layer>" at 16 images (windowed layers: 16 x 25 windows)
 SHAPES = [f"{model}_{layer}" for model in ("vit_b", "vit_h") for layer in ("global", "window")]
 IMAGES = 16
-
-
-def split_shape(name: str) -> tuple[str, str]:
-    """'vit_b_global' -> ('vit_b', 'global')."""
-    model, layer = name.rsplit("_", 1)
-    return model, layer
 
 
 def grid(name: str) -> tuple[int, int, int]:

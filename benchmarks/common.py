@@ -34,6 +34,12 @@ def attention_shapes(model: str) -> dict[str, tuple[int, int, int, int]]:
     }
 
 
+def split_shape(shape: str) -> tuple[str, str]:
+    """'vit_b_global' -> ('vit_b', 'global')."""
+    model, layer = shape.rsplit("_", 1)
+    return model, layer
+
+
 def attention_inputs(
     model: str, layer: str, batch: int, dtype: torch.dtype, seed: int = 0, tables: bool = False
 ):

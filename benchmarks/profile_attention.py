@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.bench_attention import BACKENDS as ATTENTION_BACKENDS
 from benchmarks.bench_attention import LAYERS, MODELS, backend_fn
-from benchmarks.common import NO_BIAS_FLOOR, attention_inputs, gpu_environment
+from benchmarks.common import NO_BIAS_FLOOR, attention_inputs, gpu_environment, split_shape
 
 # profile name -> bench_attention backend name (its no-bias SDPA is called "floor" here)
 BACKENDS = {"floor": NO_BIAS_FLOOR, **{b: b for b in ATTENTION_BACKENDS if b != NO_BIAS_FLOOR}}
@@ -66,12 +66,6 @@ def parse_names(values: Iterable[str], allowed: Iterable[str], what: str) -> lis
     if not names:
         raise ValueError(f"no {what} given; choose from {', '.join(allowed)}")
     return names
-
-
-def split_shape(shape: str) -> tuple[str, str]:
-    """'vit_b_global' -> ('vit_b', 'global')."""
-    model, layer = shape.rsplit("_", 1)
-    return model, layer
 
 
 def build_cases(

@@ -12,7 +12,7 @@ import csv
 import math
 import os
 
-from benchmarks.common import write_rows
+from benchmarks.common import split_shape, write_rows
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
 KEYS = ("model", "layer", "impl")
@@ -41,7 +41,7 @@ def summary_rows(times: list[dict]) -> list[dict]:
                 best = min(members, key=measured.get)
                 picks.append((family, best, best[len(family) + 1 :]))
         env = {c: next(r[c] for r in times if r["shape"] == shape) for c in ENVIRONMENT_COLUMNS}
-        model, layer = shape.rsplit("_", 1)  # 'vit_b_global'
+        model, layer = split_shape(shape)
         for name, impl, config in picks:
             ratio = round(measured[impl] / measured[FLOOR], 3)
             out.append({"model": model, "layer": layer, "impl": name, "config": config,
@@ -60,11 +60,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_summary(rows: list[dict], out_dir: str) -> None:
-    """Print ``rows`` and write them to OUT_DIR/triton_summary.csv."""
+    """Print ``rows`` and write them to OUT_DIR/triton_summary.csv (replaced if it exists)."""
+    path = os.path.join(out_dir, "triton_summary.csv")
+    if os.path.exists(path):
+        os.remove(path)
     for r in rows:
         print(f"{r['model']} {r['layer']:6s} {r['impl']:18s} {r['ms']:7.3f} ms "
               f"{r['ratio_to_floor']:5.2f}x {r['config']}")  # fmt: skip
-    write_rows(os.path.join(out_dir, "triton_summary.csv"), rows, SCHEMA)
+    write_rows(path, rows, SCHEMA)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Tolerances (max abs error vs the fp32 reference on the same low-precision inputs):
 bf16 <= 2e-2, fp16 <= 5e-3. Inputs are N(0, 1) for q, k, v, rel_h, rel_w.
-GPU tests run every config in CONFIGS forced; CPU tests run the kernel under the Triton
-interpreter in a subprocess (TRITON_INTERPRET must be set before triton is imported).
+GPU tests run every config in CONFIGS (and TMA_CONFIGS on the tables path) forced; CPU tests
+run the kernel under the Triton interpreter in a subprocess (TRITON_INTERPRET must be set
+before triton is imported).
 """
 
 from __future__ import annotations

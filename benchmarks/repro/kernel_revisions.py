@@ -2,6 +2,8 @@
 largest difference between the two revisions' outputs (batch 2, window and global layers), the
 op's median ms (bench_attention, batch 16) and the compiled vit_b encoder's img/s and peak
 (auto, bf16, batch 16; OUT_DIR/encoder_revisions.csv); the differences in OUT_DIR/revisions.txt.
+Both revisions run the tile configs the first one's tuning chose (flash4 keeps one choice per
+shape), so the comparison is config for config.
 
     git show REV:torchao/_models/sam/attention/flash4_kernel.py > /tmp/flash4_kernel_rev.py
     python -m benchmarks.repro.kernel_revisions /tmp/flash4_kernel_rev.py OUT_DIR

@@ -18,7 +18,8 @@ class UnsupportedInputError(ValueError):
     """A backend was asked to run an input it does not support."""
 
 
-def _check_qkv(q, k, v) -> None:
+def check_qkv(q, k, v) -> None:
+    """q, k, v [B, heads, N, D] with equal shapes (v's head dim may differ)."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise UnsupportedInputError(
             f"q, k, v must be [B, heads, N, D] with equal shapes, got {tuple(q.shape)}, "
@@ -28,7 +29,7 @@ def _check_qkv(q, k, v) -> None:
 
 def check_inputs(q, k, v, rel_h, rel_w) -> tuple[int, int]:
     """Validate shapes; return the grid (Kh, Kw)."""
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     kh, kw = rel_h.shape[-1], rel_w.shape[-1]
     if rel_h.shape[:3] != q.shape[:3] or rel_w.shape[:3] != q.shape[:3] or kh * kw != q.shape[2]:
         raise UnsupportedInputError(
@@ -45,7 +46,7 @@ def tables_grid(table_h: torch.Tensor, table_w: torch.Tensor) -> tuple[int, int]
 
 def check_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
     """Validate q, k, v and rel-pos tables [2Kh - 1, D], [2Kw - 1, D]; return (Kh, Kw)."""
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     shapes = (tuple(table_h.shape), tuple(table_w.shape))
     d = q.shape[-1]
     if any(len(s) != 2 or s[0] % 2 == 0 or s[1] != d for s in shapes):

@@ -52,6 +52,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from torchao._models.sam.attention.contract import (
     UnsupportedInputError,
     check_inputs,
+    check_qkv,
     check_tables,
     tables_grid,
 )
@@ -277,6 +278,9 @@ def _rel_pos_attn_fwd(
 # Tile configs and launch plans
 
 
+LOADS = ("pointer", "tma", "tma_ws")  # how a TileConfig's kernel loads k and v
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """One launch configuration of the kernel."""
@@ -296,9 +300,6 @@ class TileConfig:
         return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}{suffix}"
 
 
-LOADS = ("pointer", "tma", "tma_ws")
-
-
 # The candidate set timed on a cold call (small on purpose: each is one compile).
 CONFIGS: list[TileConfig] = [
     TileConfig(128, 64, 4, 3),  # 64x64 grid: one key tile = one grid row (rel_w hoisted)
@@ -313,8 +314,8 @@ CONFIGS: list[TileConfig] = [
 # Candidates timed only where they run in row mode (elsewhere the others cover their modes)
 ROW_MODE_ONLY = frozenset(CONFIGS[-2:])
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
-# and benchmarks/repro/kv_loads.py, not timed as candidates (slower than pointer loads on the
-# H200 with triton 3.6; warp specialisation with 4 warps fails to compile there)
+# and benchmarks/repro/kv_loads.py, not timed as candidates (the results notes compare them);
+# warp specialisation with 4 warps does not compile in triton 3.6
 TMA_CONFIGS: list[TileConfig] = [
     TileConfig(cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, loads)
     for cfg in (CONFIGS[0], CONFIGS[1], CONFIGS[6])
@@ -331,7 +332,7 @@ class LaunchPlan:
     d1: int
     kh_pad: int
     kw_pad: int
-    bias_mode: int  # ROW, ONEHOT or GATHER
+    bias_mode: int  # ROW, ONEHOT, GATHER or NO_BIAS
     hoist_w: bool
     rows: int  # grid rows per key tile in row mode (1: a tile within one row)
     even_n: bool
@@ -493,6 +494,7 @@ def run_with_config(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
 def run_without_bias(q, k, v, config: TileConfig) -> torch.Tensor:
     """The kernel's loop with the bias left out (plain softmax attention over q, k, v): its own
     no-bias floor, for benchmarks against SDPA's."""
+    check_qkv(q, k, v)
     _check_runnable(q, k, v)
     no_terms = (q, (0, 0, 0, 0, 0))  # never read
     return _launch(q, k, v, 1, q.shape[-2], no_terms, no_terms, config, bias=False)
@@ -625,7 +627,7 @@ def _launch(
 def _kv_operands(t: torch.Tensor, plan: LaunchPlan, config: TileConfig) -> tuple:
     """The kernel's (K, K1) or (V, V1) for ``t`` [B, H, N, D] (kernel-aligned): the tensor twice
     for pointer loads, else tensor descriptors with key-tile blocks of the D0 columns and of the
-    D1 window. A size-1 dim's stride is never stepped, so it is given a 16-byte one."""
+    D1 window. A size-1 dim's stride is never stepped, so it is given ALIGN elements."""
     if config.loads == "pointer":
         return t, t
     strides = [st if n > 1 else ALIGN for st, n in zip(t.stride()[:-1], t.shape[:-1])] + [1]
