@@ -9,8 +9,10 @@ the range, so that kernels can also be mapped to ranges by launch order when a r
 data. The launch order is printed and written to ``--meta`` with the GPU and library versions.
 
 Inputs are ``common.attention_inputs`` (q, k, v as views of one qkv projection, the rel-pos
-tables) and backend calls are bench_attention's (``floor`` is its ``sdpa_nobias``). Run it under
-ncu with benchmarks/profile_attention_ncu.sh:
+tables) and backend calls are bench_attention's (``floor`` is its ``sdpa_nobias``), plus
+``flash_4_no_bias``: flash_4's tile config for the shape with the bias left out (the kernel's
+loop alone, ``flash4_kernel.run_without_bias``). Run it under ncu with
+benchmarks/profile_attention_ncu.sh:
 
     python -m benchmarks.profile_attention --shapes vit_b_global,vit_b_window \
         --backends floor,flash_4,flex --dtype bfloat16 --meta OUT/meta.json
@@ -19,6 +21,7 @@ ncu with benchmarks/profile_attention_ncu.sh:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from benchmarks.common import NO_BIAS_FLOOR, attention_inputs, gpu_environment, 
 
 # profile name -> bench_attention backend name (its no-bias SDPA is called "floor" here)
 BACKENDS = {"floor": NO_BIAS_FLOOR, **{b: b for b in ATTENTION_BACKENDS if b != NO_BIAS_FLOOR}}
+NO_BIAS_LOOP = "flash_4_no_bias"
+NAMES = [*BACKENDS, NO_BIAS_LOOP]  # what --backends takes
 # "<model>_<layer>" for every model and layer bench_attention knows
 SHAPES = [f"{model}_{layer}" for model in MODELS for layer in LAYERS]
 DEFAULT_SHAPES = ["vit_b_global", "vit_h_global", "vit_b_window"]
@@ -76,8 +81,17 @@ def build_cases(
     for shape in shapes:
         inputs = attention_inputs(*split_shape(shape), batch, dtype, tables=True)
         for name in backends:
-            cases.append(Case(shape, name, inputs, backend_fn(BACKENDS[name], *inputs)))
+            cases.append(Case(shape, name, inputs, case_fn(name, inputs)))
     return cases
+
+
+def case_fn(name: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+    if name != NO_BIAS_LOOP:
+        return backend_fn(BACKENDS[name], *inputs)
+    from torchao._models.sam.attention import flash4, flash4_kernel
+
+    config = functools.cache(lambda: flash4.tables_config(*inputs))  # chosen on the first call
+    return lambda: flash4_kernel.run_without_bias(*inputs[:3], config())
 
 
 def warm_up(cases: list[Case], iters: int) -> tuple[list[Case], dict[str, str]]:
@@ -132,7 +146,8 @@ def flash_4_configs(cases: list[Case]) -> dict[str, str]:
     """The tile config flash_4 chose per shape (autotuned during warm-up or read from cache)."""
     from torchao._models.sam.attention.flash4 import tables_config
 
-    return {c.shape: tables_config(*c.inputs).name() for c in cases if c.backend == "flash_4"}
+    flash_4 = ("flash_4", NO_BIAS_LOOP)
+    return {c.shape: tables_config(*c.inputs).name() for c in cases if c.backend in flash_4}
 
 
 def write_meta(path: str, args: argparse.Namespace, cases: list[Case], skipped: dict) -> None:
@@ -158,7 +173,7 @@ def write_meta(path: str, args: argparse.Namespace, cases: list[Case], skipped: 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help=f"of {', '.join(SHAPES)}")
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=", ".join(BACKENDS))
+    p.add_argument("--backends", nargs="+", default=NAMES, help=", ".join(NAMES))
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--batch", type=int, default=16, help="images (windowed layers: x25 windows)")
     p.add_argument("--warmup", type=int, default=3, help="unprofiled calls per case first")
@@ -166,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.shapes = parse_names(args.shapes, SHAPES, "shape")
-        args.backends = parse_names(args.backends, BACKENDS, "backend")
+        args.backends = parse_names(args.backends, NAMES, "backend")
     except ValueError as exc:
         p.error(str(exc))
     return args

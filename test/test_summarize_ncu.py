@@ -154,12 +154,12 @@ def test_cases_follow_bench_attention_and_warm_up_records_what_cannot_run(monkey
     monkeypatch.setattr(profile_attention, "attention_inputs", cpu_inputs)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    backends = list(profile_attention.BACKENDS)
+    backends = profile_attention.NAMES
     cases = profile_attention.build_cases(["vit_b_window"], backends, torch.float32, 1)
     assert [c.label for c in cases] == [f"vit_b_window/{b}" for b in backends]
     kept, skipped = profile_attention.warm_up(cases, iters=1)
     assert [c.backend for c in kept] == ["floor", "sdpa_bias", "sdpa_aug", "flex"]
-    assert list(skipped) == ["vit_b_window/flash_4"]
+    assert list(skipped) == ["vit_b_window/flash_4", "vit_b_window/flash_4_no_bias"]
 
 
 FAKE_NCU = """\
