@@ -124,6 +124,23 @@ def test_cache_entries_accumulate_in_one_json_file(tmp_path, monkeypatch):
     assert [p.name for p in flash4.cache_path().parent.iterdir()] == [flash4.cache_path().name]
 
 
+def test_cache_entry_of_another_version_costs_a_retune_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    q = torch.empty(2, 3, 196, 64, dtype=torch.bfloat16)
+    heuristic = flash4_kernel.default_config(14, 14, 64)  # what the CPU picks untuned
+    written = next(c for c in flash4_kernel.valid_configs(14, 14, 64) if c != heuristic)
+    ours, theirs = (flash4.cache_key(q, 14, 14) + f"|{name}" for name in ("ours", "theirs"))
+    for key in ours, theirs:
+        flash4._write_cache_entry(key, written, {})
+    data = flash4._read_cache()
+    data[theirs]["config"]["a_later_field"] = 1
+    flash4.cache_path().write_text(json.dumps(data))
+    assert flash4._cached_config(data[theirs]) is None
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # no driver
+    assert flash4._choose(q, 14, 14, ours, run=None) == written
+    assert flash4._choose(q, 14, 14, theirs, run=None) == heuristic
+
+
 def test_cache_keys_name_the_candidate_configs(monkeypatch):
     """A choice cached among other candidates is not reused: the key names the candidates."""
     q = torch.empty(2, 3, 196, 64, dtype=torch.bfloat16)

@@ -97,6 +97,15 @@ def _read_cache() -> dict:
         return {}  # a corrupt or unreadable cache only costs a re-tune; it is rewritten below
 
 
+def _cached_config(entry: dict) -> TileConfig | None:
+    """A cache entry's config, or None where it does not parse (an entry another version of
+    this package wrote): like a missing entry, that costs a re-tune."""
+    try:
+        return TileConfig(**entry["config"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float]) -> None:
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,11 +158,10 @@ def _choose(q, kh: int, kw: int, key: str, run) -> TileConfig:
         if key in _chosen:
             return _chosen[key]
         entry = _read_cache().get(key)
-        if entry is not None:
-            cfg = TileConfig(**entry["config"])
-            if cfg in valid_configs(kh, kw, q.shape[-1]):
-                _chosen[key] = cfg
-                return cfg
+        cfg = None if entry is None else _cached_config(entry)
+        if cfg is not None and cfg in valid_configs(kh, kw, q.shape[-1]):
+            _chosen[key] = cfg
+            return cfg
         if torch.cuda.is_current_stream_capturing():  # no timing now; tune on a later call
             return default_config(kh, kw, q.shape[-1])
         if INTERPRET or not q.is_cuda or os.environ.get(AUTOTUNE_ENV, "1") == "0":
@@ -169,12 +177,13 @@ def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
     gpu = _device_name(torch.device("cuda")) if torch.cuda.is_available() else "<no GPU here>"
     prefix, suffix = _key(gpu, dtype, "", kh, kw, d).split("||")
     cached = {
-        key.removeprefix(prefix).removesuffix(suffix).strip("|"): entry["config"]
+        key.removeprefix(prefix).removesuffix(suffix).strip("|"): _cached_config(entry)
         for key, entry in _read_cache().items()
         if key.startswith(prefix) and key.endswith(suffix)
     }
+    cached = {bh: cfg for bh, cfg in cached.items() if cfg is not None}
     if cached:
-        picks = ", ".join(f"{bh}: {TileConfig(**c).name()}" for bh, c in sorted(cached.items()))
+        picks = ", ".join(f"{bh}: {cfg.name()}" for bh, cfg in sorted(cached.items()))
         return f"tuned configs cached for {gpu}: {picks}"
     names = ", ".join(c.name() for c in valid_configs(kh, kw, d))
     return (
