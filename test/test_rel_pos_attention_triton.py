@@ -89,6 +89,8 @@ def test_plan_modes():
     assert flash4_kernel.make_plan(whole_rows, 40, 16, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[128], 64, 40, 64).bias_mode == flash4_kernel.GATHER
     assert flash4_kernel.make_plan(by_n[64], 10, 70, 64).bias_mode == flash4_kernel.GATHER
+    no_bias = flash4_kernel.make_plan(by_n[64], 64, 64, 64, bias=False)
+    assert no_bias.bias_mode == flash4_kernel.NO_BIAS and not no_bias.hoist_w and no_bias.rows == 1
     # Gather mode is only timed where no faster mode exists.
     candidates = flash4_kernel.valid_configs(64, 64, 80)
     assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in candidates)

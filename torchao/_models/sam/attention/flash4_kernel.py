@@ -41,7 +41,7 @@ head dim. Inference forward only; bf16 and fp16 on CUDA.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -371,10 +371,11 @@ def whole_rows_per_tile(config: TileConfig, kh: int, kw: int) -> int:
     return rows if rest == 0 and 1 < rows <= MAX_ROWS_PER_TILE and kh % rows == 0 else 0
 
 
-def make_plan(config: TileConfig, kh: int, kw: int, d: int) -> LaunchPlan:
-    """Compile-time choices for this config and shape (every config runs every grid)."""
+def make_plan(config: TileConfig, kh: int, kw: int, d: int, bias: bool = True) -> LaunchPlan:
+    """Compile-time choices for this config and shape (every config runs every grid);
+    ``bias=False``: NO_BIAS mode."""
     d0, d1 = split_head_dim(d)
-    mode = bias_mode(config, kh, kw)
+    mode = bias_mode(config, kh, kw) if bias else NO_BIAS
     return LaunchPlan(
         d0=d0,
         d1=d1,
@@ -605,9 +606,7 @@ def _launch(
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
-    plan = make_plan(config, kh, kw, d_run)
-    if not bias:
-        plan = replace(plan, bias_mode=NO_BIAS, hoist_w=False, rows=1)
+    plan = make_plan(config, kh, kw, d_run, bias)
     out = _output_buffer(q, d_run) if out is None else out
     grid = (triton.cdiv(n, config.block_m), b * h)
     k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)
