@@ -16,7 +16,8 @@ per launch by the tile config and the grid:
   adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds
   ROWS whole rows, so rel_h adds ROWS values per query row and rel_w's columns repeat. Where
   ``BLOCK_N`` is a multiple of Kw the rel_w tile is the same for every key tile and is loaded
-  once (the 64x64 grid).
+  once (the 64x64 grid). rel_h is loaded one key tile ahead (its strided per-query reads
+  overlap the tile before).
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
@@ -159,6 +160,17 @@ def _rel_pos_attn_fwd(
             other=0.0,
         ).to(Q.dtype.element_ty)
 
+    if BIAS_MODE == 0:
+        # rel_h of the first key tile's grid rows; in the loop, each tile's are loaded one tile
+        # ahead, so the loop never waits on this strided (one row per query) load
+        offs_r = tl.arange(0, ROWS)
+        if ROWS > 1:
+            rh_next = tl.load(
+                RH + rh_row[:, None] + offs_r[None, :] * shk, mask=m_ok[:, None], other=0.0
+            )
+        else:
+            rh_next = tl.load(RH + rh_row, mask=m_ok, other=0.0)
+
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
@@ -194,16 +206,23 @@ def _rel_pos_attn_fwd(
         # and folded into the exponent's offset, which costs no pass over the tile
         row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)
         if BIAS_MODE == 0:  # row mode
-            row = start // KW
-            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
+            rh = rh_next.to(tl.float32) * 1.4426950408889634
+            next_row = (start + BLOCK_N) // KW  # the next tile's first grid row
+            has_next = start + BLOCK_N < N
+            if ROWS > 1:  # the tile holds ROWS whole grid rows (all exist: full tiles)
+                rh_next = tl.load(
+                    RH + rh_row[:, None] + (next_row + offs_r)[None, :] * shk,
+                    mask=m_ok[:, None] & has_next,
+                    other=0.0,
+                )
                 rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 for r in tl.static_range(ROWS):
-                    rh_r = tl.load(RH + rh_row + (row + r) * shk, mask=m_ok, other=0.0)
+                    rh_r = tl.sum(tl.where(offs_r[None, :] == r, rh, 0.0), 1)
                     in_row = (offs_n0 // KW == r)[None, :]
-                    rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
+                    rh_tile = tl.where(in_row, rh_r[:, None], rh_tile)
             else:
-                rh = tl.load(RH + rh_row + row * shk, mask=m_ok, other=0.0)
-                row_bias = rh.to(tl.float32) * 1.4426950408889634
+                rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
+                row_bias = rh
             if HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -215,7 +234,7 @@ def _rel_pos_attn_fwd(
                 ).to(tl.float32)
                 s = qk * qk_scale + rw * 1.4426950408889634
             if ROWS > 1:
-                s = s + rh_tile * 1.4426950408889634
+                s = s + rh_tile
         elif BIAS_MODE == 1:  # one-hot mode
             onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
