@@ -7,6 +7,11 @@ shape), so the comparison is config for config.
 
     git show REV:torchao/_models/sam/attention/flash4_kernel.py > /tmp/flash4_kernel_rev.py
     python -m benchmarks.repro.kernel_revisions /tmp/flash4_kernel_rev.py OUT_DIR
+
+A revision must have every one of flash4's entry points (ENTRY_POINTS); to undo one commit's
+change in the current module instead: ``git show COMMIT -- torchao/_models/sam/attention/
+flash4_kernel.py | patch -R -o /tmp/flash4_kernel_rev.py torchao/_models/sam/attention/
+flash4_kernel.py``.
 """
 
 import importlib.util
@@ -19,7 +24,8 @@ from benchmarks.common import attention_inputs
 from benchmarks.repro.variants import report, time_variants
 from torchao._models.sam.attention import flash4, flash4_kernel
 
-ENTRY_POINTS = ("launch", "launch_products", "run_from_tables")  # flash4's calls into the kernel
+# flash4's calls into the kernel module
+ENTRY_POINTS = ("launch", "launch_products", "run_from_tables", "launch_windows", "run_windows")
 
 
 def load_module(path: str) -> ModuleType:
@@ -35,6 +41,8 @@ def switch(module: ModuleType) -> None:
     for name in ENTRY_POINTS:
         if not hasattr(flash4, name):
             raise AttributeError(f"flash4 no longer calls the kernel module's {name}")
+        if not hasattr(module, name):
+            raise AttributeError(f"{module.__file__} has no {name}: a revision from before it")
         setattr(flash4, name, getattr(module, name))
 
 

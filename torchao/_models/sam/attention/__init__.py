@@ -9,18 +9,22 @@ from torchao._models.sam.attention.contract import (
     grid_kind,
     materialize_bias,
     reference_rel_pos_attention,
+    reference_window_attention,
     rel_pos_terms,
 )
 from torchao._models.sam.attention.dispatch import (
     AUTO_TABLE,
     BACKENDS,
     ENV_VAR,
+    WINDOWS_IN_PLACE,
     check_backend_name,
     default_backend,
     explain,
     rel_pos_attention,
     rel_pos_attention_from_tables,
+    rel_pos_window_attention,
     resolve_backend,
+    windows_in_place,
 )
 from torchao._models.sam.attention.sdpa import augment_qk, sdpa_aug_attention, sdpa_bias_attention
 
@@ -29,6 +33,7 @@ __all__ = [
     "BACKENDS",
     "ENV_VAR",
     "UnsupportedInputError",
+    "WINDOWS_IN_PLACE",
     "augment_qk",
     "check_backend_name",
     "check_inputs",
@@ -37,10 +42,13 @@ __all__ = [
     "grid_kind",
     "materialize_bias",
     "reference_rel_pos_attention",
+    "reference_window_attention",
     "rel_pos_attention",
     "rel_pos_attention_from_tables",
     "rel_pos_terms",
+    "rel_pos_window_attention",
     "resolve_backend",
     "sdpa_aug_attention",
     "sdpa_bias_attention",
+    "windows_in_place",
 ]

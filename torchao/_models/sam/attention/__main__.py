@@ -9,7 +9,12 @@ import argparse
 
 import torch
 
-from torchao._models.sam.attention.dispatch import BACKENDS, default_backend, explain
+from torchao._models.sam.attention.dispatch import (
+    BACKENDS,
+    default_backend,
+    explain,
+    windows_in_place,
+)
 from torchao._models.sam.modeling.config import PRESETS
 
 
@@ -35,6 +40,10 @@ def main() -> None:
         for kind, kh, kw, d in layer_shapes(args.explain):
             try:
                 what = explain(backend, device, kh, kw, d, dtype)
+                if kind.startswith("window") and windows_in_place(
+                    backend, torch.device(device), kh, dtype
+                ):
+                    what += "; windows read in place from the token grid"
             except ImportError as e:  # flash_4 needs triton
                 what = f"unavailable here ({e})"
             print(f"  {device:4s} {kind:22s} {kh}x{kw}, head dim {d}: {what}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from torchao._models.sam.utils.windows import window_partition, window_unpartition
+
 
 class UnsupportedInputError(ValueError):
     """A backend was asked to run an input it does not support."""
@@ -100,3 +102,18 @@ def reference_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
     scores = qf @ kf.transpose(-2, -1) * q.shape[-1] ** -0.5
     scores = scores + materialize_bias(rel_h.float(), rel_w.float())
     return (scores.softmax(dim=-1) @ vf).to(q.dtype)
+
+
+def reference_window_attention(qkv, pad, table_h, table_w, heads: int) -> torch.Tensor:
+    """fp32 reference of attention within windows of a token grid, as SAM's windowed blocks
+    run it: qkv [B, GH, GW, 3C] (the grid's tokens), padded bottom/right to whole windows with
+    the token ``pad`` [3C] (what qkv gives a zero token), split into windows of the tables'
+    side, :func:`reference_rel_pos_attention` in each, the windows put back: [B, GH, GW, C]."""
+    b, gh, gw, c3 = qkv.shape
+    ws = tables_grid(table_h, table_w)[0]
+    windows, pad_hw = window_partition(qkv, ws, pad)
+    qkv_w = windows.reshape(windows.shape[0], ws * ws, 3, heads, c3 // (3 * heads))
+    q, k, v = qkv_w.permute(2, 0, 3, 1, 4).unbind(0)
+    out = reference_rel_pos_attention(q, k, v, *rel_pos_terms(q, table_h, table_w))
+    out = out.transpose(1, 2).reshape(windows.shape[0], ws, ws, c3 // 3)
+    return window_unpartition(out, ws, pad_hw, (gh, gw))

@@ -22,9 +22,11 @@ from torchao._models.sam.attention.contract import (
     check_tables,
     grid_kind,
     rel_pos_terms,
+    tables_grid,
 )
 from torchao._models.sam.attention.sdpa import sdpa_aug_attention, sdpa_bias_attention
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
+from torchao._models.sam.utils.windows import window_partition, window_unpartition
 
 BACKENDS = ("auto", "sdpa_bias", "sdpa_aug", "flash_4", "flex")
 ENV_VAR = "TORCHAO_SAM_ATTENTION_BACKEND"
@@ -119,6 +121,41 @@ def rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend: str = "aut
     if name == "flash_4":
         return _flash_4_tables(q, k, v, table_h, table_w)
     return _IMPLEMENTATIONS[name](q, k, v, *rel_pos_terms(q, table_h, table_w))
+
+
+# Backends whose windowed op reads the windows out of the token grid in place: the encoder's
+# windowed blocks then run qkv and proj on the grid's tokens only (none on the padding) and make
+# no partition copies. The others get partitioned q, k, v: there the encoder partitions its
+# normed tokens before qkv, a third as much data as qkv's output.
+WINDOWS_IN_PLACE = frozenset({"flash_4"})
+
+
+def windows_in_place(backend: str, device: torch.device, window: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`rel_pos_window_attention` reads ``window``-sided windows in place."""
+    return resolve_backend(backend, device, window, window, dtype) in WINDOWS_IN_PLACE
+
+
+def rel_pos_window_attention(
+    qkv, pad, table_h, table_w, heads: int, backend: str = "auto"
+) -> torch.Tensor:
+    """Rel-pos attention within the windows of a token grid, as SAM's windowed blocks compute it
+    (:func:`contract.reference_window_attention`): qkv [B, GH, GW, 3C] of the grid's tokens; pad
+    [3C], what qkv gives a zero token (the grid is padded bottom/right with zero tokens to whole
+    windows); the window's tables [2ws - 1, D]. Returns [B, GH, GW, C]. flash_4 reads the windows
+    in place (:data:`WINDOWS_IN_PLACE`); the others run on partitioned windows."""
+    window = tables_grid(table_h, table_w)[0]
+    name = resolve_backend(backend, qkv.device, window, window, qkv.dtype)
+    if name == "flash_4":
+        from torchao._models.sam.attention.flash4 import flash4_window_attention
+
+        return flash4_window_attention(qkv, pad, table_h, table_w, heads)
+    b, gh, gw, c3 = qkv.shape
+    windows, pad_hw = window_partition(qkv, window, pad)
+    t = windows.reshape(windows.shape[0], window * window, 3, heads, c3 // (3 * heads))
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)
+    out = rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name)
+    out = out.transpose(1, 2).reshape(windows.shape[0], window, window, c3 // 3)
+    return window_unpartition(out, window, pad_hw, (gh, gw))
 
 
 def _resolve(backend: str, grid: tuple[int, int], q, k, v):

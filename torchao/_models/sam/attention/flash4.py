@@ -1,11 +1,13 @@
 """The ``flash_4`` backend: which tile config each shape runs, and the public ops.
 
-Two ops: :func:`flash4_attention` takes rel_h and rel_w; :func:`flash4_attention_from_tables`
-(what the encoder runs) takes the rel-pos tables and reads the terms out of q's products with
-them. The config used per (GPU, shape, dtype, form) is chosen by timing the valid candidates of
-``flash4_kernel.CONFIGS`` on the first call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or
-``~/.cache/torchao_sam``) as JSON; ``set_forced_config`` pins one. The kernel runs as a custom op
-so that ``torch.compile`` treats it as one opaque call.
+Three ops: :func:`flash4_attention` takes rel_h and rel_w; :func:`flash4_attention_from_tables`
+(what the encoder's global blocks run) takes the rel-pos tables and reads the terms out of q's
+products with them; :func:`flash4_window_attention` (the windowed blocks) does the same for
+every window of a token grid, reading the windows in place. The config used per (GPU, shape,
+dtype, form) is chosen by timing the valid candidates of ``flash4_kernel.CONFIGS`` on the first
+call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or ``~/.cache/torchao_sam``) as JSON;
+``set_forced_config`` pins one. The kernels run as custom ops so that ``torch.compile`` treats
+each as one opaque call.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from torchao._models.sam.attention.flash4_kernel import (
     default_config,
     launch,
     launch_products,
+    launch_windows,
     new_output,
     product_chunks,
     run_from_tables,
+    run_windows,
     table_products,
     valid_configs,
     validate,
     validate_tables,
+    validate_windows,
 )
 from torchao._models.sam.utils.atomic_file import atomic_path
 
@@ -162,11 +167,11 @@ def _choose(q, kh: int, kw: int, key: str, run) -> TileConfig:
         if cfg is not None and cfg in valid_configs(kh, kw, q.shape[-1]):
             _chosen[key] = cfg
             return cfg
-        if torch.cuda.is_current_stream_capturing():  # no timing now; tune on a later call
-            return default_config(kh, kw, q.shape[-1])
         if INTERPRET or not q.is_cuda or os.environ.get(AUTOTUNE_ENV, "1") == "0":
             _chosen[key] = default_config(kh, kw, q.shape[-1])  # no cache file read again
             return _chosen[key]
+        if torch.cuda.is_current_stream_capturing():  # no timing now; tune on a later call
+            return default_config(kh, kw, q.shape[-1])
         return tune(q, kh, kw, run, key)
 
 
@@ -248,3 +253,35 @@ def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
     :func:`flash4_attention`."""
     validate_tables(q, k, v, table_h, table_w)
     return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)
+
+
+def choose_windows_config(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int]) -> TileConfig:
+    """The config :func:`flash4_window_attention` runs with (q, k, v: the grid's tokens)."""
+    window = (p_h.shape[-1] + 1) // 2
+    run = lambda cfg: launch_windows(q, k, v, pad, p_h, p_w, grid_hw, cfg)  # noqa: E731
+    return _choose(q, window, window, cache_key(q, window, window, "windows"), run)
+
+
+@torch.library.custom_op("torchao_sam::rel_pos_window_attention", mutates_args=())
+def _rel_pos_window_attention_op(
+    qkv: torch.Tensor, pad: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, heads: int
+) -> torch.Tensor:
+    return run_windows(qkv, pad, table_h, table_w, heads, choose_windows_config)
+
+
+@_rel_pos_window_attention_op.register_fake
+def _(qkv, pad, table_h, table_w, heads):
+    b, gh, gw, c3 = qkv.shape
+    return qkv.new_empty(b, gh, gw, c3 // 3)
+
+
+def flash4_window_attention(qkv, pad, table_h, table_w, heads: int) -> torch.Tensor:
+    """Attention within windows of a token grid, as SAM's windowed blocks compute it, with no
+    partition, padding or unpartition copies: qkv [B, GH, GW, 3C] (the qkv Linear's output on
+    the grid's tokens, row-major), pad [3C] (what qkv gives a zero token: its bias), the
+    window's rel-pos tables [2ws - 1, D], [2ws - 1, D]. Windows of side ws cover the grid from
+    the top left; the official pads the grid bottom/right with zero tokens, whose k and v
+    (pad's) the kernel reads for keys off the grid. Returns [B, GH, GW, C], equal to
+    :func:`contract.reference_window_attention`. Same errors as :func:`flash4_attention`."""
+    qkv = validate_windows(qkv, pad, table_h, table_w, heads)
+    return torch.ops.torchao_sam.rel_pos_window_attention(qkv, pad, table_h, table_w, heads)

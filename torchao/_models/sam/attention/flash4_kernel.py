@@ -16,8 +16,8 @@ per launch by the tile config and the grid:
   adds the contiguous slice rel_w[:, c0:c0 + BLOCK_N]; or it holds
   ROWS whole rows, so rel_h adds ROWS values per query row and rel_w's columns repeat. Where
   ``BLOCK_N`` is a multiple of Kw the rel_w tile is the same for every key tile and is loaded
-  once (the 64x64 grid). rel_h is loaded one key tile ahead (its strided per-query reads
-  overlap the tile before).
+  once (the 64x64 grid). In tiles within one row, rel_h is loaded one key tile ahead (its
+  strided per-query reads overlap the tile before).
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
@@ -67,21 +67,31 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
+def _rows(base, tok, s_tok, offs_d, s_d, pad, on_grid, WINDOWED: tl.constexpr):
+    """Pointers to columns offs_d of rows tok ([BLOCK_N, 1]) of base; in WINDOWED mode the
+    rows off the grid (on_grid false) point at the pad token's columns instead."""
+    ptrs = base + tok * s_tok + offs_d[None, :] * s_d
+    if WINDOWED:
+        ptrs = tl.where(on_grid, ptrs, pad + offs_d[None, :])
+    return ptrs
+
+
+@triton.jit
 def _rel_pos_attn_fwd(
-    Q, K, K1, V, V1, RH, RW, Out,
+    Q, K, K1, V, V1, PK, PV, RH, RW, Out,
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
     shb, shh, shqh, shqw, shk,
     swb, swh, swqh, swqw, swk,
     sob, soh, son, sod,
-    H, N, qk_scale,
+    H, N, qk_scale, GH, GW, WIN_COLS, N_WIN, s_rel_tok, s_pad_h,
     KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, ROWS: tl.constexpr,
-    EVEN_N: tl.constexpr, TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+    EVEN_N: tl.constexpr, TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -96,11 +106,25 @@ def _rel_pos_attn_fwd(
     TMA: K, V (columns [0, D0)) and K1, V1 (the D1 window) are [B, H, N, D] tensor descriptors
     (:func:`_kv_operands`) with key tiles as blocks, zero-filled past N; otherwise K1 and V1 are
     K and V. WARP_SPEC: the key loop is warp-specialised (loads in their own warps).
+
+    WINDOWED (:func:`launch_windows`): one program handles a KW x KW window of a GH x GW token
+    grid (windows padded bottom/right, as SAM's window partition does), program_id(1) being
+    (image * N_WIN + window) * H + head. Q, K, V, Out and the table products are the grid's
+    tokens (row-major, token strides sqn, skn, svn, son, s_rel_tok), read and written in place;
+    keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
+    padding queries are neither read nor stored.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
+    if WINDOWED:
+        win = (pid_bh // H) % N_WIN
+        b = (pid_bh // H // N_WIN).to(tl.int64)
+        y0 = (win // WIN_COLS) * KW  # the window's first grid row and column
+        x0 = (win % WIN_COLS) * KW
+        t0 = (y0 * GW + x0).to(tl.int64)  # its first token
+    else:
+        b = (pid_bh // H).to(tl.int64)
     # q, k, v and out have head dims and strides in multiples of 16 elements (the launcher
     # guarantees it, see is_kernel_aligned): Triton then compiles 16-byte, pipelined loads. With
     # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop.
@@ -115,6 +139,15 @@ def _rel_pos_attn_fwd(
     son = tl.multiple_of(son, 16)
     RH += b * shb + h * shh
     RW += b * swb + h * swh
+    if WINDOWED:
+        Q += tl.multiple_of(t0 * sqn, 16)
+        K += tl.multiple_of(t0 * skn, 16)
+        V += tl.multiple_of(t0 * svn, 16)
+        Out += tl.multiple_of(t0 * son, 16)
+        RH += t0 * s_rel_tok
+        RW += t0 * s_rel_tok
+        PK += h * s_pad_h
+        PV += h * s_pad_h
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     # rel_h / rel_w of query i (grid row i // KW, column i % KW) start at these offsets
@@ -126,12 +159,16 @@ def _rel_pos_attn_fwd(
     offs_d0 = tl.arange(0, D0)
     offs_d1 = D - D1 + tl.arange(0, D1)
     m_ok = offs_m < N
+    tok_m = offs_m  # the queries' tokens (counted from the window's first in WINDOWED)
+    if WINDOWED:
+        m_ok = m_ok & (y0 + q_row < GH) & (x0 + q_col < GW)
+        tok_m = q_row * GW + q_col
     d1_own = offs_d1 >= D0  # columns of the D1 window that D0 does not cover
 
-    q0 = tl.load(Q + offs_m[:, None] * sqn + offs_d0[None, :] * sqd, mask=m_ok[:, None], other=0.0)
+    q0 = tl.load(Q + tok_m[:, None] * sqn + offs_d0[None, :] * sqd, mask=m_ok[:, None], other=0.0)
     if HAS_D1:
         q1 = tl.load(
-            Q + offs_m[:, None] * sqn + offs_d1[None, :] * sqd,
+            Q + tok_m[:, None] * sqn + offs_d1[None, :] * sqd,
             mask=m_ok[:, None] & d1_own[None, :],
             other=0.0,
         )
@@ -160,16 +197,12 @@ def _rel_pos_attn_fwd(
             other=0.0,
         ).to(Q.dtype.element_ty)
 
-    if BIAS_MODE == 0:
-        # rel_h of the first key tile's grid rows; in the loop, each tile's are loaded one tile
-        # ahead, so the loop never waits on this strided (one row per query) load
-        offs_r = tl.arange(0, ROWS)
-        if ROWS > 1:
-            rh_next = tl.load(
-                RH + rh_row[:, None] + offs_r[None, :] * shk, mask=m_ok[:, None], other=0.0
-            )
-        else:
-            rh_next = tl.load(RH + rh_row, mask=m_ok, other=0.0)
+    if BIAS_MODE == 0 and ROWS == 1:
+        # rel_h of the first key tile's grid row; in the loop, each tile's is loaded one tile
+        # ahead, so the loop does not wait on this strided (one row per query) load. Tiles of
+        # several grid rows load theirs per tile: a [BLOCK_M, ROWS] tile carried across the
+        # loop made ptxas spill on the 64x64 grid.
+        rh_next = tl.load(RH + rh_row, mask=m_ok, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -181,48 +214,48 @@ def _rel_pos_attn_fwd(
     for start in tl.range(0, N, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start + offs_n0
         n_ok = offs_n < N
+        if not TMA:
+            tok_n, on_grid = offs_n[:, None], n_ok[:, None]
+            if WINDOWED:  # the keys' grid tokens; those on the padding read the pad token
+                k_row = offs_n // KW
+                k_col = offs_n - k_row * KW
+                on_grid = ((y0 + k_row < GH) & (x0 + k_col < GW))[:, None]
+                tok_n = (k_row * GW + k_col)[:, None]
+            k_ptr0 = _rows(K, tok_n, skn, offs_d0, skd, PK, on_grid, WINDOWED)
+            v_ptr0 = _rows(V, tok_n, svn, offs_d0, svd, PV, on_grid, WINDOWED)
+            k_ptr1 = _rows(K, tok_n, skn, offs_d1, skd, PK, on_grid, WINDOWED)
+            v_ptr1 = _rows(V, tok_n, svn, offs_d1, svd, PV, on_grid, WINDOWED)
         if TMA:
             k0 = K.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
         elif EVEN_N:
-            k0 = tl.load(K + offs_n[:, None] * skn + offs_d0[None, :] * skd)
+            k0 = tl.load(k_ptr0)
         else:
-            k0 = tl.load(
-                K + offs_n[:, None] * skn + offs_d0[None, :] * skd, mask=n_ok[:, None], other=0.0
-            )
+            k0 = tl.load(k_ptr0, mask=n_ok[:, None], other=0.0)
         qk = tl.dot(q0, tl.trans(k0))
         if HAS_D1:
             if TMA:
                 k1 = K1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
             elif EVEN_N:
-                k1 = tl.load(K + offs_n[:, None] * skn + offs_d1[None, :] * skd)
+                k1 = tl.load(k_ptr1)
             else:
-                k1 = tl.load(
-                    K + offs_n[:, None] * skn + offs_d1[None, :] * skd,
-                    mask=n_ok[:, None],
-                    other=0.0,
-                )
+                k1 = tl.load(k_ptr1, mask=n_ok[:, None], other=0.0)
             qk = tl.dot(q1, tl.trans(k1), qk)
         # a per-query bias term of this tile (base 2), kept out of s: added to s's row maxima
         # and folded into the exponent's offset, which costs no pass over the tile
         row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)
         if BIAS_MODE == 0:  # row mode
-            rh = rh_next.to(tl.float32) * 1.4426950408889634
-            next_row = (start + BLOCK_N) // KW  # the next tile's first grid row
-            has_next = start + BLOCK_N < N
-            if ROWS > 1:  # the tile holds ROWS whole grid rows (all exist: full tiles)
-                rh_next = tl.load(
-                    RH + rh_row[:, None] + (next_row + offs_r)[None, :] * shk,
-                    mask=m_ok[:, None] & has_next,
-                    other=0.0,
-                )
+            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
+                row = start // KW
                 rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 for r in tl.static_range(ROWS):
-                    rh_r = tl.sum(tl.where(offs_r[None, :] == r, rh, 0.0), 1)
+                    rh_r = tl.load(RH + rh_row + (row + r) * shk, mask=m_ok, other=0.0)
                     in_row = (offs_n0 // KW == r)[None, :]
-                    rh_tile = tl.where(in_row, rh_r[:, None], rh_tile)
+                    rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
             else:
+                row_bias = rh_next.to(tl.float32) * 1.4426950408889634
+                next_row = (start + BLOCK_N) // KW  # the next tile's grid row
+                has_next = start + BLOCK_N < N
                 rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
-                row_bias = rh
             if HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -234,7 +267,7 @@ def _rel_pos_attn_fwd(
                 ).to(tl.float32)
                 s = qk * qk_scale + rw * 1.4426950408889634
             if ROWS > 1:
-                s = s + rh_tile
+                s = s + rh_tile * 1.4426950408889634
         elif BIAS_MODE == 1:  # one-hot mode
             onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
@@ -261,33 +294,27 @@ def _rel_pos_attn_fwd(
         if TMA:
             v0 = V.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
         elif EVEN_N:
-            v0 = tl.load(V + offs_n[:, None] * svn + offs_d0[None, :] * svd)
+            v0 = tl.load(v_ptr0)
         else:
-            v0 = tl.load(
-                V + offs_n[:, None] * svn + offs_d0[None, :] * svd, mask=n_ok[:, None], other=0.0
-            )
+            v0 = tl.load(v_ptr0, mask=n_ok[:, None], other=0.0)
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
         if HAS_D1:
             if TMA:
                 v1 = V1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
             elif EVEN_N:
-                v1 = tl.load(V + offs_n[:, None] * svn + offs_d1[None, :] * svd)
+                v1 = tl.load(v_ptr1)
             else:
-                v1 = tl.load(
-                    V + offs_n[:, None] * svn + offs_d1[None, :] * svd,
-                    mask=n_ok[:, None],
-                    other=0.0,
-                )
+                v1 = tl.load(v_ptr1, mask=n_ok[:, None], other=0.0)
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
         m_i = m_new
 
     inv_l = 1.0 / l_i
     out0 = (acc0 * inv_l[:, None]).to(Out.dtype.element_ty)
-    tl.store(Out + offs_m[:, None] * son + offs_d0[None, :] * sod, out0, mask=m_ok[:, None])
+    tl.store(Out + tok_m[:, None] * son + offs_d0[None, :] * sod, out0, mask=m_ok[:, None])
     if HAS_D1:
         out1 = (acc1 * inv_l[:, None]).to(Out.dtype.element_ty)
         tl.store(
-            Out + offs_m[:, None] * son + offs_d1[None, :] * sod,
+            Out + tok_m[:, None] * son + offs_d1[None, :] * sod,
             out1,
             mask=m_ok[:, None] & d1_own[None, :],
         )
@@ -443,6 +470,28 @@ def validate_tables(q, k, v, table_h, table_w) -> tuple[int, int]:
     kh, kw = check_tables(q, k, v, table_h, table_w)
     _check_runnable(q, k, v, table_h, table_w)
     return kh, kw
+
+
+def validate_windows(qkv, pad, table_h, table_w, heads: int) -> torch.Tensor:
+    """Check :func:`flash4.flash4_window_attention`'s inputs; return qkv with its tokens
+    row-major (copied only where they are not)."""
+    kh, kw = tables_grid(table_h, table_w)
+    if qkv.dim() != 4 or qkv.shape[-1] % (3 * heads) or kh != kw:
+        raise UnsupportedInputError(
+            f"qkv must be [B, GH, GW, 3 * heads * D] and the tables square windows', got qkv "
+            f"{tuple(qkv.shape)} for {heads} heads and a {kh}x{kw} window"
+        )
+    d = qkv.shape[-1] // (3 * heads)
+    if tuple(pad.shape) != (qkv.shape[-1],):
+        raise UnsupportedInputError(f"pad must be [{qkv.shape[-1]}], got {tuple(pad.shape)}")
+    if qkv.stride(-1) != 1 or qkv.stride(1) != qkv.shape[2] * qkv.stride(2):
+        qkv = qkv.contiguous()
+    b, gh, gw, _ = qkv.shape
+    window = qkv.new_empty(1, 1, 1, 1).expand(b, heads, kh * kw, d)  # a window's q, for shapes
+    check_tables(window, window, window, table_h, table_w)
+    q, k, v = qkv.reshape(b, gh * gw, 3, heads, d).unbind(2)
+    _check_runnable(q, k, v, pad, table_h, table_w)
+    return qkv
 
 
 def _check_runnable(q, k, v, *bias_inputs) -> None:
@@ -617,27 +666,106 @@ def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
     return sb, sh, kw * sn, sn, sk
 
 
+@dataclass(frozen=True)
+class WindowGrid:
+    """The token grid a WINDOWED launch (:func:`launch_windows`) takes its windows from."""
+
+    grid_h: int
+    grid_w: int
+    window: int
+    pad: torch.Tensor  # [2, heads, D]: the k and v of the padding token
+    rel_token_stride: int  # the table products' stride from one token to the next
+
+    @property
+    def cols(self) -> int:  # windows per grid row (the last one padded on the right)
+        return -(-self.grid_w // self.window)
+
+    @property
+    def count(self) -> int:  # windows per image
+        return -(-self.grid_h // self.window) * self.cols
+
+
+def run_windows_with_config(qkv, pad, table_h, table_w, heads: int, config) -> torch.Tensor:
+    """:func:`flash4.flash4_window_attention` with one tile config (no tuning)."""
+    qkv = validate_windows(qkv, pad, table_h, table_w, heads)
+    return run_windows(qkv, pad, table_h, table_w, heads, lambda *inputs: config)
+
+
+def run_windows(qkv, pad, table_h, table_w, heads: int, choose) -> torch.Tensor:
+    """:func:`launch_windows` on qkv [B, GH, GW, 3C] and pad [3C] (validated); ``choose(q, k,
+    v, pad_kv, p_h, p_w, grid_hw)`` gives the tile config. Returns [B, GH, GW, C]. The products
+    of the whole batch are made at once: [B, heads, GH * GW, 64] for 14x14 windows, less than
+    the partitioned copy of the normed tokens that the windows in place save."""
+    b, gh, gw, c3 = qkv.shape
+    d = c3 // (3 * heads)
+    q, k, v = qkv.reshape(b, gh * gw, 3, heads, d).transpose(1, 3).unbind(2)
+    pad_kv = pad.to(qkv.dtype).view(3, heads, d)[1:]
+    p_h, p_w = table_products(q, table_h, table_w)
+    config = choose(q, k, v, pad_kv, p_h, p_w, (gh, gw))
+    out = launch_windows(q, k, v, pad_kv, p_h, p_w, (gh, gw), config)
+    return out.transpose(1, 2).reshape(b, gh, gw, c3 // 3)
+
+
+def launch_windows(
+    q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config: TileConfig
+) -> torch.Tensor:
+    """The kernel on every window of a token grid, in place (no partition, padding or
+    unpartition copies): q, k, v [B, heads, GH * GW, D], the grid's tokens row-major; pad
+    [2, heads, D], the k and v that SAM's zero padding tokens get (qkv's bias); p_h, p_w: q's
+    products with the window's tables (:func:`table_products`). Windows of side
+    ``Kh = Kw`` (the tables' grid) cover the grid from the top left, padded bottom/right.
+    Returns [B, heads, GH * GW, D] in :func:`new_output`'s layout; inputs already validated."""
+    window = (p_h.shape[-1] + 1) // 2
+    if config.loads != "pointer":
+        raise UnsupportedInputError(f"{config.name()}: windows in place need pointer loads")
+    sb, sh, sn, sc = p_h.stride()
+    rh = (sb, sh, grid_hw[1] * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1], row_i in window
+    sb, sh, sn, sc = p_w.stride()
+    rw = (sb, sh, grid_hw[1] * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
+    rel_h, rel_w = p_h[..., window - 1 :], p_w[..., window - 1 :]
+    windows = WindowGrid(*grid_hw, window, kernel_aligned(pad), sn)
+    return _launch(q, k, v, window, window, (rel_h, rh), (rel_w, rw), config, windows=windows)
+
+
 def _launch(
-    q, k, v, kh: int, kw: int, rel_h, rel_w, config: TileConfig, *, out=None, bias: bool = True
+    q,
+    k,
+    v,
+    kh: int,
+    kw: int,
+    rel_h,
+    rel_w,
+    config: TileConfig,
+    *,
+    out=None,
+    bias: bool = True,
+    windows: WindowGrid | None = None,
 ) -> torch.Tensor:
     """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`;
-    ``bias=False``: :func:`run_without_bias`."""
+    ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`launch_windows`."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run, bias)
     out = _output_buffer(q, d_run) if out is None else out
-    grid = (triton.cdiv(n, config.block_m), b * h)
+    if windows is None:
+        tokens, programs, pad = n, b * h, q[:1, :1, :1]  # pad: never read
+        grid_args = (1, 1, 1, 1, 0, 0)
+    else:
+        tokens, programs, pad = kh * kw, b * windows.count * h, windows.pad
+        grid_args = (windows.grid_h, windows.grid_w, windows.cols, windows.count)
+        grid_args += (windows.rel_token_stride, pad.stride(1))
+    grid = (triton.cdiv(tokens, config.block_m), programs)
     k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)
     _rel_pos_attn_fwd[grid](
-        q, *k_ops, *v_ops, rel_h[0], rel_w[0], out,
+        q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, n, d**-0.5 * LOG2E, KW=kw, D=d_run,
+        h, tokens, d**-0.5 * LOG2E, *grid_args, KW=kw, D=d_run,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, ROWS=plan.rows,
         EVEN_N=plan.even_n, TMA=config.loads != "pointer", WARP_SPEC=config.loads == "tma_ws",
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        WINDOWED=windows is not None, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out[..., :d]
 

@@ -13,9 +13,12 @@ from torchao._models.sam.attention import (
     check_backend_name,
     default_backend,
     rel_pos_attention_from_tables,
+    rel_pos_window_attention,
+    windows_in_place,
 )
 from torchao._models.sam.modeling.common import LayerNorm2d, MLPBlock
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
+from torchao._models.sam.utils.windows import window_partition, window_unpartition
 
 ENCODER_NORM = partial(nn.LayerNorm, eps=1e-6)
 
@@ -120,10 +123,7 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            h, w = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, self.window_size)
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+            x = self.attn.forward_windows(x, self.window_size)
         else:
             x = self.attn(x)
         x = shortcut + x
@@ -177,32 +177,26 @@ class Attention(nn.Module):
         x = x.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(x)
 
-
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """[B, H, W, C] -> ([B * num_windows, ws, ws, C], padded (Hp, Wp)); pads bottom/right."""
-    b, h, w, c = x.shape
-    pad_h = (window_size - h % window_size) % window_size
-    pad_w = (window_size - w % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
-    return windows, (hp, wp)
-
-
-def window_unpartition(
-    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of window_partition: [B * num_windows, ws, ws, C] -> [B, H, W, C]."""
-    hp, wp = pad_hw
-    h, w = hw
-    b = windows.shape[0] // (hp * wp // window_size // window_size)
-    x = windows.view(b, hp // window_size, wp // window_size, window_size, window_size, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    if hp > h or wp > w:
-        x = x[:, :h, :w, :].contiguous()
-    return x
+    def forward_windows(self, x: torch.Tensor, window_size: int) -> torch.Tensor:
+        """[B, H, W, C] -> [B, H, W, C], attending within window_size windows of the grid,
+        padded bottom/right with zero tokens as the official does. Where the backend reads the
+        windows in place (:func:`windows_in_place`), qkv and proj run on the grid's tokens only
+        (the padding's qkv is qkv's bias) and nothing is partitioned; else the padded windows
+        go through :meth:`forward`."""
+        b, h, w, c = x.shape
+        if self.use_rel_pos and windows_in_place(
+            self.attention_backend, x.device, window_size, x.dtype
+        ):
+            bias = self.qkv.bias
+            pad = x.new_zeros(3 * c) if bias is None else bias
+            table_h = resized_rel_pos(self.rel_pos_h, 2 * window_size - 1)
+            table_w = resized_rel_pos(self.rel_pos_w, 2 * window_size - 1)
+            x = rel_pos_window_attention(
+                self.qkv(x), pad, table_h, table_w, self.num_heads, self.attention_backend
+            )
+            return self.proj(x)
+        windows, pad_hw = window_partition(x, window_size)
+        return window_unpartition(self(windows), window_size, pad_hw, (h, w))
 
 
 def resized_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:

@@ -1,0 +1,199 @@
+"""Attention within windows of a token grid (what SAM's windowed blocks run): the dispatcher's
+op on every backend against partitioning the normed tokens first (the official's order), and
+flash_4's windows read in place (no partition copies) against the fp32 reference: under the
+Triton interpreter on CPU, every tile config on the real SAM shapes on the GPU."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from triton_interpreter import interpreter_result
+
+from torchao._models.sam.attention import (
+    UnsupportedInputError,
+    reference_rel_pos_attention,
+    reference_window_attention,
+    rel_pos_terms,
+    rel_pos_window_attention,
+    windows_in_place,
+)
+from torchao._models.sam.modeling.image_encoder import Attention
+from torchao._models.sam.utils.windows import window_partition, window_unpartition
+
+TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def grid_inputs(b, grid, window, heads, d, dtype=torch.float32, device="cpu", seed=0):
+    """qkv [B, GH, GW, 3C], pad [3C], tables [2 ws - 1, D] x 2."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    c = heads * d
+    qkv = torch.randn(b, *grid, 3 * c, generator=g, device=device).to(dtype)
+    pad = torch.randn(3 * c, generator=g, device=device).to(dtype)
+    tables = [
+        (0.3 * torch.randn(2 * window - 1, d, generator=g, device=device)).to(dtype) for _ in "hw"
+    ]
+    return qkv, pad, *tables
+
+
+# (grid, window): padded on both sides, on neither, on one; SAM's 64x64 grid with 14x14 windows
+CPU_CASES = [((5, 7), 3), ((4, 4), 2), ((6, 4), 4), ((16, 17), 14)]
+
+
+@pytest.mark.parametrize("case", CPU_CASES, ids=str)
+def test_reference_equals_partitioning_the_normed_tokens(case):
+    """qkv of the grid's tokens, padded with qkv's bias, equals qkv of the zero-padded windows:
+    the identity the windows-in-place path rests on."""
+    grid, window = case
+    heads, d = 2, 16
+    torch.manual_seed(0)
+    attn = Attention(heads * d, heads, use_rel_pos=True, input_size=(window, window))
+    for t in (attn.rel_pos_h, attn.rel_pos_w):
+        torch.nn.init.normal_(t, std=0.5)
+    x = torch.randn(2, *grid, heads * d)
+    windows, pad_hw = window_partition(x, window)
+    wq = attn.qkv(windows).reshape(windows.shape[0], window * window, 3, heads, d)
+    q, k, v = wq.permute(2, 0, 3, 1, 4).unbind(0)
+    out = reference_rel_pos_attention(q, k, v, *rel_pos_terms(q, attn.rel_pos_h, attn.rel_pos_w))
+    out = out.transpose(1, 2).reshape(windows.shape[0], window, window, heads * d)
+    expected = window_unpartition(out, window, pad_hw, grid)
+    with torch.no_grad():
+        got = reference_window_attention(
+            attn.qkv(x), attn.qkv.bias, attn.rel_pos_h, attn.rel_pos_w, heads
+        )
+    torch.testing.assert_close(got, expected.detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["sdpa_bias", "sdpa_aug", "flex", "auto"])
+@pytest.mark.parametrize("case", CPU_CASES, ids=str)
+def test_dispatcher_window_op_matches_reference_on_cpu_backends(backend, case):
+    grid, window = case
+    inputs = grid_inputs(2, grid, window, 2, 16)
+    out = rel_pos_window_attention(*inputs, heads=2, backend=backend)
+    torch.testing.assert_close(out, reference_window_attention(*inputs, 2), atol=1e-4, rtol=0)
+
+
+def test_only_flash_4_reads_windows_in_place():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert windows_in_place("auto", cuda, 14, torch.bfloat16)
+    assert windows_in_place("flash_4", cpu, 14, torch.bfloat16)  # and raises on CPU tensors
+    assert not windows_in_place("auto", cuda, 14, torch.float32)
+    assert not windows_in_place("auto", cpu, 14, torch.bfloat16)
+    assert not any(windows_in_place(b, cuda, 14, torch.bfloat16) for b in ("sdpa_aug", "flex"))
+
+
+def test_flash_4_window_op_on_cpu_tensors_raises_clear_error():
+    inputs = grid_inputs(1, (5, 7), 3, 2, 16, torch.bfloat16)
+    with pytest.raises(UnsupportedInputError, match="CUDA tensors only"):
+        rel_pos_window_attention(*inputs, heads=2, backend="flash_4")
+
+
+def test_window_op_checks_shapes():
+    from torchao._models.sam.attention import flash4_kernel
+
+    qkv, pad, th, tw = grid_inputs(1, (5, 7), 3, 2, 16, torch.bfloat16)
+    with pytest.raises(UnsupportedInputError, match="pad must be"):
+        flash4_kernel.validate_windows(qkv, pad[:-1], th, tw, 2)
+    with pytest.raises(UnsupportedInputError, match="3 \\* heads \\* D"):
+        flash4_kernel.validate_windows(qkv[..., :-1], pad, th, tw, 2)
+    with pytest.raises(UnsupportedInputError, match="square"):
+        flash4_kernel.validate_windows(qkv, pad, th, tw[:-2], 2)
+
+
+INTERPRETER_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import torch
+    from torchao._models.sam.attention import flash4_kernel, reference_window_attention
+    # (batch, grid, window, heads, D): padding on both sides, none, one; several key tiles;
+    # one-hot (3, 14), row (8: 4 grid rows per 32-key tile) and gather modes; D 64 and 80
+    cases = [(2, (5, 7), 3, 2, 64), (1, (4, 4), 2, 1, 80), (1, (16, 17), 14, 1, 64),
+             (1, (20, 18), 8, 1, 80)]
+    errs = []
+    for cfg in flash4_kernel.CONFIGS:
+        for i, (b, grid, ws, heads, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            c = heads * d
+            qkv = torch.randn(b, *grid, 3 * c, generator=g).half()
+            pad = torch.randn(3 * c, generator=g).half()
+            th, tw = [(0.3 * torch.randn(2 * ws - 1, d, generator=g)).half() for _ in "hw"]
+            out = flash4_kernel.run_windows_with_config(qkv, pad, th, tw, heads, cfg)
+            ref = reference_window_attention(qkv.float(), pad.float(), th.float(), tw.float(),
+                                             heads)
+            assert out.shape == ref.shape and out.is_contiguous()
+            errs.append([cfg.name(), [b, *grid, ws], (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_windows_in_place_under_triton_interpreter():
+    from torchao._models.sam.attention import flash4_kernel
+
+    errs = interpreter_result(INTERPRETER_SCRIPT, timeout=300)
+    assert len(errs) == 4 * len(flash4_kernel.CONFIGS)
+    assert not [e for e in errs if not e[2] <= TOL[torch.float16]], errs
+
+
+BLOCK_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import torch
+    from torchao._models.sam import set_attention_backend
+    from torchao._models.sam.modeling.image_encoder import Block
+    torch.manual_seed(0)
+    block = Block(64, 2, use_rel_pos=True, window_size=3, input_size=(5, 7),
+                  attention_backend="flash_4")
+    for t in (block.attn.rel_pos_h, block.attn.rel_pos_w):
+        torch.nn.init.normal_(t, std=0.5)
+    block = block.half().eval()
+    x = torch.randn(2, 5, 7, 64).half()
+    with torch.no_grad():
+        out = block(x)
+        set_attention_backend(block, "sdpa_bias")
+        ref = block.float()(x.float())
+    print("RESULT" + json.dumps((out.float() - ref).abs().max().item()))
+    """
+)
+
+
+def test_windowed_block_with_flash_4_under_triton_interpreter():
+    """The Block's windows-in-place path (qkv and proj on the grid's tokens) against the
+    official order (zero-padded windows of the normed tokens) in fp32."""
+    assert interpreter_result(BLOCK_SCRIPT, timeout=300) <= 2e-2
+
+
+# ------------------------------------------------------------------------------ GPU tests
+
+MODELS = {"vit_b": (12, 64), "vit_h": (16, 80)}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("grid", [(64, 64), (32, 32), (70, 70)], ids=str)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_config_reads_sam_windows_in_place(model, grid, dtype):
+    """SAM's 14x14 windows of the 1024-input grid (padded to 70x70), of a 512 input (42x42)
+    and of an unpadded grid, every tile config, against the fp32 reference."""
+    from torchao._models.sam.attention import flash4_kernel
+
+    heads, d = MODELS[model]
+    inputs = grid_inputs(2, grid, 14, heads, d, dtype, "cuda")
+    ref = reference_window_attention(*[t.float() for t in inputs], heads)
+    for cfg in flash4_kernel.CONFIGS:
+        out = flash4_kernel.run_windows_with_config(*inputs, heads, cfg)
+        assert out.dtype == dtype
+        err = (out.float() - ref).abs().max().item()
+        assert err <= TOL[dtype], (cfg.name(), err)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_window_custom_op_opcheck():
+    import torchao._models.sam.attention.flash4  # noqa: F401  (registers the op)
+
+    inputs = grid_inputs(1, (20, 18), 14, 2, 64, torch.bfloat16, "cuda")
+    torch.library.opcheck(torch.ops.torchao_sam.rel_pos_window_attention.default, (*inputs, 2))

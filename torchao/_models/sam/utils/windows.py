@@ -1,0 +1,41 @@
+"""SAM's window partition of a token grid (windowed encoder blocks), shared by the model and the
+attention package's windowed reference."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def window_partition(
+    x: torch.Tensor, window_size: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """[B, H, W, C] -> ([B * num_windows, ws, ws, C], padded (Hp, Wp)); pads bottom/right with
+    zeros, or with the token ``pad_value`` [C]."""
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_value is not None and (pad_h or pad_w):
+        padded = pad_value.to(x.dtype).expand(b, h + pad_h, w + pad_w, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
+    elif pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of window_partition: [B * num_windows, ws, ws, C] -> [B, H, W, C]."""
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // (hp * wp // window_size // window_size)
+    x = windows.view(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    if hp > h or wp > w:
+        x = x[:, :h, :w, :].contiguous()
+    return x
