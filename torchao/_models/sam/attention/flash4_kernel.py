@@ -565,8 +565,13 @@ def run_without_bias(q, k, v, config: TileConfig) -> torch.Tensor:
     no-bias floor, for benchmarks against SDPA's."""
     check_qkv(q, k, v)
     _check_runnable(q, k, v)
+    return nobias_call(q, k, v, config).run()
+
+
+def nobias_call(q, k, v, config: TileConfig) -> KernelCall:
+    """:func:`run_without_bias`'s kernel call."""
     no_terms = (q, (0, 0, 0, 0, 0))  # never read
-    return _launch(q, k, v, 1, q.shape[-2], no_terms, no_terms, config, bias=False)
+    return _kernel_call(q, k, v, 1, q.shape[-2], no_terms, no_terms, config, bias=False)
 
 
 def run_tables_with_config(q, k, v, table_h, table_w, config: TileConfig) -> torch.Tensor:
@@ -612,9 +617,14 @@ def _product_width(lh: int, lw: int) -> int:
 
 def launch(q, k, v, rel_h, rel_w, config: TileConfig) -> torch.Tensor:
     """:func:`run_with_config` for inputs that :func:`validate` already accepted."""
+    return rel_call(q, k, v, rel_h, rel_w, config).run()
+
+
+def rel_call(q, k, v, rel_h, rel_w, config: TileConfig) -> KernelCall:
+    """:func:`launch`'s kernel call."""
     kh, kw = rel_h.shape[-1], rel_w.shape[-1]
     rh, rw = (_grid_strides(t, kw) for t in (rel_h, rel_w))
-    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config)
+    return _kernel_call(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config)
 
 
 def table_products(
@@ -652,12 +662,25 @@ def launch_products(
     """The kernel reading rel_h and rel_w out of :func:`table_products`' p_h and p_w: the
     column of query i's term k is a per-row offset minus k, so each is a strided read. out: a
     buffer of :func:`_output_buffer`'s layout to write into (default: a new one)."""
+    return products_call(q, k, v, p_h, p_w, kh, kw, config, out).run()
+
+
+def products_call(q, k, v, p_h, p_w, kh: int, kw: int, config: TileConfig, out=None) -> KernelCall:
+    """:func:`launch_products`' kernel call."""
+    terms = _product_terms(p_h, p_w, kw)
+    return _kernel_call(q, k, v, kh, kw, *terms, config, out=out)
+
+
+def _product_terms(p_h, p_w, row_tokens: int) -> tuple[tuple, tuple]:
+    """rel_h, rel_w as (tensor, five kernel strides) read out of q's table products p_h, p_w
+    (:func:`table_products`) for queries on a grid ``row_tokens`` tokens wide: the term k of
+    query i is a per-row offset minus k, so each is a strided read."""
+    kh, kw = (p_h.shape[-1] + 1) // 2, (p_w.shape[-1] + 1) // 2
     sb, sh, sn, sc = p_h.stride()
-    rh = (sb, sh, kw * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1]
+    rh = (sb, sh, row_tokens * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1]
     sb, sh, sn, sc = p_w.stride()
-    rw = (sb, sh, kw * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
-    rel_h, rel_w = p_h[..., kh - 1 :], p_w[..., kw - 1 :]
-    return _launch(q, k, v, kh, kw, (rel_h, rh), (rel_w, rw), config, out=out)
+    rw = (sb, sh, row_tokens * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
+    return (p_h[..., kh - 1 :], rh), (p_w[..., kw - 1 :], rw)
 
 
 def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
@@ -715,19 +738,42 @@ def launch_windows(
     products with the window's tables (:func:`table_products`). Windows of side
     ``Kh = Kw`` (the tables' grid) cover the grid from the top left, padded bottom/right.
     Returns [B, heads, GH * GW, D] in :func:`new_output`'s layout; inputs already validated."""
+    return windows_call(q, k, v, pad, p_h, p_w, grid_hw, config).run()
+
+
+def windows_call(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config) -> KernelCall:
+    """:func:`launch_windows`' kernel call: the products read as on a grid GW tokens wide."""
     window = (p_h.shape[-1] + 1) // 2
     if config.loads != "pointer":
         raise UnsupportedInputError(f"{config.name()}: windows in place need pointer loads")
-    sb, sh, sn, sc = p_h.stride()
-    rh = (sb, sh, grid_hw[1] * sn + sc, sn, -sc)  # p_h[i, row_i - k + Kh - 1], row_i in window
-    sb, sh, sn, sc = p_w.stride()
-    rw = (sb, sh, grid_hw[1] * sn, sn + sc, -sc)  # p_w[i, col_i - k + Kw - 1]
-    rel_h, rel_w = p_h[..., window - 1 :], p_w[..., window - 1 :]
-    windows = WindowGrid(*grid_hw, window, kernel_aligned(pad), sn)
-    return _launch(q, k, v, window, window, (rel_h, rh), (rel_w, rw), config, windows=windows)
+    windows = WindowGrid(*grid_hw, window, kernel_aligned(pad), p_h.stride(2))
+    terms = _product_terms(p_h, p_w, grid_hw[1])
+    return _kernel_call(q, k, v, window, window, *terms, config, windows=windows)
 
 
-def _launch(
+@dataclass(frozen=True)
+class KernelCall:
+    """One launch of the kernel, assembled: what :meth:`run` launches, and what
+    ``benchmarks/kernel_resources.py`` compiles for a GPU target without launching."""
+
+    grid: tuple[int, int]
+    args: tuple  # _rel_pos_attn_fwd's run-time arguments, in order
+    constexprs: dict[str, object]
+    config: TileConfig
+    out: torch.Tensor  # the output buffer
+    head_dim: int
+
+    def run(self) -> torch.Tensor:
+        _rel_pos_attn_fwd[self.grid](
+            *self.args,
+            **self.constexprs,
+            num_warps=self.config.num_warps,
+            num_stages=self.config.num_stages,
+        )
+        return self.out[..., : self.head_dim]
+
+
+def _kernel_call(
     q,
     k,
     v,
@@ -740,7 +786,7 @@ def _launch(
     out=None,
     bias: bool = True,
     windows: WindowGrid | None = None,
-) -> torch.Tensor:
+) -> KernelCall:
     """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`;
     ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`launch_windows`."""
     b, h, n, d = q.shape
@@ -755,19 +801,21 @@ def _launch(
         tokens, programs, pad = kh * kw, b * windows.count * h, windows.pad
         grid_args = (windows.grid_h, windows.grid_w, windows.cols, windows.count)
         grid_args += (windows.rel_token_stride, pad.stride(1))
-    grid = (triton.cdiv(tokens, config.block_m), programs)
     k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)
-    _rel_pos_attn_fwd[grid](
+    args = (
         q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, tokens, d**-0.5 * LOG2E, *grid_args, KW=kw, D=d_run,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
+        h, tokens, d**-0.5 * LOG2E, *grid_args,
+    )  # fmt: skip
+    constexprs = dict(
+        KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, ROWS=plan.rows,
         EVEN_N=plan.even_n, TMA=config.loads != "pointer", WARP_SPEC=config.loads == "tma_ws",
-        WINDOWED=windows is not None, num_warps=config.num_warps, num_stages=config.num_stages,
+        WINDOWED=windows is not None,
     )  # fmt: skip
-    return out[..., :d]
+    grid = (triton.cdiv(tokens, config.block_m), programs)
+    return KernelCall(grid, args, constexprs, config, out, d)
 
 
 def _kv_operands(t: torch.Tensor, plan: LaunchPlan, config: TileConfig) -> tuple:
