@@ -14,6 +14,8 @@ better come from the producers' schemas (``benchmarks.schemas``), as in ``check_
   with its ratio to the uncompressed bf16 row (``compress=none``) of its group;
 - encoder_profile: kernel ms of one encoder batch grouped by (backend, compress), one bar per
   category;
+- kernel_resources: flash_4's registers per thread (compiled, not run) grouped by (layer,
+  config), one bar per form;
 - e2e: one group per (model, implementation), a panel of encoder_img_s and e2e_img_s bars and a
   panel of the predict and set_image latencies.
 Rows whose status is not ``ok`` (timeouts, errors) are listed on stderr, not drawn. Key columns
@@ -80,6 +82,7 @@ PLOTS: dict[str, PlotSpec] = {
     "encoder_profile": PlotSpec("model", ("backend", "compress"), ("category",), "ms"),
     "triton_kernel_summary": PlotSpec("model", ("layer",), ("impl",), "ms",
                                       floor=("impl", "floor_sdpa_nobias")),
+    "kernel_resources": PlotSpec("model", ("layer", "config"), ("form",), "registers"),
 }  # fmt: skip
 # Kinds drawn as several metric columns per row: one panel per column list, a bar per column.
 METRIC_PANELS: dict[str, tuple[tuple[str, ...], ...]] = {

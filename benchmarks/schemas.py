@@ -21,6 +21,7 @@ PRODUCERS = (
     "benchmarks.bench_amg",
     "benchmarks.profile_encoder",
     "benchmarks.triton_kernel_summary",
+    "benchmarks.kernel_resources",
 )
 
 

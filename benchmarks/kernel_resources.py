@@ -1,0 +1,156 @@
+"""flash_4's kernel compiled for a GPU target without a GPU (no launch): per SAM attention shape,
+tile config and form, the registers per thread, the bytes ptxas spills, the shared memory, and
+how many wgmma and async-copy (pipelined load) instructions the code holds.
+
+    python -m benchmarks.kernel_resources --out DIR [--arch 90]   # DIR/kernel_resources.csv
+
+Each row compiles the launch the op would make (``flash4_kernel``'s ``*_call`` functions on
+meta tensors of the real shapes), with its run-time integers specialised the way Triton's
+launcher does (1 as a constant, multiples of 16 as divisible by 16). Register counts and spills
+come from this Triton's compiler and the ptxas it ships: the GPU machine's Triton may differ
+(the rows name the version). Forms: ``tables`` (the bias read out of q's table products, as the
+encoder's global blocks run; on the window layer, the partitioned windows),
+``windows_in_place`` (the windowed blocks: 14x14 windows of the 64x64 grid, read in place),
+``no_bias`` (the loop alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from benchmarks.common import write_rows
+from torchao._models.sam.attention import flash4_kernel as fk
+from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
+
+KEYS = ("model", "layer", "form", "config", "target")
+SCHEMA = ResultSchema(
+    name="kernel_resources",
+    columns=KEYS
+    + ("registers", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "wgmma")
+    + ("async_copies",)
+    + ENVIRONMENT_COLUMNS,
+    keys=KEYS,
+    metrics=(Metric("registers", "memory"),),
+)
+MODELS = {"vit_b": (12, 64), "vit_h": (16, 80)}  # heads, head dim
+LAYERS = {"global": (64, 64), "window": (14, 14)}  # grid or window side
+DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def meta_call(model: str, layer: str, form: str, config: fk.TileConfig) -> fk.KernelCall:
+    """The kernel call of one batch-1 op of ``model``'s ``layer`` in ``form``, on meta tensors."""
+    heads, d = MODELS[model]
+    side = LAYERS[layer][0]
+    grid = (64, 64) if form == "windows_in_place" else LAYERS[layer]
+    qkv = torch.empty(1, grid[0] * grid[1], 3, heads, d, device="meta", dtype=torch.bfloat16)
+    q, k, v = qkv.unbind(2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    tables = [torch.empty(2 * side - 1, d, device="meta", dtype=torch.bfloat16) for _ in "hw"]
+    if form == "no_bias":
+        return fk.nobias_call(q, k, v, config)
+    p_h, p_w = fk.table_products(q, *tables)
+    if form == "tables":
+        return fk.products_call(q, k, v, p_h, p_w, side, side, config)
+    pad = torch.empty(2, heads, d, device="meta", dtype=q.dtype)
+    return fk.windows_call(q, k, v, pad, p_h, p_w, grid, config)
+
+
+def source(call: fk.KernelCall) -> ASTSource:
+    """The call's kernel, specialised as Triton's launcher specialises its arguments."""
+    fn = fk._rel_pos_attn_fwd
+    names = [n for n in fn.arg_names if n not in call.constexprs]
+    signature, constexprs, attrs = {}, dict(call.constexprs), {}
+    for name, value in zip(names, call.args, strict=True):
+        if isinstance(value, torch.Tensor):
+            signature[name] = "*" + DTYPES[value.dtype]
+            if value.data_ptr() % 16 == 0:
+                attrs[name] = 16
+        elif isinstance(value, float):
+            signature[name] = "fp32"
+        elif value == 1:
+            constexprs[name] = 1
+        else:
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[name] = 16
+    signature |= dict.fromkeys(constexprs, "constexpr")
+    order = [n for n in fn.arg_names if n in signature]
+    hints = {(order.index(n),): [["tt.divisibility", 16]] for n in attrs}
+    return ASTSource(fn, {n: signature[n] for n in order}, constexprs, hints)
+
+
+def _ptxas() -> str:
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no ptxas at {path} (this Triton ships none)")
+    return path
+
+
+def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
+    """Compile ``call`` for sm_<arch>: registers and spills from ``ptxas -v``, the rest from
+    the compiled kernel."""
+    options = {"num_warps": call.config.num_warps, "num_stages": call.config.num_stages}
+    kernel = triton.compile(source(call), target=GPUTarget("cuda", arch, 32), options=options)
+    ptx, ttgir = kernel.asm["ptx"], kernel.asm["ttgir"]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        arch_name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        cmd = [_ptxas(), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
+        log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return {
+        "registers": int(re.search(r"Used (\d+) registers", log).group(1)),
+        "spill_store_bytes": int(spills.group(1)),
+        "spill_load_bytes": int(spills.group(2)),
+        "shared_bytes": kernel.metadata.shared,
+        "wgmma": ptx.count("wgmma.mma_async"),
+        "async_copies": ttgir.count("async_copy_global_to_local"),
+    }
+
+
+def cases() -> list[tuple[str, str, str, fk.TileConfig]]:
+    """(model, layer, form, config): every candidate config on every form of every layer."""
+    forms = {"global": ("tables", "no_bias"), "window": ("tables", "windows_in_place", "no_bias")}
+    return [
+        (model, layer, form, cfg)
+        for model in MODELS
+        for layer in LAYERS
+        for form in forms[layer]
+        for cfg in fk.CONFIGS
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: Hopper)")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for model, layer, form, cfg in cases():
+        found = resources(meta_call(model, layer, form, cfg), args.arch)
+        row = dict.fromkeys(SCHEMA.columns, "") | compile_environment() | found
+        row |= {"model": model, "layer": layer, "form": form, "config": cfg.name()}
+        row["target"] = f"sm_{args.arch}"
+        write_rows(os.path.join(args.out, "kernel_resources.csv"), [row], SCHEMA)
+        print(row, flush=True)
+
+
+def compile_environment() -> dict[str, str]:
+    """The environment columns of a compile-only row: no GPU ran it."""
+    from torchao._models.sam.utils.results import environment
+
+    return environment(torch.device("cpu")) | {"gpu_name": "none (compiled only)"}
+
+
+if __name__ == "__main__":
+    main()

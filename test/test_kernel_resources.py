@@ -1,0 +1,45 @@
+"""benchmarks/kernel_resources.py: flash_4 compiled for Hopper on a machine without a GPU."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from benchmarks import kernel_resources
+from benchmarks.schemas import schema_named
+from torchao._models.sam.attention import flash4_kernel
+
+
+def test_launch_specialised_as_triton_specialises_it():
+    call = kernel_resources.meta_call(
+        "vit_b", "window", "windows_in_place", flash4_kernel.CONFIGS[1]
+    )
+    src = kernel_resources.source(call)
+    constant = {src.fn.arg_names[i]: v for (i,), v in src.constants.items()}
+    assert constant["WINDOWED"] and constant["sqd"] == 1  # unit strides: constants
+    assert src.signature["Q"] == "*bf16" and src.signature["qk_scale"] == "fp32"
+    assert src.signature["shk"] == "i32"  # the products' negative term stride stays an integer
+
+
+@pytest.mark.parametrize("form", ["tables", "windows_in_place", "no_bias"])
+def test_compiled_for_hopper_without_a_gpu(form):
+    call = kernel_resources.meta_call("vit_h", "window", form, flash4_kernel.CONFIGS[1])
+    found = kernel_resources.resources(call, 90)
+    assert 0 < found["registers"] <= 255 and found["shared_bytes"] > 0
+    assert found["wgmma"] > 0  # Hopper's tensor-core instructions
+    assert found["async_copies"] > 0  # pipelined k, v loads (num_stages 3)
+
+
+def test_rows_follow_the_schema(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        kernel_resources,
+        "cases",
+        lambda: [("vit_b", "global", "no_bias", flash4_kernel.CONFIGS[0])],
+    )
+    kernel_resources.main(["--out", str(tmp_path)])
+    with open(tmp_path / "kernel_resources.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    schema = schema_named("kernel_resources")
+    assert len(rows) == 1 and tuple(rows[0]) == schema.columns
+    assert rows[0]["gpu_name"] == "none (compiled only)" and rows[0]["target"] == "sm_90"
