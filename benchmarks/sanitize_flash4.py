@@ -1,8 +1,9 @@
 """flash_4 under compute-sanitizer: every tile config on every test grid, head dims 64/72/80/36,
 batch 1 and 3, bf16 and fp16, with rel_h / rel_w given and read from the rel-pos table
-products (the encoder's form). Each (config, head dim, dtype) group runs in its own process (a
-memory error ends its CUDA context) under the chosen sanitizer tools; every case's output is
-also compared with the fp32 reference.
+products (the encoder's form), and 14x14 windows read in place from a padded token grid.
+Each (config, head dim, dtype) group runs in its own process (a memory error ends its CUDA
+context) under the chosen sanitizer tools; every case's output is also compared with the fp32
+reference.
 
     python -m benchmarks.sanitize_flash4 --out DIR [--tools memcheck racecheck initcheck]
 
@@ -29,6 +30,7 @@ BATCHES = [1, 3]
 DTYPES = ["bfloat16", "float16"]
 TOL = {"bfloat16": 2e-2, "float16": 5e-3}
 FORMS = ("rel", "tables")  # each case runs the kernel from rel_h / rel_w, then from the tables
+WINDOWS = ((30, 17), 14)  # and per batch, once, 14x14 windows read in place from a 30x17 grid
 
 
 def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
@@ -41,6 +43,11 @@ def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
     ]
 
 
+def expected_cases() -> int:
+    """CASE lines a clean group prints: every grid, batch and form, and the windows per batch."""
+    return len(GRIDS) * len(BATCHES) * len(FORMS) + len(BATCHES)
+
+
 def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> None:
     """Run every grid and batch with one config; print one CASE line per case and form."""
     import torch
@@ -48,6 +55,7 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
     from torchao._models.sam.attention import (
         flash4_kernel,
         reference_rel_pos_attention,
+        reference_window_attention,
         rel_pos_terms,
     )
 
@@ -76,6 +84,24 @@ def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> Non
             ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
             err = (out.float() - ref).abs().max().item()
             print(f"CASE {kh}x{kw} b{b} {form} err={err:.4g}", flush=True)
+    for b in BATCHES:
+        run_windows_case(flash4_kernel, reference_window_attention, cfg, d, dtype, b)
+
+
+def run_windows_case(flash4_kernel, reference, cfg, d: int, dtype, b: int) -> None:
+    """One CASE line: the windows in place on WINDOWS' grid against the fp32 reference."""
+    import torch
+
+    (gh, gw), ws = WINDOWS
+    g = torch.Generator(device="cuda").manual_seed(b)
+    qkv = torch.randn(b, gh, gw, 3 * 2 * d, generator=g, device="cuda").to(dtype)
+    pad = torch.randn(3 * 2 * d, generator=g, device="cuda").to(dtype)
+    tables = [(0.3 * torch.randn(2 * ws - 1, d, generator=g, device="cuda")).to(dtype)] * 2
+    out = flash4_kernel.run_windows_with_config(qkv, pad, *tables, 2, cfg)
+    torch.cuda.synchronize()
+    ref = reference(qkv.float(), pad.float(), *[t.float() for t in tables], 2)
+    err = (out.float() - ref).abs().max().item()
+    print(f"CASE {gh}x{gw}/{ws} b{b} windows err={err:.4g}", flush=True)
 
 
 def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: str) -> dict:
@@ -90,7 +116,7 @@ def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: st
         f.write(text)
     summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
     errs = [float(x) for x in re.findall(r"err=(\S+)", text)]
-    n_cases = len(GRIDS) * len(BATCHES) * len(FORMS)
+    n_cases = expected_cases()
     return {
         "config": name,
         "head_dim": d,

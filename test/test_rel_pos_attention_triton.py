@@ -513,3 +513,22 @@ def test_kernel_revisions_repro_switches_flash4_to_a_loaded_module():
     finally:
         kernel_revisions.switch(flash4_kernel)
     assert flash4.run_from_tables is flash4_kernel.run_from_tables
+
+
+def test_the_repro_patch_still_applies_to_the_kernel(tmp_path):
+    """benchmarks/repro/patches/no_rel_h_prefetch.patch (kernel_revisions' A/B of the rel_h
+    prefetch) gives a kernel module with every entry point flash4 calls."""
+    import shutil
+    import subprocess
+
+    from benchmarks.repro import kernel_revisions
+
+    if shutil.which("patch") is None:
+        pytest.skip("no patch command here")
+    out = tmp_path / "flash4_kernel_rev.py"
+    patch = "benchmarks/repro/patches/no_rel_h_prefetch.patch"
+    cmd = ["patch", "-s", "-o", str(out), flash4_kernel.__file__, patch]
+    subprocess.run(cmd, check=True, cwd=os.path.dirname(__file__) + "/..")
+    module = kernel_revisions.load_module(str(out))
+    assert "rh_next" not in out.read_text()
+    assert all(hasattr(module, name) for name in kernel_revisions.ENTRY_POINTS)

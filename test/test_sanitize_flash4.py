@@ -27,8 +27,7 @@ def fake_run(text: str, returncode: int = 0):
 
 
 def case_lines(err: float) -> str:
-    n = len(sanitize_flash4.GRIDS) * len(sanitize_flash4.BATCHES) * len(sanitize_flash4.FORMS)
-    return "".join(f"CASE 1x1 b1 err={err}\n" for _ in range(n))
+    return "".join(f"CASE 1x1 b1 err={err}\n" for _ in range(sanitize_flash4.expected_cases()))
 
 
 def test_a_clean_group_with_every_case_within_tolerance_is_ok(tmp_path, monkeypatch):

@@ -8,10 +8,11 @@ shape), so the comparison is config for config.
     git show REV:torchao/_models/sam/attention/flash4_kernel.py > /tmp/flash4_kernel_rev.py
     python -m benchmarks.repro.kernel_revisions /tmp/flash4_kernel_rev.py OUT_DIR
 
-A revision must have every one of flash4's entry points (ENTRY_POINTS); to undo one commit's
-change in the current module instead: ``git show COMMIT -- torchao/_models/sam/attention/
-flash4_kernel.py | patch -R -o /tmp/flash4_kernel_rev.py torchao/_models/sam/attention/
-flash4_kernel.py``.
+A revision must have every one of flash4's entry points (ENTRY_POINTS). The current module
+without one change is a patch of it (``patches/``, kept applying by a test):
+
+    patch -o /tmp/flash4_kernel_rev.py torchao/_models/sam/attention/flash4_kernel.py \
+        benchmarks/repro/patches/no_rel_h_prefetch.patch
 """
 
 import importlib.util
