@@ -105,15 +105,18 @@ def reference_rel_pos_attention(q, k, v, rel_h, rel_w) -> torch.Tensor:
 
 
 def reference_window_attention(qkv, pad, table_h, table_w, heads: int) -> torch.Tensor:
-    """fp32 reference of attention within windows of a token grid, as SAM's windowed blocks
-    run it: qkv [B, GH, GW, 3C] (the grid's tokens), padded bottom/right to whole windows with
-    the token ``pad`` [3C] (what qkv gives a zero token), split into windows of the tables'
-    side, :func:`reference_rel_pos_attention` in each, the windows put back: [B, GH, GW, C]."""
+    """Reference of attention within windows of a token grid, as SAM's windowed blocks run it:
+    qkv [B, GH, GW, 3C] (the grid's tokens), padded bottom/right to whole windows with the
+    token ``pad`` [3C] (what qkv gives a zero token), split into windows of the tables' side,
+    :func:`reference_rel_pos_attention` in each, the windows put back: [B, GH, GW, C] in fp32.
+    The bias terms are computed in qkv's dtype (:func:`rel_pos_terms`, what a model in that
+    dtype computes), the attention in fp32, as the tests of the table form check flash_4."""
     b, gh, gw, c3 = qkv.shape
     ws = tables_grid(table_h, table_w)[0]
     windows, pad_hw = window_partition(qkv, ws, pad)
     qkv_w = windows.reshape(windows.shape[0], ws * ws, 3, heads, c3 // (3 * heads))
     q, k, v = qkv_w.permute(2, 0, 3, 1, 4).unbind(0)
-    out = reference_rel_pos_attention(q, k, v, *rel_pos_terms(q, table_h, table_w))
+    terms = rel_pos_terms(q, table_h, table_w)
+    out = reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
     out = out.transpose(1, 2).reshape(windows.shape[0], ws, ws, c3 // 3)
     return window_unpartition(out, ws, pad_hw, (gh, gw))
