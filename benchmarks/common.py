@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -138,7 +139,9 @@ def gpu_environment() -> dict[str, str]:
 
 
 def write_rows(path: str | os.PathLike, rows: list[dict[str, object]], schema: ResultSchema):
-    """Append rows that follow ``schema`` to a CSV (header when the file is new)."""
+    """Append rows that follow ``schema`` to a CSV (header when the file is new; its folder
+    made when missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     for row in rows:
         append_row(path, row, schema)
 

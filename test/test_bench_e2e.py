@@ -84,3 +84,13 @@ def test_regression_check_skips_metrics_a_row_does_not_measure(tmp_path):
     write_rows(base, rows, bench_e2e.SCHEMA)
     write_rows(cur, rows, bench_e2e.SCHEMA)
     assert check_regression.main([str(base), str(cur)]) == 0
+
+
+def test_write_rows_makes_the_missing_folder(tmp_path):
+    """A benchmark's --out may name a folder that does not exist yet (a fresh $OUT/sub)."""
+    from benchmarks.common import write_rows
+
+    row = bench_e2e.row("vit_b", "ours", "bfloat16", encoder_img_s=400.0)
+    path = tmp_path / "new" / "rows.csv"
+    write_rows(path, [row], bench_e2e.SCHEMA)
+    assert path.read_text().splitlines()[0].split(",") == list(bench_e2e.SCHEMA.columns)
