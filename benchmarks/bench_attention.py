@@ -1,11 +1,15 @@
 """Op-level benchmark of the encoder attention backends on SAM's real layer shapes (GPU).
 
-For each model (vit_b / vit_l / vit_h), layer kind (global 64x64 grid, windowed 14x14 grid) and
-batch size, every backend runs from the same inputs (``common.attention_inputs``: q, k, v as
-views of one qkv projection; the rel-pos tables), bias preparation included: each backend
-starts from the tables as the encoder's attention does (``rel_pos_attention_from_tables``: the
-rel_h / rel_w einsums, or flash_4's table products). ``sdpa_nobias`` (plain SDPA, no bias) is
-the floor. Writes one CSV row per (model, layer, batch, backend); see --out.
+For each model (vit_b / vit_l / vit_h), layer kind and batch size, every backend runs from the
+same inputs, bias preparation included. ``global`` (64x64 grid) and ``window`` (partitioned
+14x14 windows): q, k, v as views of one qkv projection and the rel-pos tables
+(``common.attention_inputs``), each backend starting from the tables as the encoder's global
+attention does (``rel_pos_attention_from_tables``: the rel_h / rel_w einsums, or flash_4's table
+products). ``window_grid``: the windowed blocks' op as the encoder calls it, on qkv of the
+token grid (``rel_pos_window_attention``; flash_4 reads the windows in place, the others
+partition qkv first, a copy the encoder makes of its 3x smaller normed tokens instead).
+``sdpa_nobias`` (plain SDPA, no bias, on already partitioned windows for both windowed kinds)
+is the floor. Writes one CSV row per (model, layer, batch, backend); see --out.
 
     python -m benchmarks.bench_attention --out benchmarks/results/attention.csv
 """
@@ -20,14 +24,14 @@ import torch.nn.functional as F
 from benchmarks.common import (
     NO_BIAS_FLOOR,
     attention_inputs,
-    attention_shapes,
     first_call_s,
     gpu_environment,
     median_ms,
     peak_mem_mib,
+    window_grid_inputs,
     write_rows,
 )
-from torchao._models.sam.attention import rel_pos_attention_from_tables
+from torchao._models.sam.attention import rel_pos_attention_from_tables, rel_pos_window_attention
 from torchao._models.sam.utils.results import ENVIRONMENT_COLUMNS, Metric, ResultSchema
 
 KEYS = ("model", "layer", "batch", "backend")
@@ -40,18 +44,28 @@ SCHEMA = ResultSchema(
     metrics=(Metric("median_ms", "time"), Metric("peak_mem_mib", "memory")),
 )
 MODELS = ("vit_b", "vit_l", "vit_h")
-LAYERS = tuple(attention_shapes("vit_b"))  # global, window
+LAYERS = ("global", "window", "window_grid")
 BACKENDS = [NO_BIAS_FLOOR, "sdpa_bias", "sdpa_aug", "flash_4", "flex"]
 
 
-def backend_fn(name: str, q, k, v, table_h, table_w):
+def layer_inputs(model: str, layer: str, batch: int, dtype: torch.dtype):
+    """(q, k, v of the attention's windows or grid, the op's inputs for the biased backends)."""
+    if layer == "window_grid":
+        op_inputs, qkv = window_grid_inputs(model, batch, dtype)
+        return qkv, op_inputs
+    q, k, v, table_h, table_w = attention_inputs(model, layer, batch, dtype, tables=True)
+    return (q, k, v), (q, k, v, table_h, table_w)
+
+
+def backend_fn(name: str, layer: str, qkv, op_inputs):
     if name == NO_BIAS_FLOOR:
-        return lambda: F.scaled_dot_product_attention(q, k, v)
-    return lambda: rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name)
+        return lambda: F.scaled_dot_product_attention(*qkv)
+    op = rel_pos_window_attention if layer == "window_grid" else rel_pos_attention_from_tables
+    return lambda: op(*op_inputs, backend=name)
 
 
-def measure(name: str, inputs, reps: int) -> dict[str, float]:
-    fn = backend_fn(name, *inputs)
+def measure(name: str, layer: str, inputs, reps: int) -> dict[str, float]:
+    fn = backend_fn(name, layer, *inputs)
     cold = first_call_s(fn)
     ms = median_ms(fn, reps=reps)
     return {"median_ms": ms, "peak_mem_mib": peak_mem_mib(fn), "first_call_s": cold}
@@ -79,17 +93,18 @@ def make_row(model, layer, batch, q, name, r, floor, env) -> dict[str, object]:
 
 
 def bench_case(model, layer, batch, backends, dtype, reps) -> list[dict[str, object]]:
-    inputs = attention_inputs(model, layer, batch, dtype, tables=True)
+    inputs = layer_inputs(model, layer, batch, dtype)
     results = {}
     for name in backends:
         try:
-            results[name] = measure(name, inputs, reps)
+            results[name] = measure(name, layer, inputs, reps)
         except torch.OutOfMemoryError:
             print(f"OOM: {model} {layer} batch {batch} {name}", flush=True)
             torch.cuda.empty_cache()
     floor = results.get(NO_BIAS_FLOOR, {}).get("median_ms")
     env = gpu_environment()
-    return [make_row(model, layer, batch, inputs[0], n, r, floor, env) for n, r in results.items()]
+    q = inputs[0][0]
+    return [make_row(model, layer, batch, q, n, r, floor, env) for n, r in results.items()]
 
 
 def main(argv: list[str] | None = None) -> None:

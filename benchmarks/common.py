@@ -22,6 +22,7 @@ import torch
 
 from torchao._models.sam.modeling.config import PRESETS
 from torchao._models.sam.utils.results import ResultSchema, append_row, environment
+from torchao._models.sam.utils.windows import window_partition
 
 NO_BIAS_FLOOR = "sdpa_nobias"  # the encoder with the bias switched off: plain SDPA
 
@@ -60,6 +61,29 @@ def attention_inputs(
     rel_h = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
     rel_w = torch.randn(b, heads, n, side, device="cuda", dtype=dtype, generator=g)
     return q, k, v, rel_h, rel_w
+
+
+def window_grid_inputs(
+    model: str, batch: int, dtype: torch.dtype, seed: int = 0, device: str = "cuda"
+):
+    """The windowed blocks' attention input as the encoder gives it: qkv [B, G, G, 3C] of the
+    token grid (G: the preset's grid side), pad [3C] (qkv of a zero token: its bias), the
+    window's rel-pos tables [2 ws - 1, D] (random, std 0.3); and q, k, v [B * windows, H,
+    ws * ws, D] of the same tokens partitioned into padded windows (for the no-bias floor)."""
+    config = PRESETS[model]
+    heads, d, ws, grid = (
+        config.encoder_num_heads, config.head_dim, config.window_size, config.grid_size
+    )  # fmt: skip
+    g = torch.Generator(device=device).manual_seed(seed)
+    c = heads * d
+    qkv = torch.randn(batch, grid, grid, 3 * c, device=device, dtype=dtype, generator=g)
+    pad = torch.randn(3 * c, device=device, dtype=dtype, generator=g)
+    tables = [
+        (0.3 * torch.randn(2 * ws - 1, d, device=device, generator=g)).to(dtype) for _ in "hw"
+    ]
+    windows, _ = window_partition(qkv, ws, pad)
+    q, k, v = windows.reshape(-1, ws * ws, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+    return (qkv, pad, *tables, heads), (q, k, v)
 
 
 def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> float:
