@@ -1,6 +1,6 @@
 """Attention within windows of a token grid (what SAM's windowed blocks run): the dispatcher's
 op on every backend against partitioning the normed tokens first (the official's order), and
-flash_4's windows read in place (no partition copies) against the fp32 reference: under the
+flash_4's windows read in place (no partition copies) against the reference: under the
 Triton interpreter on CPU, every tile config on the real SAM shapes on the GPU."""
 
 from __future__ import annotations
