@@ -44,28 +44,35 @@ SCHEMA = ResultSchema(
     metrics=(Metric("median_ms", "time"), Metric("peak_mem_mib", "memory")),
 )
 MODELS = ("vit_b", "vit_l", "vit_h")
-LAYERS = ("global", "window", "window_grid")
 BACKENDS = [NO_BIAS_FLOOR, "sdpa_bias", "sdpa_aug", "flash_4", "flex"]
 
 
-def layer_inputs(model: str, layer: str, batch: int, dtype: torch.dtype):
-    """(q, k, v of the attention's windows or grid, the op's inputs for the biased backends)."""
+# the op each layer kind's biased backends time (the floor is plain SDPA on q, k, v)
+OPS = {
+    "global": rel_pos_attention_from_tables,
+    "window": rel_pos_attention_from_tables,
+    "window_grid": rel_pos_window_attention,
+}
+LAYERS = tuple(OPS)
+
+
+def layer_inputs(model: str, layer: str, batch: int, dtype: torch.dtype) -> tuple[tuple, tuple]:
+    """(q, k, v of the layer's windows or grid, for the floor; the op's inputs)."""
     if layer == "window_grid":
-        op_inputs, qkv = window_grid_inputs(model, batch, dtype)
-        return qkv, op_inputs
+        return window_grid_inputs(model, batch, dtype)
     q, k, v, table_h, table_w = attention_inputs(model, layer, batch, dtype, tables=True)
     return (q, k, v), (q, k, v, table_h, table_w)
 
 
-def backend_fn(name: str, layer: str, qkv, op_inputs):
+def backend_fn(name: str, qkv, op_inputs, op=rel_pos_attention_from_tables):
+    """The call timed for backend ``name``: the floor on ``qkv``, else ``op`` on ``op_inputs``."""
     if name == NO_BIAS_FLOOR:
         return lambda: F.scaled_dot_product_attention(*qkv)
-    op = rel_pos_window_attention if layer == "window_grid" else rel_pos_attention_from_tables
     return lambda: op(*op_inputs, backend=name)
 
 
 def measure(name: str, layer: str, inputs, reps: int) -> dict[str, float]:
-    fn = backend_fn(name, layer, *inputs)
+    fn = backend_fn(name, *inputs, op=OPS[layer])
     cold = first_call_s(fn)
     ms = median_ms(fn, reps=reps)
     return {"median_ms": ms, "peak_mem_mib": peak_mem_mib(fn), "first_call_s": cold}

@@ -22,7 +22,7 @@ import torch
 
 from torchao._models.sam.modeling.config import PRESETS
 from torchao._models.sam.utils.results import ResultSchema, append_row, environment
-from torchao._models.sam.utils.windows import window_partition
+from torchao._models.sam.utils.windows import qkv_windows
 
 NO_BIAS_FLOOR = "sdpa_nobias"  # the encoder with the bias switched off: plain SDPA
 
@@ -65,11 +65,12 @@ def attention_inputs(
 
 def window_grid_inputs(
     model: str, batch: int, dtype: torch.dtype, seed: int = 0, device: str = "cuda"
-):
-    """The windowed blocks' attention input as the encoder gives it: qkv [B, G, G, 3C] of the
-    token grid (G: the preset's grid side), pad [3C] (qkv of a zero token: its bias), the
-    window's rel-pos tables [2 ws - 1, D] (random, std 0.3); and q, k, v [B * windows, H,
-    ws * ws, D] of the same tokens partitioned into padded windows (for the no-bias floor)."""
+) -> tuple[tuple[torch.Tensor, ...], tuple]:
+    """The windowed blocks' attention input as the encoder gives it, and the same tokens'
+    windows: (q, k, v [B * windows, H, ws * ws, D] of the token grid partitioned into padded
+    windows, for the no-bias floor), (qkv [B, G, G, 3C] of the grid (G: the preset's grid
+    side), pad [3C] (qkv of a zero token: its bias), the window's rel-pos tables [2 ws - 1, D]
+    (random, std 0.3), heads)."""
     config = PRESETS[model]
     heads, d, ws, grid = (
         config.encoder_num_heads, config.head_dim, config.window_size, config.grid_size
@@ -81,9 +82,7 @@ def window_grid_inputs(
     tables = [
         (0.3 * torch.randn(2 * ws - 1, d, device=device, generator=g)).to(dtype) for _ in "hw"
     ]
-    windows, _ = window_partition(qkv, ws, pad)
-    q, k, v = windows.reshape(-1, ws * ws, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-    return (qkv, pad, *tables, heads), (q, k, v)
+    return qkv_windows(qkv, ws, heads, pad)[:3], (qkv, pad, *tables, heads)
 
 
 def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 20) -> float:

@@ -30,15 +30,21 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_attention import BACKENDS as ATTENTION_BACKENDS
-from benchmarks.bench_attention import LAYERS, MODELS, backend_fn
-from benchmarks.common import NO_BIAS_FLOOR, attention_inputs, gpu_environment, split_shape
+from benchmarks.bench_attention import MODELS, backend_fn
+from benchmarks.common import (
+    NO_BIAS_FLOOR,
+    attention_inputs,
+    attention_shapes,
+    gpu_environment,
+    split_shape,
+)
 
 # profile name -> bench_attention backend name (its no-bias SDPA is called "floor" here)
 BACKENDS = {"floor": NO_BIAS_FLOOR, **{b: b for b in ATTENTION_BACKENDS if b != NO_BIAS_FLOOR}}
 NO_BIAS_LOOP = "flash_4_no_bias"
 NAMES = [*BACKENDS, NO_BIAS_LOOP]  # what --backends takes
-# "<model>_<layer>" for every model and layer bench_attention knows
-SHAPES = [f"{model}_{layer}" for model in MODELS for layer in LAYERS]
+# "<model>_<layer>" for every model and layer kind (global, window) of the encoder
+SHAPES = [f"{model}_{layer}" for model in MODELS for layer in attention_shapes(model)]
 DEFAULT_SHAPES = ["vit_b_global", "vit_h_global", "vit_b_window"]
 MARKER_KERNEL = "profile_range_marker"  # summarize_ncu.py drops kernels of this name
 
@@ -87,7 +93,7 @@ def build_cases(
 
 def case_fn(name: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
     if name != NO_BIAS_LOOP:
-        return backend_fn(BACKENDS[name], *inputs)
+        return backend_fn(BACKENDS[name], inputs[:3], inputs)
     from torchao._models.sam.attention import flash4, flash4_kernel
 
     config = functools.cache(lambda: flash4.tables_config(*inputs))  # chosen on the first call

@@ -2,8 +2,9 @@
 batch 1 and 3, bf16 and fp16, with rel_h / rel_w given and read from the rel-pos table
 products (the encoder's form), and 14x14 windows read in place from a padded token grid.
 Each (config, head dim, dtype) group runs in its own process (a memory error ends its CUDA
-context) under the chosen sanitizer tools; every case's output is also compared with the fp32
-reference.
+context) under the chosen sanitizer tools; every case's output is also compared with the
+reference (attention in fp32 on the bias terms in the inputs' dtype, as a model in that dtype
+computes them).
 
     python -m benchmarks.sanitize_flash4 --out DIR [--tools memcheck racecheck initcheck]
 
@@ -96,7 +97,9 @@ def run_windows_case(flash4_kernel, reference, cfg, d: int, dtype, b: int) -> No
     g = torch.Generator(device="cuda").manual_seed(b)
     qkv = torch.randn(b, gh, gw, 3 * 2 * d, generator=g, device="cuda").to(dtype)
     pad = torch.randn(3 * 2 * d, generator=g, device="cuda").to(dtype)
-    tables = [(0.3 * torch.randn(2 * ws - 1, d, generator=g, device="cuda")).to(dtype)] * 2
+    tables = [
+        (0.3 * torch.randn(2 * ws - 1, d, generator=g, device="cuda")).to(dtype) for _ in "hw"
+    ]
     out = flash4_kernel.run_windows_with_config(qkv, pad, *tables, 2, cfg)
     torch.cuda.synchronize()
     ref = reference(qkv, pad, *tables, 2)  # terms in dtype, as the table form's reference

@@ -5,27 +5,25 @@ import torch
 
 from benchmarks import bench_attention
 from benchmarks.common import window_grid_inputs
-from torchao._models.sam.attention import reference_window_attention
-from torchao._models.sam.modeling.config import PRESETS
-from torchao._models.sam.utils.windows import window_partition
+from torchao._models.sam.attention import reference_window_attention, rel_pos_window_attention
 
 
-def test_window_grid_floor_attends_within_the_partitioned_windows():
-    config = PRESETS["tiny"]  # grid 16, window 8: whole windows; heads 2
-    op_inputs, (q, k, v) = window_grid_inputs("tiny", 2, torch.float32, device="cpu")
-    qkv, pad, _, _, heads = op_inputs
-    windows = (config.grid_size // config.window_size) ** 2
-    assert q.shape == (2 * windows, heads, config.window_size**2, config.head_dim)
-    floor = bench_attention.backend_fn(bench_attention.NO_BIAS_FLOOR, "window_grid", (q, k, v), ())
-    parts, _ = window_partition(qkv, config.window_size, pad)
-    t = parts.reshape(-1, config.window_size**2, 3, heads, config.head_dim)
-    expected = torch.nn.functional.scaled_dot_product_attention(*t.permute(2, 0, 3, 1, 4))
-    torch.testing.assert_close(floor(), expected)
+def test_window_grid_floor_is_the_window_attention_of_the_grid_without_bias():
+    """vit_b's 64x64 grid in 14x14 windows, padded to 70x70 with the pad token: the floor's
+    windows, put back on the grid, equal the windowed op with all-zero tables."""
+    (q, k, v), (qkv, pad, table_h, table_w, heads) = window_grid_inputs(
+        "vit_b", 1, torch.float32, device="cpu"
+    )
+    floor = bench_attention.backend_fn(bench_attention.NO_BIAS_FLOOR, (q, k, v), ())()
+    assert floor.shape == (25, heads, 196, 64)
+    zeros = torch.zeros_like(table_h), torch.zeros_like(table_w)
+    expected = rel_pos_window_attention(qkv, pad, *zeros, heads, backend="sdpa_bias")
+    out = floor.transpose(1, 2).reshape(5, 5, 14, 14, heads * 64).transpose(1, 2)
+    torch.testing.assert_close(out.reshape(1, 70, 70, -1)[:, :64, :64], expected)
 
 
 def test_window_grid_op_is_the_window_attention_of_the_grid():
-    """vit_b's 64x64 grid: 14x14 windows padded to 70x70."""
-    op_inputs, qkv = window_grid_inputs("vit_b", 1, torch.float32, seed=1, device="cpu")
-    fn = bench_attention.backend_fn("sdpa_bias", "window_grid", qkv, op_inputs)
+    qkv, op_inputs = window_grid_inputs("vit_b", 1, torch.float32, seed=1, device="cpu")
+    op = bench_attention.OPS["window_grid"]
+    fn = bench_attention.backend_fn("sdpa_bias", qkv, op_inputs, op)
     torch.testing.assert_close(fn(), reference_window_attention(*op_inputs), atol=1e-4, rtol=0)
-    assert "window_grid" in bench_attention.LAYERS

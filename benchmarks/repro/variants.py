@@ -37,7 +37,6 @@ def time_variants(
 ) -> None:
     """For each variant: ``switch(variant)``, the ops to OUT_DIR/attention_{name}.csv and the
     encoder's img/s and peak memory as a row of OUT_DIR/{summary} (a CSV of SCHEMA)."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     encoder = compile_image_encoder(build_encoder("vit_b", "auto", torch.bfloat16), "block")
     x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
 

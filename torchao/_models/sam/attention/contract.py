@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from torchao._models.sam.utils.windows import window_partition, window_unpartition
+from torchao._models.sam.utils.windows import qkv_windows, window_unpartition
 
 
 class UnsupportedInputError(ValueError):
@@ -110,13 +110,12 @@ def reference_window_attention(qkv, pad, table_h, table_w, heads: int) -> torch.
     token ``pad`` [3C] (what qkv gives a zero token), split into windows of the tables' side,
     :func:`reference_rel_pos_attention` in each, the windows put back: [B, GH, GW, C] in fp32.
     The bias terms are computed in qkv's dtype (:func:`rel_pos_terms`, what a model in that
-    dtype computes), the attention in fp32, as the tests of the table form check flash_4."""
+    dtype computes), the attention in fp32, as the tests of the table form check flash_4 (a
+    kernel that kept its terms in fp32 would be held to these rounded ones)."""
     b, gh, gw, c3 = qkv.shape
     ws = tables_grid(table_h, table_w)[0]
-    windows, pad_hw = window_partition(qkv, ws, pad)
-    qkv_w = windows.reshape(windows.shape[0], ws * ws, 3, heads, c3 // (3 * heads))
-    q, k, v = qkv_w.permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v, pad_hw = qkv_windows(qkv, ws, heads, pad)
     terms = rel_pos_terms(q, table_h, table_w)
     out = reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
-    out = out.transpose(1, 2).reshape(windows.shape[0], ws, ws, c3 // 3)
+    out = out.transpose(1, 2).reshape(q.shape[0], ws, ws, c3 // 3)
     return window_unpartition(out, ws, pad_hw, (gh, gw))

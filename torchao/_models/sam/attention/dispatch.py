@@ -26,7 +26,7 @@ from torchao._models.sam.attention.contract import (
 )
 from torchao._models.sam.attention.sdpa import sdpa_aug_attention, sdpa_bias_attention
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
-from torchao._models.sam.utils.windows import window_partition, window_unpartition
+from torchao._models.sam.utils.windows import qkv_windows, window_unpartition
 
 BACKENDS = ("auto", "sdpa_bias", "sdpa_aug", "flash_4", "flex")
 ENV_VAR = "TORCHAO_SAM_ATTENTION_BACKEND"
@@ -150,11 +150,9 @@ def rel_pos_window_attention(
 
         return flash4_window_attention(qkv, pad, table_h, table_w, heads)
     b, gh, gw, c3 = qkv.shape
-    windows, pad_hw = window_partition(qkv, window, pad)
-    t = windows.reshape(windows.shape[0], window * window, 3, heads, c3 // (3 * heads))
-    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v, pad_hw = qkv_windows(qkv, window, heads, pad)
     out = rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name)
-    out = out.transpose(1, 2).reshape(windows.shape[0], window, window, c3 // 3)
+    out = out.transpose(1, 2).reshape(q.shape[0], window, window, c3 // 3)
     return window_unpartition(out, window, pad_hw, (gh, gw))
 
 

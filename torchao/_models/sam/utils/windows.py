@@ -39,3 +39,14 @@ def window_unpartition(
     if hp > h or wp > w:
         x = x[:, :h, :w, :].contiguous()
     return x
+
+
+def qkv_windows(
+    qkv: torch.Tensor, window_size: int, heads: int, pad_value: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """qkv [B, H, W, 3C] of a token grid -> q, k, v [B * num_windows, heads, ws * ws, C / heads]
+    of its windows (padded as :func:`window_partition` pads) and the padded (Hp, Wp)."""
+    windows, pad_hw = window_partition(qkv, window_size, pad_value)
+    t = windows.reshape(windows.shape[0], window_size * window_size, 3, heads, -1)
+    q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v, pad_hw
