@@ -69,11 +69,11 @@ def extra_configs(kh: int, kw: int) -> list:
     """Configs outside the candidate set, timed only here to tune the set."""
     tc = kern.TileConfig
     if kw % 64 == 0:
-        extra = [tc(128, 64, 4, 4), tc(128, 64, 8, 4), tc(128, 64, 4, 2), tc(64, 64, 4, 4)]
-        extra += [tc(64, 32, 4, 3), tc(128, 64, 8, 2), tc(256, 64, 8, 3)]
+        extra = [tc(128, 64, 4, 4), tc(64, 64, 4, 5), tc(64, 64, 4, 4, max_registers=168)]
+        extra += [tc(128, 64, 8, 3, max_registers=128), tc(128, 64, 8, 3, bias_acc=True)]
     else:
-        extra = [tc(32, 256, 4, 1), tc(128, 256, 8, 1), tc(64, 256, 4, 1), tc(64, 64, 4, 2)]
-        extra += [tc(128, 128, 8, 2), tc(32, 128, 4, 2), tc(128, 64, 4, 2)]
+        extra = [tc(32, 256, 4, 1), tc(64, 256, 4, 1), tc(64, 64, 4, 2), tc(128, 128, 8, 2)]
+        extra += [tc(64, 32, 4, 4), tc(128, 64, 8, 4), tc(64, 64, 4, 4, bias_acc=True)]
     return [c for c in extra if c not in kern.CONFIGS]
 
 

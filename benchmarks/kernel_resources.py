@@ -99,6 +99,8 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
     """Compile ``call`` for sm_<arch>: registers and spills from ``ptxas -v``, the rest from
     the compiled kernel."""
     options = {"num_warps": call.config.num_warps, "num_stages": call.config.num_stages}
+    if call.config.max_registers:
+        options["maxnreg"] = call.config.max_registers
     kernel = triton.compile(source(call), target=GPUTarget("cuda", arch, 32), options=options)
     ptx, ttgir = kernel.asm["ptx"], kernel.asm["ttgir"]
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:

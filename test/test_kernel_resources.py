@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 
@@ -43,3 +44,17 @@ def test_rows_follow_the_schema(tmp_path, monkeypatch):
     schema = schema_named("kernel_resources")
     assert len(rows) == 1 and tuple(rows[0]) == schema.columns
     assert rows[0]["gpu_name"] == "none (compiled only)" and rows[0]["target"] == "sm_90"
+
+
+def test_register_limit_reaches_ptxas():
+    """max_registers is ptxas's limit: vit_h's global layer with the bias as the accumulator
+    needs more than 128 registers a thread unless the config sets the limit."""
+    limited = next(c for c in flash4_kernel.CONFIGS if c.max_registers == 128)
+    free = dataclasses.replace(limited, max_registers=None)
+    used = {
+        cfg: kernel_resources.resources(
+            kernel_resources.meta_call("vit_h", "global", "tables", cfg), 90
+        )["registers"]
+        for cfg in (limited, free)
+    }
+    assert used[limited] <= 128 < used[free]

@@ -69,8 +69,30 @@ def test_head_dim_split_has_no_big_pad():
         flash4_kernel.split_head_dim(8)
 
 
+def test_bias_as_accumulator_where_the_mode_has_a_matrix_product():
+    """bias_acc: hoisted rel_w (row mode, spread by a 0/1 product) and one-hot mode start q.k's
+    accumulator at the bias; row slices and gather mode add it per score as before."""
+    tc = flash4_kernel.TileConfig
+    acc = tc(128, 64, 8, 3, bias_acc=True, max_registers=128)
+    assert acc.name() == "m128_n64_w8_s3_acc_r128" and tc(64, 64, 4, 3).name() == "m64_n64_w4_s3"
+    assert flash4_kernel.make_plan(acc, 64, 64, 80).bias_acc  # row mode, rel_w hoisted
+    assert flash4_kernel.make_plan(acc, 14, 14, 64).bias_acc  # one-hot mode
+    assert not flash4_kernel.make_plan(tc(128, 32, 4, 3, bias_acc=True), 64, 64, 64).bias_acc
+    assert not flash4_kernel.make_plan(acc, 10, 70, 64).bias_acc  # gather mode
+    assert not flash4_kernel.make_plan(acc, 64, 64, 64, bias=False).bias_acc
+    assert not flash4_kernel.make_plan(tc(128, 64, 8, 3), 64, 64, 64).bias_acc
+
+
+def test_tiles_that_crash_with_a_split_head_dim_are_refused():
+    big = flash4_kernel.TileConfig(128, 256, 8, 1)
+    with pytest.raises(UnsupportedInputError, match="illegal memory access"):
+        flash4_kernel.make_plan(big, 14, 14, 80)
+    assert flash4_kernel.make_plan(big, 14, 14, 64).d1 == 0  # one power-of-two part: runs
+    assert flash4_kernel.make_plan(flash4_kernel.TileConfig(64, 256, 8, 1), 14, 14, 80).d1 == 16
+
+
 def test_plan_modes():
-    by_n = {c.block_n: c for c in flash4_kernel.CONFIGS}
+    by_n = {c.block_n: c for c in flash4_kernel.CONFIGS if not c.bias_acc}
     global_plan = flash4_kernel.make_plan(by_n[64], 64, 64, 64)
     assert global_plan.bias_mode == flash4_kernel.ROW and global_plan.hoist_w and global_plan.even_n
     row_slice = flash4_kernel.make_plan(by_n[32], 64, 64, 64)
@@ -78,6 +100,9 @@ def test_plan_modes():
     window = flash4_kernel.make_plan(by_n[256], 14, 14, 80)
     assert window.bias_mode == flash4_kernel.ONEHOT and not window.even_n
     assert window.kh_pad == window.kw_pad == 16
+    # keys past N masked through rel_h's spare padded row, where there is one
+    assert window.mask_by_bias and not global_plan.mask_by_bias
+    assert not flash4_kernel.make_plan(by_n[256], 16, 14, 64).mask_by_bias  # no spare row
     whole_rows = flash4_kernel.TileConfig(128, 128, 8, 2)
     two_rows = flash4_kernel.make_plan(whole_rows, 64, 64, 64)
     assert two_rows.bias_mode == flash4_kernel.ROW and two_rows.hoist_w and two_rows.rows == 2

@@ -21,7 +21,9 @@ per launch by the tile config and the grid:
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
-  gather (each output is one product with 1.0) that runs on the tensor cores.
+  gather (each output is one product with 1.0) that runs on the tensor cores. Where Kh is below
+  its padded size, keys past N map to the spare row Kh, whose rel_h is -30000: their weight is
+  zero without a mask per score.
 - gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
@@ -60,6 +62,7 @@ from torchao._models.sam.attention.contract import (
 
 LOG2E = 1.4426950408889634
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
+MAX_SPLIT_TILE = 64 * 256  # BLOCK_M x BLOCK_N where the head dim is split (see make_plan)
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
 ROW, ONEHOT, GATHER, NO_BIAS = 0, 1, 2, 3  # bias modes (NO_BIAS: the loop alone, benchmarks)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -90,8 +93,9 @@ def _rel_pos_attn_fwd(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
     KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
-    BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, ROWS: tl.constexpr,
-    EVEN_N: tl.constexpr, TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
+    BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
+    EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
+    TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -113,6 +117,14 @@ def _rel_pos_attn_fwd(
     tokens (row-major, token strides sqn, skn, svn, son, s_rel_tok), read and written in place;
     keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
     padding queries are neither read nor stored.
+
+    BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
+    holds registers beside the scores and no add per score is left; q is pre-scaled by
+    1 / sqrt(D) in its dtype (as the official model scales q). In row mode with HOIST_W, the
+    rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
+    that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
+    1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
+    products.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -172,9 +184,19 @@ def _rel_pos_attn_fwd(
             mask=m_ok[:, None] & d1_own[None, :],
             other=0.0,
         )
+    if BIAS_ACC:
+        q0 = (q0.to(tl.float32) * (qk_scale / 1.4426950408889634)).to(Q.dtype.element_ty)
+        if HAS_D1:
+            q1 = (q1.to(tl.float32) * (qk_scale / 1.4426950408889634)).to(Q.dtype.element_ty)
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
     if BIAS_MODE == 0:
-        if HOIST_W:
+        if BIAS_ACC and HOIST_W:
+            offs_w = tl.arange(0, KW)
+            rw_rows = tl.load(
+                RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
+            )
+            rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
+        elif HOIST_W:
             rw_tile = (
                 tl.load(
                     RW + rw_row[:, None] + (offs_n0 % KW)[None, :] * swk,
@@ -191,6 +213,8 @@ def _rel_pos_attn_fwd(
             mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
             other=0.0,
         ).to(Q.dtype.element_ty)
+        if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
+            rh_rows = tl.where(offs_kh[None, :] == N // KW, -30000.0, rh_rows)
         rw_rows = tl.load(
             RW + rw_row[:, None] + offs_kw[None, :] * swk,
             mask=m_ok[:, None] & (offs_kw[None, :] < KW),
@@ -231,7 +255,19 @@ def _rel_pos_attn_fwd(
             k0 = tl.load(k_ptr0)
         else:
             k0 = tl.load(k_ptr0, mask=n_ok[:, None], other=0.0)
-        qk = tl.dot(q0, tl.trans(k0))
+        if BIAS_MODE == 1:
+            key_row = offs_n // KW
+            if MASK_BY_BIAS:
+                key_row = tl.minimum(key_row, N // KW)
+            onehot_h = (offs_kh[:, None] == key_row[None, :]).to(Q.dtype.element_ty)
+            onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
+            bias = tl.dot(rw_rows, onehot_w, tl.dot(rh_rows, onehot_h))
+        if BIAS_ACC and HOIST_W:
+            qk = tl.dot(q0, tl.trans(k0), tl.dot(rw_rows, rw_spread))
+        elif BIAS_ACC and BIAS_MODE == 1:
+            qk = tl.dot(q0, tl.trans(k0), bias)
+        else:
+            qk = tl.dot(q0, tl.trans(k0))
         if HAS_D1:
             if TMA:
                 k1 = K1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
@@ -256,7 +292,9 @@ def _rel_pos_attn_fwd(
                 next_row = (start + BLOCK_N) // KW  # the next tile's grid row
                 has_next = start + BLOCK_N < N
                 rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
-            if HOIST_W:
+            if BIAS_ACC:
+                s = qk * 1.4426950408889634
+            elif HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
                 c0 = start % KW
@@ -269,11 +307,10 @@ def _rel_pos_attn_fwd(
             if ROWS > 1:
                 s = s + rh_tile * 1.4426950408889634
         elif BIAS_MODE == 1:  # one-hot mode
-            onehot_h = (offs_kh[:, None] == (offs_n // KW)[None, :]).to(Q.dtype.element_ty)
-            onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
-            bias = tl.dot(rh_rows, onehot_h)
-            bias = tl.dot(rw_rows, onehot_w, bias)
-            s = qk * qk_scale + bias * 1.4426950408889634
+            if BIAS_ACC:
+                s = qk * 1.4426950408889634
+            else:
+                s = qk * qk_scale + bias * 1.4426950408889634
         elif BIAS_MODE == 2:  # gather mode
             mn_ok = m_ok[:, None] & n_ok[None, :]
             rh = tl.load(
@@ -283,7 +320,7 @@ def _rel_pos_attn_fwd(
             s = qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * 1.4426950408889634
         else:  # no bias
             s = qk * qk_scale
-        if not EVEN_N:
+        if not EVEN_N and not MASK_BY_BIAS:
             s = tl.where(n_ok[None, :], s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, 1) + row_bias)
@@ -336,6 +373,8 @@ class TileConfig:
     num_warps: int
     num_stages: int
     loads: str = "pointer"  # k, v loads: "pointer", "tma" or "tma_ws" (TMA, warp-specialised)
+    bias_acc: bool = False  # the bias as q.k's accumulator (the kernel's BIAS_ACC)
+    max_registers: int | None = None  # ptxas's per-thread register limit (maxnreg)
 
     def __post_init__(self) -> None:
         if self.loads not in LOADS:
@@ -343,6 +382,8 @@ class TileConfig:
 
     def name(self) -> str:
         suffix = "" if self.loads == "pointer" else f"_{self.loads}"
+        suffix += "_acc" if self.bias_acc else ""
+        suffix += f"_r{self.max_registers}" if self.max_registers else ""
         return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}{suffix}"
 
 
@@ -356,9 +397,14 @@ CONFIGS: list[TileConfig] = [
     TileConfig(64, 256, 8, 1),  # one-hot mode: a whole 14x14 window in one key tile
     TileConfig(128, 128, 8, 2),  # 64x64 grid: two grid rows per key tile (rel_w hoisted)
     TileConfig(128, 128, 8, 3),
+    TileConfig(64, 64, 4, 4),  # a deeper k, v pipeline than CONFIGS[2]
+    # the bias as q.k's accumulator (no fp32 bias tile in registers beside the scores) with a
+    # register limit: two 8-warp or three 4-warp programs fit an SM's registers
+    TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128),
+    TileConfig(64, 64, 4, 3, bias_acc=True, max_registers=168),
 ]
 # Candidates timed only where they run in row mode (elsewhere the others cover their modes)
-ROW_MODE_ONLY = frozenset(CONFIGS[-2:])
+ROW_MODE_ONLY = frozenset(CONFIGS[6:8])
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
 # and benchmarks/repro/kv_loads.py, not timed as candidates (the results notes compare them);
 # warp specialisation with 4 warps does not compile in triton 3.6
@@ -380,8 +426,10 @@ class LaunchPlan:
     kw_pad: int
     bias_mode: int  # ROW, ONEHOT, GATHER or NO_BIAS
     hoist_w: bool
+    bias_acc: bool  # the config's bias_acc, where the mode has it (hoisted rel_w, one-hot)
     rows: int  # grid rows per key tile in row mode (1: a tile within one row)
     even_n: bool
+    mask_by_bias: bool  # one-hot mode with a spare padded row: keys past N masked by rel_h
 
 
 def _pow2_at_least(x: int, low: int = 16) -> int:
@@ -421,16 +469,24 @@ def make_plan(config: TileConfig, kh: int, kw: int, d: int, bias: bool = True) -
     """Compile-time choices for this config and shape (every config runs every grid);
     ``bias=False``: NO_BIAS mode."""
     d0, d1 = split_head_dim(d)
+    if d1 and config.block_m * config.block_n > MAX_SPLIT_TILE:
+        raise UnsupportedInputError(
+            f"{config.name()} with head dim {d} (split {d0} + {d1}): tiles larger than "
+            f"{MAX_SPLIT_TILE} scores raise an illegal memory access (triton 3.6)"
+        )
     mode = bias_mode(config, kh, kw) if bias else NO_BIAS
+    hoist_w = mode == ROW and config.block_n % kw == 0
     return LaunchPlan(
         d0=d0,
         d1=d1,
         kh_pad=_pow2_at_least(kh),
         kw_pad=_pow2_at_least(kw),
         bias_mode=mode,
-        hoist_w=mode == ROW and config.block_n % kw == 0,
+        hoist_w=hoist_w,
+        bias_acc=config.bias_acc and (hoist_w or mode == ONEHOT),
         rows=max(1, whole_rows_per_tile(config, kh, kw)) if mode == ROW else 1,
         even_n=(kh * kw) % config.block_n == 0,
+        mask_by_bias=mode == ONEHOT and kh < _pow2_at_least(kh) and bool(kh * kw % config.block_n),
     )
 
 
@@ -769,6 +825,7 @@ class KernelCall:
             **self.constexprs,
             num_warps=self.config.num_warps,
             num_stages=self.config.num_stages,
+            maxnreg=self.config.max_registers,
         )
         return self.out[..., : self.head_dim]
 
@@ -810,8 +867,9 @@ def _kernel_call(
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
-        BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, ROWS=plan.rows,
-        EVEN_N=plan.even_n, TMA=config.loads != "pointer", WARP_SPEC=config.loads == "tma_ws",
+        BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
+        EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
+        WARP_SPEC=config.loads == "tma_ws",
         WINDOWED=windows is not None,
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
