@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import dataclasses
 import itertools
 import json
 import os
@@ -35,11 +36,11 @@ WINDOWS = ((30, 17), 14)  # and per batch, once, 14x14 windows read in place fro
 
 
 def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
-    """(tile config tuple, head dim, dtype, tool) for every config autotuning can choose."""
+    """(tile config's fields, head dim, dtype, tool) for every config autotuning can choose."""
     from torchao._models.sam.attention.flash4_kernel import CONFIGS
 
     return [
-        ((c.block_m, c.block_n, c.num_warps, c.num_stages), d, dtype, tool)
+        (dataclasses.astuple(c), d, dtype, tool)
         for c, d, dtype, tool in itertools.product(CONFIGS, head_dims, DTYPES, tools)
     ]
 
@@ -49,7 +50,7 @@ def expected_cases() -> int:
     return len(GRIDS) * len(BATCHES) * len(FORMS) + len(BATCHES)
 
 
-def run_group(config: tuple[int, int, int, int], d: int, dtype_name: str) -> None:
+def run_group(config: tuple, d: int, dtype_name: str) -> None:
     """Run every grid and batch with one config; print one CASE line per case and form."""
     import torch
 
@@ -107,8 +108,10 @@ def run_windows_case(flash4_kernel, reference, cfg, d: int, dtype, b: int) -> No
     print(f"CASE {gh}x{gw}/{ws} b{b} windows err={err:.4g}", flush=True)
 
 
-def sanitize(config: tuple[int, ...], d: int, dtype: str, tool: str, out_dir: str) -> dict:
-    name = "m{}_n{}_w{}_s{}".format(*config)
+def sanitize(config: tuple, d: int, dtype: str, tool: str, out_dir: str) -> dict:
+    from torchao._models.sam.attention.flash4_kernel import TileConfig
+
+    name = TileConfig(*config).name()
     cmd = ["compute-sanitizer", f"--tool={tool}", "--print-limit=5", "--error-exitcode=99"]
     cmd += [sys.executable, "-m", "benchmarks.sanitize_flash4"]
     cmd += ["--group", json.dumps([config, d, dtype])]
