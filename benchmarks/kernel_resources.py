@@ -1,6 +1,7 @@
 """flash_4's kernel compiled for a GPU target without a GPU (no launch): per SAM attention shape,
-tile config and form, the registers per thread, the bytes ptxas spills, the shared memory, and
-how many wgmma and async-copy (pipelined load) instructions the code holds.
+tile config and form, the registers per thread, the bytes ptxas spills, the shared memory, how
+many wgmma and async-copy (pipelined load) instructions the code holds, and how many SASS
+instructions the key loop's body holds (cuobjdump of the compiled kernel).
 
     python -m benchmarks.kernel_resources --out DIR [--arch 90]   # DIR/kernel_resources.csv
 
@@ -36,7 +37,7 @@ SCHEMA = ResultSchema(
     name="kernel_resources",
     columns=KEYS
     + ("registers", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "wgmma")
-    + ("async_copies",)
+    + ("async_copies", "loop_instructions")
     + ENVIRONMENT_COLUMNS,
     keys=KEYS,
     metrics=(Metric("registers", "memory"),),
@@ -88,26 +89,45 @@ def source(call: fk.KernelCall) -> ASTSource:
     return ASTSource(fn, {n: signature[n] for n in order}, constexprs, hints)
 
 
-def _ptxas() -> str:
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+def _nvidia_tool(name: str) -> str:
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no ptxas at {path} (this Triton ships none)")
+        raise FileNotFoundError(f"no {name} at {path} (this Triton ships none)")
     return path
+
+
+def loop_instructions(cubin: bytes) -> int:
+    """SASS instructions in the kernel's key loop: the longest body of a backward branch that
+    holds a tensor-core instruction (0 if none)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        cmd = [_nvidia_tool("cuobjdump"), "-sass", f.name]
+        sass = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
+    code = [(int(address, 16), text) for address, text in found]
+    longest = 0
+    for address, text in code:
+        branch = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        if branch and int(branch.group(1), 16) < address:
+            start = int(branch.group(1), 16)
+            body = [t for a, t in code if start <= a <= address]
+            if any("HGMMA" in t or "HMMA" in t for t in body):
+                longest = max(longest, len(body))
+    return longest
 
 
 def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
     """Compile ``call`` for sm_<arch>: registers and spills from ``ptxas -v``, the rest from
     the compiled kernel."""
-    options = {"num_warps": call.config.num_warps, "num_stages": call.config.num_stages}
-    if call.config.max_registers:
-        options["maxnreg"] = call.config.max_registers
+    options = call.config.launch_options()
     kernel = triton.compile(source(call), target=GPUTarget("cuda", arch, 32), options=options)
     ptx, ttgir = kernel.asm["ptx"], kernel.asm["ttgir"]
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(ptx)
         f.flush()
         arch_name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        cmd = [_ptxas(), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
+        cmd = [_nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     return {
@@ -117,6 +137,7 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         "shared_bytes": kernel.metadata.shared,
         "wgmma": ptx.count("wgmma.mma_async"),
         "async_copies": ttgir.count("async_copy_global_to_local"),
+        "loop_instructions": loop_instructions(kernel.asm["cubin"]),
     }
 
 

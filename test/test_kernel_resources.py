@@ -30,6 +30,18 @@ def test_compiled_for_hopper_without_a_gpu(form):
     assert 0 < found["registers"] <= 255 and found["shared_bytes"] > 0
     assert found["wgmma"] > 0  # Hopper's tensor-core instructions
     assert found["async_copies"] > 0  # pipelined k, v loads (num_stages 3)
+    assert 100 < found["loop_instructions"] < 2000  # the key loop's SASS, found and bounded
+
+
+def test_the_bias_adds_instructions_to_the_loop():
+    cfg = flash4_kernel.TileConfig(128, 64, 8, 3)
+    found = {
+        form: kernel_resources.resources(
+            kernel_resources.meta_call("vit_b", "global", form, cfg), 90
+        )
+        for form in ("tables", "no_bias")
+    }
+    assert found["no_bias"]["loop_instructions"] < found["tables"]["loop_instructions"]
 
 
 def test_rows_follow_the_schema(tmp_path, monkeypatch):

@@ -81,6 +81,26 @@ def test_bias_as_accumulator_where_the_mode_has_a_matrix_product():
     assert not flash4_kernel.make_plan(acc, 10, 70, 64).bias_acc  # gather mode
     assert not flash4_kernel.make_plan(acc, 64, 64, 64, bias=False).bias_acc
     assert not flash4_kernel.make_plan(tc(128, 64, 8, 3), 64, 64, 64).bias_acc
+    # an 8-wide grid's spread product would have K = 8, below the tensor cores' 16
+    narrow = flash4_kernel.make_plan(tc(128, 32, 4, 3, bias_acc=True), 64, 8, 64)
+    assert narrow.hoist_w and not narrow.bias_acc
+
+
+def test_launch_passes_the_configs_compile_options(monkeypatch):
+    """KernelCall.run launches with the config's warps, stages and register limit."""
+    seen = {}
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: seen.update(kwargs, grid=grid)
+
+    monkeypatch.setattr(flash4_kernel, "_rel_pos_attn_fwd", FakeKernel())
+    cfg = flash4_kernel.TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128)
+    q = torch.zeros(1, 2, 64 * 64, 64, dtype=torch.float16)
+    rel = torch.zeros(1, 2, 64 * 64, 64, dtype=torch.float16)
+    flash4_kernel.rel_call(q, q, q, rel, rel, cfg).run()
+    assert (seen["num_warps"], seen["num_stages"], seen["maxnreg"]) == (8, 3, 128)
+    assert seen["BIAS_ACC"] and seen["grid"] == (32, 2)
 
 
 def test_tiles_that_crash_with_a_split_head_dim_are_refused():
@@ -195,7 +215,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     from torchao._models.sam.attention import flash4, flash4_kernel
     from torchao._models.sam.attention import reference_rel_pos_attention
     cases = [(1, 1, 3, 5, 80), (2, 2, 2, 64, 64), (2, 1, 14, 14, 64), (1, 1, 10, 7, 72),
-             (1, 1, 3, 40, 64), (1, 1, 4, 64, 80)]
+             (1, 1, 3, 40, 64), (1, 1, 4, 64, 80), (1, 1, 40, 16, 80), (1, 1, 16, 7, 64)]
     errs = []
     for cfg in flash4_kernel.CONFIGS:
         for i, (b, h, kh, kw, d) in enumerate(cases):
@@ -224,10 +244,41 @@ def assert_interpreter_errors_within_tolerance(script: str, cases: int, timeout:
 
 
 def test_kernel_under_triton_interpreter():
-    """Every config; row, one-hot and gather modes; D = 64/72/80; tails; batch > 1; views."""
+    """Every config; row (whole rows a tile on 40x16), one-hot (with and without a spare padded
+    row for the keys past N: 14x14, 16x7) and gather modes; D = 64/72/80; tails; batch > 1;
+    views."""
     assert_interpreter_errors_within_tolerance(
-        INTERPRETER_SCRIPT, 6 * len(flash4_kernel.CONFIGS), timeout=120
+        INTERPRETER_SCRIPT, 8 * len(flash4_kernel.CONFIGS), timeout=240
     )
+
+
+MIXED_DTYPES_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from torchao._models.sam.attention import flash4_kernel
+    from torchao._models.sam.attention import reference_rel_pos_attention
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(1, 4096, 3, 1, 64, generator=g).half()
+    q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+    rel_h, rel_w = (torch.randn(1, 1, 4096, 64, generator=g) for _ in "hw")  # fp32 terms
+    errs = []
+    for cfg in flash4_kernel.CONFIGS:
+        if cfg.bias_acc:
+            out = flash4_kernel.run_with_config(q, k, v, rel_h, rel_w, cfg)
+            ref = reference_rel_pos_attention(q.float(), k.float(), v.float(), rel_h, rel_w)
+            errs.append([cfg.name(), "fp32 terms", (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_bias_as_accumulator_takes_terms_of_another_dtype():
+    """fp32 rel_h, rel_w with fp16 q, k, v (the op accepts them): cast for the spread product."""
+    acc_configs = [c for c in flash4_kernel.CONFIGS if c.bias_acc]
+    assert acc_configs
+    assert_interpreter_errors_within_tolerance(MIXED_DTYPES_SCRIPT, len(acc_configs), timeout=120)
 
 
 TABLES_SCRIPT = textwrap.dedent(

@@ -23,7 +23,7 @@ per launch by the tile config and the grid:
   bias tile by two small matrix products with one-hot matrices built in registers: an exact
   gather (each output is one product with 1.0) that runs on the tensor cores. Where Kh is below
   its padded size, keys past N map to the spare row Kh, whose rel_h is -30000: their weight is
-  zero without a mask per score.
+  zero without a mask per score (as long as the real scores stay far above -30000).
 - gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
@@ -77,6 +77,12 @@ def _rows(base, tok, s_tok, offs_d, s_d, pad, on_grid, WINDOWED: tl.constexpr):
     if WINDOWED:
         ptrs = tl.where(on_grid, ptrs, pad + offs_d[None, :])
     return ptrs
+
+
+@triton.jit
+def _scaled(x, scale):
+    """x * scale, rounded back to x's dtype."""
+    return (x.to(tl.float32) * scale).to(x.dtype)
 
 
 @triton.jit
@@ -184,17 +190,17 @@ def _rel_pos_attn_fwd(
             mask=m_ok[:, None] & d1_own[None, :],
             other=0.0,
         )
-    if BIAS_ACC:
-        q0 = (q0.to(tl.float32) * (qk_scale / 1.4426950408889634)).to(Q.dtype.element_ty)
+    if BIAS_ACC:  # scores = (q / sqrt(D)).k + bias; qk_scale holds log2(e) / sqrt(D)
+        q0 = _scaled(q0, qk_scale / 1.4426950408889634)
         if HAS_D1:
-            q1 = (q1.to(tl.float32) * (qk_scale / 1.4426950408889634)).to(Q.dtype.element_ty)
+            q1 = _scaled(q1, qk_scale / 1.4426950408889634)
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
     if BIAS_MODE == 0:
         if BIAS_ACC and HOIST_W:
             offs_w = tl.arange(0, KW)
-            rw_rows = tl.load(
+            rw_cols = tl.load(  # [BLOCK_M, KW]: each query's term per key grid column
                 RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
-            )
+            ).to(Q.dtype.element_ty)
             rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
         elif HOIST_W:
             rw_tile = (
@@ -263,7 +269,7 @@ def _rel_pos_attn_fwd(
             onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
             bias = tl.dot(rw_rows, onehot_w, tl.dot(rh_rows, onehot_h))
         if BIAS_ACC and HOIST_W:
-            qk = tl.dot(q0, tl.trans(k0), tl.dot(rw_rows, rw_spread))
+            qk = tl.dot(q0, tl.trans(k0), tl.dot(rw_cols, rw_spread))
         elif BIAS_ACC and BIAS_MODE == 1:
             qk = tl.dot(q0, tl.trans(k0), bias)
         else:
@@ -380,6 +386,14 @@ class TileConfig:
         if self.loads not in LOADS:
             raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
 
+    def launch_options(self) -> dict[str, int | None]:
+        """Triton's compile options for this config (launch keywords of the kernel)."""
+        return {
+            "num_warps": self.num_warps,
+            "num_stages": self.num_stages,
+            "maxnreg": self.max_registers,
+        }
+
     def name(self) -> str:
         suffix = "" if self.loads == "pointer" else f"_{self.loads}"
         suffix += "_acc" if self.bias_acc else ""
@@ -404,7 +418,7 @@ CONFIGS: list[TileConfig] = [
     TileConfig(64, 64, 4, 3, bias_acc=True, max_registers=168),
 ]
 # Candidates timed only where they run in row mode (elsewhere the others cover their modes)
-ROW_MODE_ONLY = frozenset(CONFIGS[6:8])
+ROW_MODE_ONLY = frozenset({TileConfig(128, 128, 8, 2), TileConfig(128, 128, 8, 3)})
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
 # and benchmarks/repro/kv_loads.py, not timed as candidates (the results notes compare them);
 # warp specialisation with 4 warps does not compile in triton 3.6
@@ -466,8 +480,8 @@ def whole_rows_per_tile(config: TileConfig, kh: int, kw: int) -> int:
 
 
 def make_plan(config: TileConfig, kh: int, kw: int, d: int, bias: bool = True) -> LaunchPlan:
-    """Compile-time choices for this config and shape (every config runs every grid);
-    ``bias=False``: NO_BIAS mode."""
+    """Compile-time choices for this config and shape (every config runs every grid, except
+    tiles over MAX_SPLIT_TILE scores with a split head dim); ``bias=False``: NO_BIAS mode."""
     d0, d1 = split_head_dim(d)
     if d1 and config.block_m * config.block_n > MAX_SPLIT_TILE:
         raise UnsupportedInputError(
@@ -476,17 +490,19 @@ def make_plan(config: TileConfig, kh: int, kw: int, d: int, bias: bool = True) -
         )
     mode = bias_mode(config, kh, kw) if bias else NO_BIAS
     hoist_w = mode == ROW and config.block_n % kw == 0
+    kh_pad, even_n = _pow2_at_least(kh), (kh * kw) % config.block_n == 0
     return LaunchPlan(
         d0=d0,
         d1=d1,
-        kh_pad=_pow2_at_least(kh),
+        kh_pad=kh_pad,
         kw_pad=_pow2_at_least(kw),
         bias_mode=mode,
         hoist_w=hoist_w,
-        bias_acc=config.bias_acc and (hoist_w or mode == ONEHOT),
+        # the spread product's K is Kw: at least 16 for a tensor-core dot
+        bias_acc=config.bias_acc and ((hoist_w and kw >= 16) or mode == ONEHOT),
         rows=max(1, whole_rows_per_tile(config, kh, kw)) if mode == ROW else 1,
-        even_n=(kh * kw) % config.block_n == 0,
-        mask_by_bias=mode == ONEHOT and kh < _pow2_at_least(kh) and bool(kh * kw % config.block_n),
+        even_n=even_n,
+        mask_by_bias=mode == ONEHOT and kh < kh_pad and not even_n,
     )
 
 
@@ -823,9 +839,7 @@ class KernelCall:
         _rel_pos_attn_fwd[self.grid](
             *self.args,
             **self.constexprs,
-            num_warps=self.config.num_warps,
-            num_stages=self.config.num_stages,
-            maxnreg=self.config.max_registers,
+            **self.config.launch_options(),
         )
         return self.out[..., : self.head_dim]
 
