@@ -136,6 +136,35 @@ def test_windows_in_place_under_triton_interpreter():
     assert not [e for e in errs if not e[2] <= TOL[torch.float16]], errs
 
 
+NO_BIAS_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import torch
+    from torchao._models.sam.attention import flash4_kernel, reference_window_attention
+    cases = [(2, (5, 7), 3, 2, 64), (1, (16, 17), 14, 1, 80)]
+    errs = []
+    for cfg in flash4_kernel.CONFIGS[0], flash4_kernel.CONFIGS[4], flash4_kernel.CONFIGS[-1]:
+        for i, (b, grid, ws, heads, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            qkv = torch.randn(b, *grid, 3 * heads * d, generator=g).half()
+            pad = torch.randn(3 * heads * d, generator=g).half()
+            out = flash4_kernel.run_windows_without_bias(qkv, pad, heads, ws, cfg)
+            zeros = torch.zeros(2 * ws - 1, d).half()
+            ref = reference_window_attention(qkv, pad, zeros, zeros, heads)
+            errs.append([cfg.name(), [b, *grid, ws], (out.float() - ref).abs().max().item()])
+    print("RESULT" + json.dumps(errs))
+    """
+)
+
+
+def test_windows_in_place_without_bias_under_triton_interpreter():
+    """The benchmarks' floor of the windowed kernel: plain attention in each window, the
+    padding keys' k and v from pad, read in place."""
+    errs = interpreter_result(NO_BIAS_SCRIPT, timeout=200)
+    assert len(errs) == 6
+    assert not [e for e in errs if not e[2] <= TOL[torch.float16]], errs
+
+
 BLOCK_SCRIPT = textwrap.dedent(
     """
     import json

@@ -791,13 +791,38 @@ def run_windows(qkv, pad, table_h, table_w, heads: int, choose) -> torch.Tensor:
     v, pad_kv, p_h, p_w, grid_hw)`` gives the tile config. Returns [B, GH, GW, C]. The products
     of the whole batch are made at once: [B, heads, GH * GW, 64] for 14x14 windows, less than
     the partitioned copy of the normed tokens that the windows in place save."""
+    q, k, v, pad_kv = _grid_qkv(qkv, pad, heads)
+    grid_hw = (qkv.shape[1], qkv.shape[2])
+    p_h, p_w = table_products(q, table_h, table_w)
+    config = choose(q, k, v, pad_kv, p_h, p_w, grid_hw)
+    return _grid_output(launch_windows(q, k, v, pad_kv, p_h, p_w, grid_hw, config), qkv)
+
+
+def run_windows_without_bias(qkv, pad, heads: int, window: int, config) -> torch.Tensor:
+    """:func:`run_windows_with_config`'s kernel with the bias left out (plain softmax attention
+    in each window, read in place): its own no-bias floor, for benchmarks."""
+    zeros = qkv.new_zeros(2 * window - 1, qkv.shape[-1] // (3 * heads))
+    qkv = validate_windows(qkv, pad, zeros, zeros, heads)
+    q, k, v, pad_kv = _grid_qkv(qkv, pad, heads)
+    grid = WindowGrid(qkv.shape[1], qkv.shape[2], window, kernel_aligned(pad_kv), 0)
+    no_terms = (q, (0, 0, 0, 0, 0))  # never read
+    call = _kernel_call(q, k, v, window, window, no_terms, no_terms, config, bias=False,
+                        windows=grid)  # fmt: skip
+    return _grid_output(call.run(), qkv)
+
+
+def _grid_qkv(qkv, pad, heads: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v [B, heads, GH * GW, D] as views of qkv [B, GH, GW, 3C], and the padding
+    token's k and v [2, heads, D] from pad [3C]."""
     b, gh, gw, c3 = qkv.shape
     d = c3 // (3 * heads)
     q, k, v = qkv.reshape(b, gh * gw, 3, heads, d).transpose(1, 3).unbind(2)
-    pad_kv = pad.to(qkv.dtype).view(3, heads, d)[1:]
-    p_h, p_w = table_products(q, table_h, table_w)
-    config = choose(q, k, v, pad_kv, p_h, p_w, (gh, gw))
-    out = launch_windows(q, k, v, pad_kv, p_h, p_w, (gh, gw), config)
+    return q, k, v, pad.to(qkv.dtype).view(3, heads, d)[1:]
+
+
+def _grid_output(out: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
+    """The kernel's [B, heads, GH * GW, D] output as qkv's grid, [B, GH, GW, C]."""
+    b, gh, gw, c3 = qkv.shape
     return out.transpose(1, 2).reshape(b, gh, gw, c3 // 3)
 
 
