@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from torchao._models.sam.utils.windows import qkv_windows, window_unpartition
+from torchao._models.sam.utils.windows import attention_in_windows
 
 
 class UnsupportedInputError(ValueError):
@@ -112,10 +112,9 @@ def reference_window_attention(qkv, pad, table_h, table_w, heads: int) -> torch.
     The bias terms are computed in qkv's dtype (:func:`rel_pos_terms`, what a model in that
     dtype computes), the attention in fp32, as the tests of the table form check flash_4 (a
     kernel that kept its terms in fp32 would be held to these rounded ones)."""
-    b, gh, gw, c3 = qkv.shape
-    ws = tables_grid(table_h, table_w)[0]
-    q, k, v, pad_hw = qkv_windows(qkv, ws, heads, pad)
-    terms = rel_pos_terms(q, table_h, table_w)
-    out = reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
-    out = out.transpose(1, 2).reshape(q.shape[0], ws, ws, c3 // 3)
-    return window_unpartition(out, ws, pad_hw, (gh, gw))
+
+    def attend(q, k, v):
+        terms = rel_pos_terms(q, table_h, table_w)
+        return reference_rel_pos_attention(q.float(), k.float(), v.float(), *terms)
+
+    return attention_in_windows(qkv, tables_grid(table_h, table_w)[0], heads, pad, attend)

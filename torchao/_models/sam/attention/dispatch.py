@@ -26,7 +26,7 @@ from torchao._models.sam.attention.contract import (
 )
 from torchao._models.sam.attention.sdpa import sdpa_aug_attention, sdpa_bias_attention
 from torchao._models.sam.utils.tensors import unit_stride_last_dim
-from torchao._models.sam.utils.windows import qkv_windows, window_unpartition
+from torchao._models.sam.utils.windows import attention_in_windows
 
 BACKENDS = ("auto", "sdpa_bias", "sdpa_aug", "flash_4", "flex")
 ENV_VAR = "TORCHAO_SAM_ATTENTION_BACKEND"
@@ -149,11 +149,13 @@ def rel_pos_window_attention(
         from torchao._models.sam.attention.flash4 import flash4_window_attention
 
         return flash4_window_attention(qkv, pad, table_h, table_w, heads)
-    b, gh, gw, c3 = qkv.shape
-    q, k, v, pad_hw = qkv_windows(qkv, window, heads, pad)
-    out = rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name)
-    out = out.transpose(1, 2).reshape(q.shape[0], window, window, c3 // 3)
-    return window_unpartition(out, window, pad_hw, (gh, gw))
+    return attention_in_windows(
+        qkv,
+        window,
+        heads,
+        pad,
+        lambda q, k, v: rel_pos_attention_from_tables(q, k, v, table_h, table_w, backend=name),
+    )
 
 
 def _resolve(backend: str, grid: tuple[int, int], q, k, v):

@@ -191,9 +191,10 @@ def _rel_pos_attn_fwd(
             other=0.0,
         )
     if BIAS_ACC:  # scores = (q / sqrt(D)).k + bias; qk_scale holds log2(e) / sqrt(D)
-        q0 = _scaled(q0, qk_scale / 1.4426950408889634)
+        sm_scale = qk_scale / 1.4426950408889634
+        q0 = _scaled(q0, sm_scale)
         if HAS_D1:
-            q1 = _scaled(q1, qk_scale / 1.4426950408889634)
+            q1 = _scaled(q1, sm_scale)
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
     if BIAS_MODE == 0:
         if BIAS_ACC and HOIST_W:

@@ -3,6 +3,8 @@ attention package's windowed reference."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -50,3 +52,19 @@ def qkv_windows(
     t = windows.reshape(windows.shape[0], window_size * window_size, 3, heads, -1)
     q, k, v = t.permute(2, 0, 3, 1, 4).unbind(0)
     return q, k, v, pad_hw
+
+
+def attention_in_windows(
+    qkv: torch.Tensor,
+    window_size: int,
+    heads: int,
+    pad_value: torch.Tensor | None,
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``attend(q, k, v)`` ([B * num_windows, heads, ws * ws, D] each, :func:`qkv_windows`) in
+    every window of qkv [B, H, W, 3C], its output put back on the grid: [B, H, W, C]."""
+    b, h, w, c3 = qkv.shape
+    q, k, v, pad_hw = qkv_windows(qkv, window_size, heads, pad_value)
+    out = attend(q, k, v).transpose(1, 2)
+    out = out.reshape(q.shape[0], window_size, window_size, c3 // 3)
+    return window_unpartition(out, window_size, pad_hw, (h, w))
