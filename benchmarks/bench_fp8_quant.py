@@ -62,6 +62,7 @@ def quant_rows(rows: int, k: int) -> list[dict[str, object]]:
     compiled = torch.compile(torchao_quant)
     cases = {
         "kernel_gelu": lambda: rowwise_fp8_quant(x, apply_gelu=True),
+        "kernel_gelu_tanh": lambda: rowwise_fp8_quant(x, apply_gelu=True, approximate="tanh"),
         "kernel_identity": lambda: rowwise_fp8_quant(x, apply_gelu=False),
         "compiled_torchao_gelu": lambda: compiled(x),
         "bf16_copy": lambda: copy.copy_(x),

@@ -154,6 +154,8 @@ def test_public_function_refuses_bad_inputs_clearly():
         rq.rowwise_fp8_quant(x[0])
     with pytest.raises(ValueError, match="multiple of 16"):
         rq.rowwise_fp8_quant(x[:, :100])
+    with pytest.raises(ValueError, match=r"approximate is one of \('none', 'tanh'\), got 'erf'"):
+        rq.rowwise_fp8_quant(x, apply_gelu=True, approximate="erf")
 
 
 def test_k_split_and_launch_configs():
@@ -203,15 +205,23 @@ def cpu_float8(monkeypatch):
     monkeypatch.setattr(float8_mlp, "rowwise_fp8_quant", rq.rowwise_fp8_quant_reference)
 
 
-def test_float8_gelu_mlp_equals_torchao_mlp_on_cpu(cpu_float8):
+@pytest.mark.parametrize("gelu_epilogue", [False, True], ids=["erf", "tanh"])
+def test_float8_gelu_mlp_equals_torchao_mlp_on_cpu(cpu_float8, gelu_epilogue):
+    """The fused MLP's GELU takes the bf16 block's form on CUDA: erf without the epilogue,
+    tanh with it. On the CPU the block itself runs nn.GELU (erf), so the tanh form is compared
+    with lin2(F.gelu(lin1(x), approximate="tanh")) through the same torchao Linears."""
     torch.manual_seed(0)
-    mlp = MLPBlock(128, 512).to(torch.bfloat16)
+    mlp = MLPBlock(128, 512, gelu_epilogue=gelu_epilogue).to(torch.bfloat16)
     _quantize(mlp, _float8_config(), is_linear)
     x = torch.randn(2, 6, 5, 128).to(torch.bfloat16)
     with torch.no_grad():
-        ref = mlp(x)
+        if gelu_epilogue:
+            ref = mlp.lin2(F.gelu(mlp.lin1(x), approximate="tanh"))
+        else:
+            ref = mlp(x)
         fused = float8_mlp.Float8GeluMLP(mlp)
         out = fused(x)
+    assert fused.approximate == ("tanh" if gelu_epilogue else "none")
     assert fused.lower_bound == FLOAT8_AMAX_LOWER_BOUND and fused.use_fast_accum
     assert out.shape == ref.shape and out.dtype == torch.bfloat16
     assert torch.equal(out, ref)  # same fp8 activations, same _scaled_mm
@@ -219,6 +229,8 @@ def test_float8_gelu_mlp_equals_torchao_mlp_on_cpu(cpu_float8):
 
 def test_fuse_replaces_every_encoder_mlp_and_keeps_weights(cpu_float8):
     enc = tiny_encoder(torch.bfloat16)
+    for block in enc.blocks:  # the erf form, which the CPU reference runs
+        block.mlp.gelu_epilogue = False
     x = encoder_input(torch.bfloat16)
     _quantize(enc, _float8_config(), is_linear)
     keys = set(enc.state_dict())
@@ -246,6 +258,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     """
     import json, os
     os.environ["TRITON_INTERPRET"] = "1"
+    import numpy as np
     import torch
     import triton.language as tl
     from triton._C.libtriton import ir
@@ -256,20 +269,26 @@ INTERPRETER_SCRIPT = textwrap.dedent(
         bits = _convert_float(v.numpy(), tl.float32, tl.float8e4nv, ir.ROUNDING_MODE.RTNE)
         return torch.from_numpy(bits.astype("uint8"))
 
-    def interpreter_gelu(x):  # the kernel's formula; the interpreter's erf is math.erf
-        xf = x.float()
+    def interpreter_gelu(x, approximate):  # the kernel's formulas, as the interpreter runs
+        xf = x.float()  # them: erf is math.erf, exp2 numpy's in fp32
+        if approximate == "tanh":
+            a = xf.numpy()
+            t = a * (np.float32(-2.302208198144325) + np.float32(-0.1029432395800235) * a * a)
+            return torch.from_numpy(a / (np.float32(1.0) + np.exp2(t))).to(x.dtype)
         e = torch.erf((xf * 0.7071067811865476).double()).float()
         return (0.5 * xf * (1.0 + e)).to(x.dtype)
 
     results = []
-    cases = [(7, 768, 768, True), (5, 1280, 1300, True), (3, 5120, 5120, False),
-             (9, 112, 112, True), (1, 3072, 3072, True), (6, 1024, 1024, False)]
-    for i, (m, k, width, gelu) in enumerate(cases):
+    cases = [(7, 768, 768, True, "none"), (5, 1280, 1300, True, "none"),
+             (3, 5120, 5120, False, "none"), (9, 112, 112, True, "none"),
+             (1, 3072, 3072, True, "none"), (6, 1024, 1024, False, "none"),
+             (7, 768, 768, True, "tanh"), (5, 1280, 1300, True, "tanh")]
+    for i, (m, k, width, gelu, approximate) in enumerate(cases):
         g = torch.Generator().manual_seed(i)
         x = (torch.randn(m, width, generator=g) * 3).half()[:, :k]  # row stride `width`
         x[m // 2] = 0
-        q, scale = rq.rowwise_fp8_quant(x, apply_gelu=gelu)
-        y = interpreter_gelu(x) if gelu else x
+        q, scale = rq.rowwise_fp8_quant(x, apply_gelu=gelu, approximate=approximate)
+        y = interpreter_gelu(x, approximate) if gelu else x
         ref_q, ref_scale = rq.rowwise_fp8_quant_reference(y, apply_gelu=False)
         pre_cast = (y.float() / ref_scale).clamp(-448.0, 448.0)
         q_bits = q.view(torch.uint8)
@@ -283,7 +302,7 @@ INTERPRETER_SCRIPT = textwrap.dedent(
         for v in near:
             ok |= q_bits == interpreter_fp8(v.clamp(-448.0, 448.0))
         results.append({
-            "case": [m, k, width, gelu],
+            "case": [m, k, width, gelu, approximate],
             "scale_equal": torch.equal(scale, ref_scale),
             "q_within_2_fp32_ulp": bool(ok.all()),
             "q_exact": (q_bits == interpreter_fp8(pre_cast)).float().mean().item(),
@@ -319,39 +338,44 @@ BIG_M = 16 * 64 * 64  # batch 16 on SAM's 64x64 token grid
 # Triton's erf (libdevice) and PyTorch's CUDA erff differ in the last bit now and then; where
 # 1 + erf(x / sqrt 2) cancels (x < -1) that moves gelu(x) by a bf16/fp16 ulp and q by one fp8
 # ulp. Seen on an H100: 0 to 1.6e-4 of the elements of N(0, 3) inputs, never more than 1 ulp.
-# Without GELU the kernel equals the reference bit for bit (up to the sign of zero).
+# The tanh form: torch computes 0.5 x (1 + tanh(u)), which cancels for x < -3, the kernel
+# x sigmoid(2u), which does not; 1.1e-4 (bf16) and 5e-5 (fp16) of q differ by one ulp on the
+# CPU. Without GELU the kernel equals the reference bit for bit (up to the sign of zero).
 GELU_MISMATCH = 5e-4
+ACTIVATIONS = [(True, "none"), (True, "tanh"), (False, "none")]  # (apply_gelu, approximate)
+ACTIVATION_IDS = ["gelu", "gelu_tanh", "identity"]
 
 
-def check_kernel(x: torch.Tensor, apply_gelu: bool) -> tuple[float, int]:
-    q, scale = rq.rowwise_fp8_quant(x, apply_gelu=apply_gelu)
-    ref_q, ref_scale = rq.rowwise_fp8_quant_reference(x, apply_gelu)
+def check_kernel(x: torch.Tensor, apply_gelu: bool, approximate: str = "none") -> tuple[float, int]:
+    q, scale = rq.rowwise_fp8_quant(x, apply_gelu=apply_gelu, approximate=approximate)
+    ref_q, ref_scale = rq.rowwise_fp8_quant_reference(x, apply_gelu, approximate=approximate)
     assert q.dtype == FP8 and q.shape == x.shape and q.is_contiguous()
     assert scale.dtype == torch.float32 and scale.shape == (x.shape[0], 1)
     torch.testing.assert_close(scale, ref_scale, rtol=1e-6, atol=0)
     frac, ulps = compare_q(q, ref_q)
-    print(f"{tuple(x.shape)} {x.dtype} gelu={apply_gelu}: q mismatch {frac:.2e}, max {ulps} ulp")
+    case = f"{tuple(x.shape)} {x.dtype} gelu={apply_gelu} {approximate}"
+    print(f"{case}: q mismatch {frac:.2e}, max {ulps} ulp")
     assert ulps <= 1 and frac <= GELU_MISMATCH
     return frac, ulps
 
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("apply_gelu", [True, False], ids=["gelu", "identity"])
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=ACTIVATION_IDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("k", [3072, 5120], ids=["vit_b", "vit_h"])
-def test_kernel_matches_reference_sam_mlp_shapes(k, dtype, apply_gelu):
-    check_kernel(make_input(BIG_M, k, dtype, "cuda"), apply_gelu)
+def test_kernel_matches_reference_sam_mlp_shapes(k, dtype, act):
+    check_kernel(make_input(BIG_M, k, dtype, "cuda"), *act)
 
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("apply_gelu", [True, False], ids=["gelu", "identity"])
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=ACTIVATION_IDS)
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("k", [*SAM_K, 112])
 @pytest.mark.parametrize("m", SMALL_M)
-def test_kernel_matches_reference_small_m(m, k, dtype, apply_gelu):
-    check_kernel(make_input(m, k, dtype, "cuda", seed=m), apply_gelu)
+def test_kernel_matches_reference_small_m(m, k, dtype, act):
+    check_kernel(make_input(m, k, dtype, "cuda", seed=m), *act)
 
 
 @pytest.mark.gpu
@@ -382,7 +406,9 @@ def test_cuda_fp32_raises_and_opcheck():
     x = make_input(8, 1280, torch.bfloat16, "cuda")
     with pytest.raises(ValueError, match="got torch.float32"):
         rq.rowwise_fp8_quant(x.float())
-    torch.library.opcheck(torch.ops.torchao_sam.rowwise_fp8_quant.default, (x, True, 1e-12))
+    for approximate in rq.GELU_FORMS:
+        args = (x, True, 1e-12, approximate)
+        torch.library.opcheck(torch.ops.torchao_sam.rowwise_fp8_quant.default, args)
 
 
 def float8_mlp_block(dim: int, hidden: int) -> MLPBlock:

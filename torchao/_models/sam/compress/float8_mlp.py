@@ -8,7 +8,7 @@ with one Triton kernel (``compress/fp8_quant_kernel.py``), then calls the same
 row-wise ``torch._scaled_mm`` as torchao:
 
     h      = lin1(x)                                   # torchao float8 linear, [..., H] bf16
-    q, s   = rowwise_fp8_quant(h.reshape(-1, H), apply_gelu=True)   # [T, H] fp8, [T, 1] fp32
+    q, s   = rowwise_fp8_quant(h.reshape(-1, H), apply_gelu=True, approximate=...)  # [T, H] fp8
     out    = _scaled_mm(q, W2.qdata.t(), s, W2.scale.t(), bias=b2)   # [T, N] bf16
 
 W2.qdata is lin2's fp8 weight [N, H] row-major, so ``.t()`` is the column-major [H, N] operand
@@ -69,6 +69,8 @@ class Float8GeluMLP(nn.Module):
 
     Built from an MLPBlock whose lin1/lin2 weights are torchao Float8Tensors (PerRow); x
     [..., C] on CUDA in bf16 (torchao's per-row scaling needs bf16). Returns [..., C].
+    GELU takes the form the block's bf16 forward would: the tanh approximation where the
+    block runs GELU in lin1's epilogue (``gelu_epilogue``, the default), else the exact erf.
     """
 
     def __init__(self, mlp: MLPBlock) -> None:
@@ -83,10 +85,13 @@ class Float8GeluMLP(nn.Module):
         # torchao without a lower bound would give NaN rows for all-zero inputs; we clamp.
         self.lower_bound = float(lb) if lb is not None else DEFAULT_LOWER_BOUND
         self.use_fast_accum = bool(w2.mm_config is not None and w2.mm_config.use_fast_accum)
+        # GELU's form follows the bf16 MLPBlock's: tanh where it would take the epilogue
+        self.approximate = "tanh" if mlp.gelu_epilogue else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lin1(x)
-        q, s = rowwise_fp8_quant(h.reshape(-1, h.shape[-1]), True, self.lower_bound)
+        rows = h.reshape(-1, h.shape[-1])
+        q, s = rowwise_fp8_quant(rows, True, self.lower_bound, self.approximate)
         w2 = self.lin2.weight
         out = torch._scaled_mm(
             q,
@@ -100,7 +105,10 @@ class Float8GeluMLP(nn.Module):
         return out.reshape(*h.shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:
-        return f"lower_bound={self.lower_bound}, use_fast_accum={self.use_fast_accum}"
+        return (
+            f"lower_bound={self.lower_bound}, use_fast_accum={self.use_fast_accum}, "
+            f"approximate={self.approximate!r}"
+        )
 
 
 def fuse_float8_gelu_mlps(encoder: nn.Module) -> int:

@@ -2,7 +2,7 @@
 
 For x [M, K] (bf16 or fp16, last dim contiguous, any row stride), per row m:
 
-    y[m]     = gelu(x[m]) rounded to x's dtype     (exact erf GELU, as nn.GELU(); or y = x)
+    y[m]     = gelu(x[m]) rounded to x's dtype     (nn.GELU(approximate): erf or tanh; or y = x)
     amax[m]  = max(max_k |y[m, k]|, lower_bound)
     scale[m] = amax[m] / 448 rounded to x's dtype, stored as fp32          -> scale [M, 1] fp32
     q[m, k]  = float8_e4m3fn(clamp(y[m, k] / scale[m], -448, 448))        -> q [M, K] contiguous
@@ -19,9 +19,11 @@ against the reference below (= torchao's steps) and against torchao (tested on t
 - scale: bit for bit (bf16 and fp16).
 - q without GELU: equal values; only the sign of zero can differ (a negative value that rounds
   to 0 may come out as +0 where torchao gives -0; the matmul does not see the difference).
-- q with GELU: within one fp8 ulp; Triton's erf (libdevice) and PyTorch's CUDA erff differ in
-  the last bit now and then, which where 1 + erf(x / sqrt 2) cancels (x < -1) moves gelu(x) by
-  a bf16/fp16 ulp: 1.7e-4 (bf16) and 6e-5 (fp16) of the elements of N(0, 3) inputs differ.
+- q with the erf GELU: within one fp8 ulp; Triton's erf (libdevice) and PyTorch's CUDA erff
+  differ in the last bit now and then, which where 1 + erf(x / sqrt 2) cancels (x < -1) moves
+  gelu(x) by a bf16/fp16 ulp: 1.7e-4 (bf16) and 6e-5 (fp16) of the elements of N(0, 3) inputs.
+- q with the tanh GELU: within one fp8 ulp; torch's 0.5 x (1 + tanh(u)) cancels for x < -3,
+  the kernel's x sigmoid(2u) does not (on the CPU 1.1e-4 of q differ in bf16, 5e-5 in fp16).
 - fp16 only: CUDA torch divides the amax by 448 as a multiply by 1/448, which rounds 39 of the
   31743 positive fp16 values differently from the true division used here (and by torch on
   the CPU); bf16 is the same either way. Where the scale rounds to 0 in fp16 (amax < 1.34e-5;
@@ -66,6 +68,7 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448.0
 DEFAULT_LOWER_BOUND = 1e-12
 MAX_K = 16384
+GELU_FORMS = ("none", "tanh")  # F.gelu's approximate
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -75,11 +78,20 @@ class UnsupportedQuantInputError(ValueError):
 
 
 @triton.jit
-def _act(x, APPLY_GELU: tl.constexpr):
-    """gelu(x) (erf form, fp32 math) rounded back to x's dtype, as nn.GELU() does; or x."""
+def _act(x, APPLY_GELU: tl.constexpr, GELU_TANH: tl.constexpr):
+    """gelu(x) in fp32 math rounded back to x's dtype, as nn.GELU(approximate) does; or x.
+
+    The tanh form as x * sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): one exp and one
+    reciprocal where the erf form spends about twenty instructions an element.
+    """
     if APPLY_GELU:
         xf = x.to(tl.float32)
-        y = 0.5 * xf * (1.0 + tl.erf(xf * 0.7071067811865476))
+        if GELU_TANH:
+            # exp(-2u) = exp2(x * (c0 + c1 x^2)), c0 = -2 sqrt(2 / pi) log2(e), c1 = 0.044715 c0
+            e = tl.exp2(xf * (-2.302208198144325 + -0.1029432395800235 * xf * xf))
+            y = xf / (1.0 + e)
+        else:
+            y = 0.5 * xf * (1.0 + tl.erf(xf * 0.7071067811865476))
         return y.to(x.dtype)
     return x
 
@@ -104,7 +116,7 @@ def _rowwise_fp8_quant_kernel(
     X, Q, S,
     M, stride_xm, lb_x, lb_f32,
     K: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, EVEN_K1: tl.constexpr,
-    BLOCK_M: tl.constexpr, APPLY_GELU: tl.constexpr,
+    BLOCK_M: tl.constexpr, APPLY_GELU: tl.constexpr, GELU_TANH: tl.constexpr,
 ):  # fmt: skip
     """Rows [pid * BLOCK_M, +BLOCK_M): columns [0, K0) and [K0, K0 + K1) (masked to K).
 
@@ -118,7 +130,9 @@ def _rowwise_fp8_quant_kernel(
     q_rows = Q + rows64[:, None] * K
 
     cols0 = tl.arange(0, K0)
-    y0 = _act(tl.load(x_rows + cols0[None, :], mask=row_ok[:, None], other=0.0), APPLY_GELU)
+    y0 = _act(
+        tl.load(x_rows + cols0[None, :], mask=row_ok[:, None], other=0.0), APPLY_GELU, GELU_TANH
+    )
     amax = tl.max(tl.abs(y0).to(tl.float32), axis=1)
     if K1 > 0:
         cols1 = K0 + tl.arange(0, K1)
@@ -126,7 +140,7 @@ def _rowwise_fp8_quant_kernel(
             mask1 = row_ok[:, None]
         else:
             mask1 = row_ok[:, None] & (cols1[None, :] < K)
-        y1 = _act(tl.load(x_rows + cols1[None, :], mask=mask1, other=0.0), APPLY_GELU)
+        y1 = _act(tl.load(x_rows + cols1[None, :], mask=mask1, other=0.0), APPLY_GELU, GELU_TANH)
         amax = tl.maximum(amax, tl.max(tl.abs(y1).to(tl.float32), axis=1))
 
     # torchao: clamp(amax, lb) / 448 in x's dtype, then fp32. A scale of 0 (fp16 underflow)
@@ -186,8 +200,10 @@ def run_kernel(
     apply_gelu: bool,
     lower_bound: float = DEFAULT_LOWER_BOUND,
     config: LaunchConfig | None = None,
+    approximate: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the kernel on a validated 2-D x; returns (q [M, K] fp8, scale [M, 1] fp32)."""
+    """Launch the kernel on a validated 2-D x; returns (q [M, K] fp8, scale [M, 1] fp32).
+    ``approximate``: GELU's form, "none" (erf) or "tanh", as in ``F.gelu``."""
     m, k = x.shape
     k0, k1 = split_k(k)
     config = config or launch_config(k)
@@ -201,7 +217,8 @@ def run_kernel(
         x, q, scale,
         m, x.stride(0), _lower_bound_in(x.dtype, lower_bound), float(lower_bound),
         K=k, K0=k0, K1=k1, EVEN_K1=k0 + k1 == k,
-        BLOCK_M=config.block_m, APPLY_GELU=bool(apply_gelu), num_warps=config.num_warps,
+        BLOCK_M=config.block_m, APPLY_GELU=bool(apply_gelu), GELU_TANH=approximate == "tanh",
+        num_warps=config.num_warps,
     )  # fmt: skip
     return q, scale
 
@@ -211,10 +228,13 @@ def run_kernel(
 
 
 def rowwise_fp8_quant_reference(
-    x: torch.Tensor, apply_gelu: bool, lower_bound: float = DEFAULT_LOWER_BOUND
+    x: torch.Tensor,
+    apply_gelu: bool,
+    lower_bound: float = DEFAULT_LOWER_BOUND,
+    approximate: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-PyTorch twin of the kernel (any device, x [M, K] bf16/fp16): (q, scale [M, 1])."""
-    y = F.gelu(x) if apply_gelu else x  # in x's dtype, like nn.GELU()
+    y = F.gelu(x, approximate=approximate) if apply_gelu else x  # in x's dtype, like nn.GELU()
     amax = y.abs().amax(dim=-1, keepdim=True).float()
     # torchao clamps and divides in x's dtype. A tensor divisor keeps the division a true one
     # on CUDA too (a Python scalar divisor becomes a multiply by its reciprocal there).
@@ -227,8 +247,12 @@ def rowwise_fp8_quant_reference(
     return q, scale
 
 
-def validate(x: torch.Tensor) -> None:
+def validate(x: torch.Tensor, approximate: str = "none") -> None:
     """Raise UnsupportedQuantInputError (a ValueError) for inputs the kernel cannot take."""
+    if approximate not in GELU_FORMS:
+        raise UnsupportedQuantInputError(
+            f"rowwise_fp8_quant's approximate is one of {GELU_FORMS}, got {approximate!r}"
+        )
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise UnsupportedQuantInputError(
@@ -248,19 +272,22 @@ def validate(x: torch.Tensor) -> None:
 
 @torch.library.custom_op("torchao_sam::rowwise_fp8_quant", mutates_args=())
 def _rowwise_fp8_quant_op(
-    x: torch.Tensor, apply_gelu: bool, lower_bound: float
+    x: torch.Tensor, apply_gelu: bool, lower_bound: float, approximate: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_kernel(x, apply_gelu, lower_bound)
+    return run_kernel(x, apply_gelu, lower_bound, approximate=approximate)
 
 
 @_rowwise_fp8_quant_op.register_fake
-def _(x, apply_gelu, lower_bound):
+def _(x, apply_gelu, lower_bound, approximate):
     m, k = x.shape
     return x.new_empty((m, k), dtype=FP8_DTYPE), x.new_empty((m, 1), dtype=torch.float32)
 
 
 def rowwise_fp8_quant(
-    x: torch.Tensor, apply_gelu: bool = False, lower_bound: float = DEFAULT_LOWER_BOUND
+    x: torch.Tensor,
+    apply_gelu: bool = False,
+    lower_bound: float = DEFAULT_LOWER_BOUND,
+    approximate: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise fp8 quantization of (gelu of) x [M, K]: returns (q [M, K] float8_e4m3fn
     contiguous, scale [M, 1] fp32) with x ~= q * scale. See the module docstring.
@@ -268,5 +295,7 @@ def rowwise_fp8_quant(
     Raises UnsupportedQuantInputError (a ValueError) for non-CUDA tensors, dtypes other than
     bf16/fp16, inputs that are not 2-D, and K not a multiple of 16 in [16, 16384].
     """
-    validate(x)
-    return torch.ops.torchao_sam.rowwise_fp8_quant(x, bool(apply_gelu), float(lower_bound))
+    validate(x, approximate)
+    return torch.ops.torchao_sam.rowwise_fp8_quant(
+        x, bool(apply_gelu), float(lower_bound), approximate
+    )

@@ -14,7 +14,8 @@ int4_weight_only                 Int4WeightOnlyConfig(group_size=128, tile_packe
 int4_weight_only_sparse          int4 weight-only on attn.qkv/proj; 2:4 semi-sparse on the mlp
 float8_dynamic_quant             Float8DynamicActivationFloat8WeightConfig(PerRow()) on all
 float8_dynamic_quant_fused_gelu  float8_dynamic_quant, then every encoder MLPBlock becomes a
-                                 Float8GeluMLP: GELU and lin2's row-wise fp8 activation
+                                 Float8GeluMLP: GELU (the tanh form, as the bf16 MLP's
+                                 matmul epilogue) and lin2's row-wise fp8 activation
                                  quantization in one Triton kernel (float8_mlp.py)
 ===============================  ===============================================================
 
