@@ -89,23 +89,29 @@ def source(call: fk.KernelCall) -> ASTSource:
     return ASTSource(fn, {n: signature[n] for n in order}, constexprs, hints)
 
 
-def _nvidia_tool(name: str) -> str:
+def nvidia_tool(name: str) -> str:
+    """The path of an NVIDIA tool (ptxas, cuobjdump) that this Triton ships."""
     path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {name} at {path} (this Triton ships none)")
     return path
 
 
-def loop_instructions(cubin: bytes) -> int:
-    """SASS instructions in the kernel's key loop: the longest body of a backward branch that
-    holds a tensor-core instruction (0 if none)."""
+def sass(cubin: bytes) -> list[tuple[int, str]]:
+    """(address, instruction) of every SASS instruction in ``cubin`` (cuobjdump -sass)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        cmd = [_nvidia_tool("cuobjdump"), "-sass", f.name]
-        sass = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    found = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
-    code = [(int(address, 16), text) for address, text in found]
+        cmd = [nvidia_tool("cuobjdump"), "-sass", f.name]
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", text)
+    return [(int(address, 16), instruction) for address, instruction in found]
+
+
+def loop_instructions(cubin: bytes) -> int:
+    """SASS instructions in the kernel's key loop: the longest body of a backward branch that
+    holds a tensor-core instruction (0 if none)."""
+    code = sass(cubin)
     longest = 0
     for address, text in code:
         branch = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
@@ -127,7 +133,7 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         f.write(ptx)
         f.flush()
         arch_name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        cmd = [_nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
+        cmd = [nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     return {
