@@ -35,13 +35,18 @@ FORMS = ("rel", "tables")  # each case runs the kernel from rel_h / rel_w, then 
 WINDOWS = ((30, 17), 14)  # and per batch, once, 14x14 windows read in place from a 30x17 grid
 
 
-def groups(head_dims: list[int], tools: list[str]) -> list[tuple]:
-    """(tile config's fields, head dim, dtype, tool) for every config autotuning can choose."""
+def groups(head_dims: list[int], tools: list[str], configs: list[str] | None = None) -> list[tuple]:
+    """(tile config's fields, head dim, dtype, tool) for every config autotuning can choose,
+    or for those of them ``configs`` names (``TileConfig.name()``)."""
     from torchao._models.sam.attention.flash4_kernel import CONFIGS
 
+    chosen = [c for c in CONFIGS if configs is None or c.name() in configs]
+    unknown = set(configs or ()) - {c.name() for c in CONFIGS}
+    if unknown:
+        raise ValueError(f"not among flash4_kernel.CONFIGS: {sorted(unknown)}")
     return [
         (dataclasses.astuple(c), d, dtype, tool)
-        for c, d, dtype, tool in itertools.product(CONFIGS, head_dims, DTYPES, tools)
+        for c, d, dtype, tool in itertools.product(chosen, head_dims, DTYPES, tools)
     ]
 
 
@@ -145,6 +150,7 @@ def main() -> None:
     p.add_argument("--out", help="results folder")
     p.add_argument("--tools", nargs="+", default=["memcheck"])
     p.add_argument("--head-dims", type=int, nargs="+", default=HEAD_DIMS)
+    p.add_argument("--configs", nargs="+", help="TileConfig names (default: every candidate)")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--group", help=argparse.SUPPRESS)  # one group, in a child process
     args = p.parse_args()
@@ -156,7 +162,8 @@ def main() -> None:
         p.error("--out is required")
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda j: sanitize(*j, args.out), groups(args.head_dims, args.tools)))
+        jobs = groups(args.head_dims, args.tools, args.configs)
+        rows = list(pool.map(lambda j: sanitize(*j, args.out), jobs))
     table = pd.DataFrame(rows)
     path = os.path.join(args.out, "sanitizer.csv")
     table.to_csv(path, mode="a", header=not os.path.exists(path), index=False)

@@ -2,6 +2,8 @@
 
 import subprocess
 
+import pytest
+
 from benchmarks import sanitize_flash4
 from torchao._models.sam.attention.flash4_kernel import CONFIGS, TileConfig
 
@@ -16,6 +18,17 @@ def test_groups_cover_every_config_head_dim_dtype_and_tool():
         for dtype in sanitize_flash4.DTYPES
         for tool in ("memcheck", "racecheck")
     }
+
+
+def test_groups_of_named_configs_and_unknown_names():
+    names = [CONFIGS[-1].name(), CONFIGS[0].name()]
+    groups = sanitize_flash4.groups([80], ["memcheck"], names)
+    assert [TileConfig(*g[0]) for g in groups[:: len(sanitize_flash4.DTYPES)]] == [
+        CONFIGS[0],
+        CONFIGS[-1],
+    ]
+    with pytest.raises(ValueError, match="not among flash4_kernel.CONFIGS"):
+        sanitize_flash4.groups([80], ["memcheck"], ["m1_n1_w1_s1"])
 
 
 def fake_run(text: str, returncode: int = 0):
