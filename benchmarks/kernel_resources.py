@@ -44,7 +44,12 @@ SCHEMA = ResultSchema(
 )
 MODELS = {"vit_b": (12, 64), "vit_h": (16, 80)}  # heads, head dim
 LAYERS = {"global": (64, 64), "window": (14, 14)}  # grid or window side
-DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+DTYPES = {
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.float32: "fp32",
+    torch.float8_e4m3fn: "fp8e4nv",
+}
 
 
 def meta_call(model: str, layer: str, form: str, config: fk.TileConfig) -> fk.KernelCall:
@@ -67,10 +72,16 @@ def meta_call(model: str, layer: str, form: str, config: fk.TileConfig) -> fk.Ke
 
 def source(call: fk.KernelCall) -> ASTSource:
     """The call's kernel, specialised as Triton's launcher specialises its arguments."""
-    fn = fk._rel_pos_attn_fwd
-    names = [n for n in fn.arg_names if n not in call.constexprs]
-    signature, constexprs, attrs = {}, dict(call.constexprs), {}
-    for name, value in zip(names, call.args, strict=True):
+    return specialised_source(fk._rel_pos_attn_fwd, call.args, call.constexprs)
+
+
+def specialised_source(fn, args: list, constexprs: dict[str, object]) -> ASTSource:
+    """``fn`` launched with ``args`` (its non-constexpr arguments, in order) and ``constexprs``,
+    specialised as Triton's launcher does: 1 as a constant, 16-byte aligned pointers and
+    multiples of 16 as divisible by 16."""
+    names = [n for n in fn.arg_names if n not in constexprs]
+    signature, constexprs, attrs = {}, dict(constexprs), {}
+    for name, value in zip(names, args, strict=True):
         if isinstance(value, torch.Tensor):
             signature[name] = "*" + DTYPES[value.dtype]
             if value.data_ptr() % 16 == 0:
@@ -89,8 +100,7 @@ def source(call: fk.KernelCall) -> ASTSource:
     return ASTSource(fn, {n: signature[n] for n in order}, constexprs, hints)
 
 
-def nvidia_tool(name: str) -> str:
-    """The path of an NVIDIA tool (ptxas, cuobjdump) that this Triton ships."""
+def _nvidia_tool(name: str) -> str:
     path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {name} at {path} (this Triton ships none)")
@@ -102,7 +112,7 @@ def sass(cubin: bytes) -> list[tuple[int, str]]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        cmd = [nvidia_tool("cuobjdump"), "-sass", f.name]
+        cmd = [_nvidia_tool("cuobjdump"), "-sass", f.name]
         text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     found = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", text)
     return [(int(address, 16), instruction) for address, instruction in found]
@@ -133,7 +143,7 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         f.write(ptx)
         f.flush()
         arch_name = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        cmd = [nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
+        cmd = [_nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     return {

@@ -7,6 +7,7 @@ reference (attention in fp32 on the bias terms in the inputs' dtype, as a model 
 computes them).
 
     python -m benchmarks.sanitize_flash4 --out DIR [--tools memcheck racecheck initcheck]
+        [--head-dims 64 80] [--configs m64_n64_w4_s4 ...]
 
 Writes DIR/sanitizer.csv and one log per group under DIR/logs; exits 1 if any group reports a
 sanitizer error, a failed run or an output off the reference.
@@ -160,9 +161,12 @@ def main() -> None:
         return
     if not args.out:
         p.error("--out is required")
+    try:
+        jobs = groups(args.head_dims, args.tools, args.configs)
+    except ValueError as e:
+        p.error(str(e))
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     with cf.ThreadPoolExecutor(args.jobs) as pool:
-        jobs = groups(args.head_dims, args.tools, args.configs)
         rows = list(pool.map(lambda j: sanitize(*j, args.out), jobs))
     table = pd.DataFrame(rows)
     path = os.path.join(args.out, "sanitizer.csv")

@@ -70,15 +70,3 @@ def test_register_limit_reaches_ptxas():
         for cfg in (limited, free)
     }
     assert used[limited] <= 128 < used[free]
-
-
-def test_fp8_quant_gelu_forms_compiled_for_hopper():
-    """The fused fp8 quantization kernel's tanh GELU costs fewer SASS instructions an element
-    than its erf GELU, and more than no GELU (benchmarks/repro/fp8_quant_sass.py)."""
-    from benchmarks.repro import fp8_quant_sass
-
-    found = {a: fp8_quant_sass.count(768, a, 90) for a in fp8_quant_sass.ACTIVATIONS}
-    per = {a: row["per_element"] for a, row in found.items()}
-    print(per)
-    assert per["identity"] < per["gelu_tanh"] < per["gelu_erf"]
-    assert found["gelu_tanh"]["mufu"] > found["identity"]["mufu"]  # its exp2 and reciprocal

@@ -1,8 +1,9 @@
 """The fused fp8 quantization kernel compiled for a GPU target without a GPU: per MLP width and
 activation (GELU's erf form, its tanh form, none), the SASS instructions of the compiled kernel,
-how many of them each element a thread holds costs, and the MUFU (special function) ones.
-The kernel is straight-line code (each program's rows held in registers), so the static count
-is what each program runs. Usage:
+how many of them each element a thread holds costs, and the MUFU (special function) ones. A
+program holds its rows in registers and handles each element once, so the static count is
+what a program runs (less the scale division's slow path, which runs only where the fast
+reciprocal is out of range). Usage:
 
     python -m benchmarks.repro.fp8_quant_sass [--arch 90]
 """
@@ -11,37 +12,30 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
-from benchmarks.kernel_resources import sass
+from benchmarks.kernel_resources import sass, specialised_source
 from torchao._models.sam.compress import fp8_quant_kernel as rq
 
-ACTIVATIONS = {"gelu_erf": (True, False), "gelu_tanh": (True, True), "identity": (False, False)}
-SIGNATURE = {
-    "X": "*bf16",
-    "Q": "*fp8e4nv",
-    "S": "*fp32",
-    "M": "i32",
-    "stride_xm": "i32",
-    "lb_x": "fp32",
-    "lb_f32": "fp32",
-}
+ACTIVATIONS = {"gelu_erf": (True, "none"), "gelu_tanh": (True, "tanh"), "identity": (False, "none")}
+ROWS = 16 * 64 * 64  # batch 16 on SAM's 64x64 token grid
 
 
 def count(k: int, activation: str, arch: int) -> dict[str, object]:
     """Compile the launch ``run_kernel`` makes for bf16 rows of width ``k``; count its SASS."""
-    k0, k1 = rq.split_k(k)
     config = rq.launch_config(k)
-    gelu, tanh = ACTIVATIONS[activation]
-    constants = dict(K=k, K0=k0, K1=k1, EVEN_K1=k0 + k1 == k, BLOCK_M=config.block_m)
-    constants |= dict(APPLY_GELU=gelu, GELU_TANH=tanh)
-    signature = SIGNATURE | dict.fromkeys(constants, "constexpr")
-    source = ASTSource(rq._rowwise_fp8_quant_kernel, signature, constants)
+    apply_gelu, approximate = ACTIVATIONS[activation]
+    x = torch.empty(ROWS, k, device="meta", dtype=torch.bfloat16)
+    q = torch.empty(ROWS, k, device="meta", dtype=rq.FP8_DTYPE)
+    scale = torch.empty(ROWS, 1, device="meta", dtype=torch.float32)
+    args, constexprs = rq.launch_arguments(x, q, scale, apply_gelu, approximate, config)
+    source = specialised_source(rq._rowwise_fp8_quant_kernel, args, constexprs)
     options = dict(num_warps=config.num_warps)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     code = [text for _, text in sass(kernel.asm["cubin"])]
+    k0, k1 = rq.split_k(k)
     per_thread = (k0 + k1) * config.block_m / (32 * config.num_warps)
     return {
         "k": k,

@@ -81,8 +81,8 @@ class UnsupportedQuantInputError(ValueError):
 def _act(x, APPLY_GELU: tl.constexpr, GELU_TANH: tl.constexpr):
     """gelu(x) in fp32 math rounded back to x's dtype, as nn.GELU(approximate) does; or x.
 
-    The tanh form as x * sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): one exp and one
-    reciprocal where the erf form spends about twenty instructions an element.
+    The tanh form as x * sigmoid(2u), u = sqrt(2 / pi) (x + 0.044715 x^3): one exp2 and one
+    division, without the cancellation of 0.5 x (1 + tanh(u)) for negative x.
     """
     if APPLY_GELU:
         xf = x.to(tl.float32)
@@ -195,31 +195,44 @@ def _lower_bound_in(dtype: torch.dtype, lower_bound: float) -> float:
     return float(torch.tensor(lower_bound, dtype=dtype))
 
 
+def launch_arguments(
+    x: torch.Tensor,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    apply_gelu: bool,
+    approximate: str,
+    config: LaunchConfig,
+    lower_bound: float = DEFAULT_LOWER_BOUND,
+) -> tuple[list, dict[str, object]]:
+    """The kernel's run-time arguments and constexprs for x [M, K] -> (q [M, K], scale [M, 1])."""
+    (m, k), (k0, k1) = x.shape, split_k(x.shape[1])
+    args = [x, q, scale, m, x.stride(0), _lower_bound_in(x.dtype, lower_bound), float(lower_bound)]
+    constexprs = dict(
+        K=k, K0=k0, K1=k1, EVEN_K1=k0 + k1 == k, BLOCK_M=config.block_m,
+        APPLY_GELU=bool(apply_gelu), GELU_TANH=bool(apply_gelu) and approximate == "tanh",
+    )  # fmt: skip
+    return args, constexprs
+
+
 def run_kernel(
     x: torch.Tensor,
     apply_gelu: bool,
+    approximate: str = "none",
     lower_bound: float = DEFAULT_LOWER_BOUND,
     config: LaunchConfig | None = None,
-    approximate: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the kernel on a validated 2-D x; returns (q [M, K] fp8, scale [M, 1] fp32).
-    ``approximate``: GELU's form, "none" (erf) or "tanh", as in ``F.gelu``."""
+    """Launch the kernel on a 2-D x that :func:`validate` accepted; returns (q [M, K] fp8,
+    scale [M, 1] fp32). ``approximate``: GELU's form, "none" (erf) or "tanh", as in F.gelu."""
     m, k = x.shape
-    k0, k1 = split_k(k)
     config = config or launch_config(k)
     x = unit_stride_last_dim(x)
     q = torch.empty((m, k), dtype=FP8_DTYPE, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
     if m == 0:
         return q, scale
+    args, constexprs = launch_arguments(x, q, scale, apply_gelu, approximate, config, lower_bound)
     grid = (triton.cdiv(m, config.block_m),)
-    _rowwise_fp8_quant_kernel[grid](
-        x, q, scale,
-        m, x.stride(0), _lower_bound_in(x.dtype, lower_bound), float(lower_bound),
-        K=k, K0=k0, K1=k1, EVEN_K1=k0 + k1 == k,
-        BLOCK_M=config.block_m, APPLY_GELU=bool(apply_gelu), GELU_TANH=approximate == "tanh",
-        num_warps=config.num_warps,
-    )  # fmt: skip
+    _rowwise_fp8_quant_kernel[grid](*args, **constexprs, num_warps=config.num_warps)
     return q, scale
 
 
@@ -274,7 +287,8 @@ def validate(x: torch.Tensor, approximate: str = "none") -> None:
 def _rowwise_fp8_quant_op(
     x: torch.Tensor, apply_gelu: bool, lower_bound: float, approximate: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return run_kernel(x, apply_gelu, lower_bound, approximate=approximate)
+    validate(x, approximate)
+    return run_kernel(x, apply_gelu, approximate, lower_bound)
 
 
 @_rowwise_fp8_quant_op.register_fake
@@ -295,7 +309,7 @@ def rowwise_fp8_quant(
     Raises UnsupportedQuantInputError (a ValueError) for non-CUDA tensors, dtypes other than
     bf16/fp16, inputs that are not 2-D, and K not a multiple of 16 in [16, 16384].
     """
-    validate(x, approximate)
+    validate(x, approximate)  # before the op, so that compiling callers see the error too
     return torch.ops.torchao_sam.rowwise_fp8_quant(
         x, bool(apply_gelu), float(lower_bound), approximate
     )

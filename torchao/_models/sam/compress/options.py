@@ -15,8 +15,8 @@ int4_weight_only_sparse          int4 weight-only on attn.qkv/proj; 2:4 semi-spa
 float8_dynamic_quant             Float8DynamicActivationFloat8WeightConfig(PerRow()) on all
 float8_dynamic_quant_fused_gelu  float8_dynamic_quant, then every encoder MLPBlock becomes a
                                  Float8GeluMLP: GELU (the tanh form, as the bf16 MLP's
-                                 matmul epilogue) and lin2's row-wise fp8 activation
-                                 quantization in one Triton kernel (float8_mlp.py)
+                                 matmul epilogue, unless its gelu_epilogue is off) and lin2's
+                                 row-wise fp8 activation quantization in one Triton kernel
 ===============================  ===============================================================
 
 The old benchmark fused int8 (or int4 Marlin) with 2:4 in one tensor layout for mlp.lin1;
