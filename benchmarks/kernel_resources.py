@@ -75,7 +75,9 @@ def source(call: fk.KernelCall) -> ASTSource:
     return specialised_source(fk._rel_pos_attn_fwd, call.args, call.constexprs)
 
 
-def specialised_source(fn, args: list, constexprs: dict[str, object]) -> ASTSource:
+def specialised_source(
+    fn: triton.runtime.JITFunction, args: list, constexprs: dict[str, object]
+) -> ASTSource:
     """``fn`` launched with ``args`` (its non-constexpr arguments, in order) and ``constexprs``,
     specialised as Triton's launcher does: 1 as a constant, 16-byte aligned pointers and
     multiples of 16 as divisible by 16."""

@@ -57,8 +57,10 @@ from torchao._models.sam.utils.tensors import unit_stride_last_dim
 __all__ = [
     "DEFAULT_LOWER_BOUND",
     "FP8_MAX",
+    "GELU_FORMS",
     "LaunchConfig",
     "UnsupportedQuantInputError",
+    "launch_arguments",
     "launch_config",
     "rowwise_fp8_quant",
     "rowwise_fp8_quant_reference",
@@ -219,9 +221,10 @@ def launch_arguments(
 def run_kernel(
     x: torch.Tensor,
     apply_gelu: bool,
-    approximate: str = "none",
     lower_bound: float = DEFAULT_LOWER_BOUND,
     config: LaunchConfig | None = None,
+    *,
+    approximate: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the kernel on a 2-D x that :func:`validate` accepted; returns (q [M, K] fp8,
     scale [M, 1] fp32). ``approximate``: GELU's form, "none" (erf) or "tanh", as in F.gelu."""
@@ -290,7 +293,7 @@ def _rowwise_fp8_quant_op(
     x: torch.Tensor, apply_gelu: bool, lower_bound: float, approximate: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     validate(x, approximate)
-    return run_kernel(x, apply_gelu, approximate, lower_bound)
+    return run_kernel(x, apply_gelu, lower_bound, approximate=approximate)
 
 
 @_rowwise_fp8_quant_op.register_fake
