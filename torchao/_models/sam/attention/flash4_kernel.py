@@ -641,10 +641,12 @@ def run_without_bias(q, k, v, config: TileConfig) -> torch.Tensor:
     return nobias_call(q, k, v, config).run()
 
 
-def nobias_call(q, k, v, config: TileConfig) -> KernelCall:
-    """:func:`run_without_bias`'s kernel call."""
+def nobias_call(q, k, v, config: TileConfig, windows: WindowGrid | None = None) -> KernelCall:
+    """:func:`run_without_bias`'s kernel call, or with ``windows`` that of
+    :func:`run_windows_without_bias`."""
     no_terms = (q, (0, 0, 0, 0, 0))  # never read
-    return _kernel_call(q, k, v, 1, q.shape[-2], no_terms, no_terms, config, bias=False)
+    kh, kw = (windows.window, windows.window) if windows else (1, q.shape[-2])
+    return _kernel_call(q, k, v, kh, kw, no_terms, no_terms, config, bias=False, windows=windows)
 
 
 def run_tables_with_config(q, k, v, table_h, table_w, config: TileConfig) -> torch.Tensor:
@@ -805,11 +807,8 @@ def run_windows_without_bias(qkv, pad, heads: int, window: int, config) -> torch
     zeros = qkv.new_zeros(2 * window - 1, qkv.shape[-1] // (3 * heads))
     qkv = validate_windows(qkv, pad, zeros, zeros, heads)
     q, k, v, pad_kv = _grid_qkv(qkv, pad, heads)
-    grid = WindowGrid(qkv.shape[1], qkv.shape[2], window, kernel_aligned(pad_kv), 0)
-    no_terms = (q, (0, 0, 0, 0, 0))  # never read
-    call = _kernel_call(q, k, v, window, window, no_terms, no_terms, config, bias=False,
-                        windows=grid)  # fmt: skip
-    return _grid_output(call.run(), qkv)
+    windows = _window_grid(qkv.shape[1:3], window, pad_kv, 0, config)
+    return _grid_output(nobias_call(q, k, v, config, windows).run(), qkv)
 
 
 def _grid_qkv(qkv, pad, heads: int) -> tuple[torch.Tensor, ...]:
@@ -842,11 +841,16 @@ def launch_windows(
 def windows_call(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config) -> KernelCall:
     """:func:`launch_windows`' kernel call: the products read as on a grid GW tokens wide."""
     window = (p_h.shape[-1] + 1) // 2
-    if config.loads != "pointer":
-        raise UnsupportedInputError(f"{config.name()}: windows in place need pointer loads")
-    windows = WindowGrid(*grid_hw, window, kernel_aligned(pad), p_h.stride(2))
+    windows = _window_grid(grid_hw, window, pad, p_h.stride(2), config)
     terms = _product_terms(p_h, p_w, grid_hw[1])
     return _kernel_call(q, k, v, window, window, *terms, config, windows=windows)
+
+
+def _window_grid(grid_hw, window: int, pad, rel_token_stride: int, config) -> WindowGrid:
+    """The WindowGrid of a windowed launch; windows in place take pointer loads only."""
+    if config.loads != "pointer":
+        raise UnsupportedInputError(f"{config.name()}: windows in place need pointer loads")
+    return WindowGrid(*grid_hw, window, kernel_aligned(pad), rel_token_stride)
 
 
 @dataclass(frozen=True)
