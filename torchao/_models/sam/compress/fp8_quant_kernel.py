@@ -22,10 +22,10 @@ against the reference below (= torchao's steps) and against torchao (tested on t
 - q with the erf GELU: within one fp8 ulp; Triton's erf (libdevice) and PyTorch's CUDA erff
   differ in the last bit now and then, which where 1 + erf(x / sqrt 2) cancels (x < -1) moves
   gelu(x) by a bf16/fp16 ulp: 1.7e-4 (bf16) and 6e-5 (fp16) of the elements of N(0, 3) inputs.
-- q with the tanh GELU: within one fp8 ulp; torch's 0.5 x (1 + tanh(u)) cancels for x < -3,
-  the kernel's x sigmoid(2u) does not (on the CPU 1.1e-4 of q differ in bf16, 5e-5 in fp16).
-  Where gelu(x) is an fp16 subnormal at a rounding tie the two fp32 formulas can round it to
-  neighbouring subnormals, which moves q by several of fp8's steps near 0.
+- q with the tanh GELU: within one fp8 ulp (torch's 0.5 x (1 + tanh(u)) cancels for x < -3,
+  the kernel's x sigmoid(2u) does not), except where gelu(x) is an fp16 subnormal at a
+  rounding tie: the two fp32 formulas can round it to neighbouring subnormals, which moves q
+  by several of fp8's steps near 0.
 - fp16 only: CUDA torch divides the amax by 448 as a multiply by 1/448, which rounds 39 of the
   31743 positive fp16 values differently from the true division used here (and by torch on
   the CPU); bf16 is the same either way. Where the scale rounds to 0 in fp16 (amax < 1.34e-5;
