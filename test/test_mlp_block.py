@@ -12,6 +12,9 @@ from torchao._models.sam.compress.options import CompressionUnavailableError, ap
 from torchao._models.sam.modeling.common import MLPBlock
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+input_shapes = pytest.mark.parametrize(
+    "shape", [(2, 5, 5, 32), (3, 32), (0, 5, 5, 32)], ids=["4d", "2d", "empty"]
+)
 
 
 def exact_fp32(mlp: MLPBlock, x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +95,7 @@ def test_float8_weights_take_the_exact_path():
         assert torch.isfinite(mlp(x)).all()
 
 
-@pytest.mark.parametrize(
-    "shape", [(2, 5, 5, 32), (3, 32), (0, 5, 5, 32)], ids=["4d", "2d", "empty"]
-)
+@input_shapes
 @pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "transposed"])
 def test_epilogue_path_on_cpu_matches_the_plain_mlp(monkeypatch, shape, contiguous):
     """The epilogue branch forced on the CPU, where _addmm_activation computes the exact GELU:
@@ -108,3 +109,90 @@ def test_epilogue_path_on_cpu_matches_the_plain_mlp(monkeypatch, shape, contiguo
         fused = mlp(x)
     assert fused.shape == x.shape
     torch.testing.assert_close(fused, exact_fp32(mlp, x), atol=1e-5, rtol=1e-5)
+
+
+def force_epilogue_path(monkeypatch) -> None:
+    """The epilogue branch on the CPU, where _addmm_activation computes the exact GELU."""
+    monkeypatch.setattr(MLPBlock, "runs_gelu_in_epilogue", lambda self, x: True)
+
+
+@input_shapes
+def test_add_to_adds_the_residual_in_lin2s_matmul_on_cpu(monkeypatch, shape):
+    """The residual folded into lin2's matmul: residual + the official MLP, and the caller's
+    residual left as it was."""
+    mlp = make_mlp(32, 64, torch.float32, "cpu")
+    force_epilogue_path(monkeypatch)
+    x = torch.randn(*shape)
+    residual = torch.randn(*shape[:-1], 32)
+    kept = residual.clone()
+    with torch.no_grad():
+        assert mlp.runs_residual_in_matmul(residual, x)
+        out = mlp.add_to(residual, x)
+    assert out.shape == residual.shape
+    torch.testing.assert_close(out, kept + exact_fp32(mlp, x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(residual, kept, atol=0, rtol=0)
+
+
+def test_add_to_keeps_the_separate_add_where_the_matmul_cannot_take_it(monkeypatch):
+    """The switch off, a residual of another shape or dtype, or lin2 without a bias: add_to is
+    residual + mlp(x), and off the epilogue path (the CPU) it is the official sum."""
+    mlp = make_mlp(32, 64, torch.float32, "cpu")
+    x = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        assert not mlp.runs_residual_in_matmul(torch.randn(2, 3, 32), x)  # CPU: no epilogue
+        torch.testing.assert_close(mlp.add_to(x, x), x + exact_fp32(mlp, x), atol=1e-5, rtol=1e-5)
+        force_epilogue_path(monkeypatch)
+        assert not mlp.runs_residual_in_matmul(torch.randn(1, 3, 32), x)  # broadcast residual
+        assert not mlp.runs_residual_in_matmul(torch.randn(2, 3, 32).double(), x)
+        mlp.residual_in_matmul = False
+        assert not mlp.runs_residual_in_matmul(x, x)
+        mlp.residual_in_matmul = True
+        mlp.lin2.bias = None
+        assert not mlp.runs_residual_in_matmul(x, x)
+
+
+def test_add_matmul_op_checks():
+    out, a, b = torch.randn(4, 3), torch.randn(4, 5), torch.randn(3, 5).t()
+    expected = out + a @ b
+    torch.ops.torchao_sam.add_matmul_(out, a, b)
+    torch.testing.assert_close(out, expected)
+    torch.library.opcheck(torch.ops.torchao_sam.add_matmul_.default, (torch.randn(4, 3), a, b))
+
+
+def test_compiled_add_to_runs_lin2_in_place_on_a_fresh_buffer(monkeypatch):
+    """Compiled (inductor, CPU): the op runs on the buffer holding residual + bias, made by a
+    fused kernel, with no copy of it first, and the graph input is not mutated."""
+    mlp = make_mlp(32, 64, torch.float32, "cpu")
+    force_epilogue_path(monkeypatch)
+    x, residual = torch.randn(2, 4, 4, 32), torch.randn(2, 4, 4, 32)
+    kept = residual.clone()
+    with torch.no_grad():
+        eager = mlp.add_to(residual, x)
+        compiled, (code,) = run_and_get_code(torch.compile(mlp.add_to, fullgraph=True), residual, x)
+    assert "torch.ops.torchao_sam.add_matmul_.default(" in code
+    assert "clone" not in code and "copy_" not in code
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(residual, kept, atol=0, rtol=0)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("dims", [(768, 3072), (1280, 5120)], ids=["vit_b", "vit_h"])
+def test_residual_in_matmul_matches_the_fp32_sum_like_the_plain_path(dims, dtype):
+    """On CUDA in half precision add_to takes the fold, eager and compiled, and is as close to
+    residual + the fp32 MLP as the separate add is."""
+    mlp = make_mlp(*dims, dtype, "cuda")
+    x = torch.randn(2, 14, 14, dims[0], device="cuda", dtype=dtype)
+    residual = torch.randn_like(x)
+    ref = residual.float() + exact_fp32(mlp, x)
+    with torch.no_grad():
+        assert mlp.runs_residual_in_matmul(residual, x)
+        folded = mlp.add_to(residual, x)
+        plain = residual + mlp(x)
+        compiled, (code,) = run_and_get_code(torch.compile(mlp.add_to), residual, x)
+    assert "add_matmul_" in code and "clone" not in code
+    folded_err = (folded.float() - ref).abs().max().item()
+    plain_err = (plain.float() - ref).abs().max().item()
+    assert folded_err <= 1.5 * plain_err + 1e-3, (folded_err, plain_err)
+    torch.testing.assert_close(compiled, folded, atol=2 * plain_err + 1e-3, rtol=0)

@@ -1,6 +1,6 @@
 """The encoder (``auto``, bf16, batch 16, each Block compiled) under inductor option variants and
-with MLPBlock's GELU epilogue on or off: img/s, first-call (compile) time, and the output's
-largest difference and cosine against the first variant named. Usage:
+with MLPBlock's GELU epilogue or residual fold on or off: img/s, first-call (compile) time,
+and the output's largest difference and cosine against the first variant named. Usage:
 
     python -m benchmarks.repro.encoder_compile_variants MODELS VARIANTS
 
@@ -19,24 +19,28 @@ from benchmarks.common import first_call_s, median_ms
 from torchao._models.sam.modeling import image_encoder as ie
 from torchao._models.sam.modeling.common import MLPBlock
 
-VARIANTS = {
-    "base": (True, {}),
-    "no_epilogue": (False, {}),
-    "cdt": (True, {"coordinate_descent_tuning": True}),
-    "mk": (True, {"triton.multi_kernel": 1}),
-    "cdt_mk": (True, {"coordinate_descent_tuning": True, "triton.multi_kernel": 1}),
-    "force_persistent": (True, {"triton.multi_kernel": 2}),
+CDT = {"coordinate_descent_tuning": True}  # what every encoder compile adds
+# name: (MLPBlock attributes set, inductor options of each Block's compile)
+VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
+    "base": ({}, {}),
+    "no_epilogue": ({"gelu_epilogue": False}, {}),
+    "cdt": ({}, CDT),
+    "cdt_no_residual_fold": ({"residual_in_matmul": False}, CDT),
+    "mk": ({}, {"triton.multi_kernel": 1}),
+    "cdt_mk": ({}, {**CDT, "triton.multi_kernel": 1}),
+    "force_persistent": ({}, {"triton.multi_kernel": 2}),
 }
 
 
 def run(model, name, ref):
-    epilogue, options = VARIANTS[name]
+    switches, options = VARIANTS[name]
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
     for m in enc.modules():
         if isinstance(m, MLPBlock):
-            m.gelu_epilogue = epilogue
+            for attribute, value in switches.items():
+                setattr(m, attribute, value)
         if isinstance(m, ie.Block):
             m.compile(options=options or None)
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -104,6 +104,11 @@ class Float8GeluMLP(nn.Module):
         )
         return out.reshape(*h.shape[:-1], out.shape[-1])
 
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """residual + self(x): the encoder Block's call (``MLPBlock.add_to``); _scaled_mm has no
+        C operand, so the add stays a pass of its own."""
+        return residual + self(x)
+
     def extra_repr(self) -> str:
         return (
             f"lower_bound={self.lower_bound}, use_fast_accum={self.use_fast_accum}, "

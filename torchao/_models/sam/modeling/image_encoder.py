@@ -127,7 +127,7 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        return self.mlp.add_to(x, self.norm2(x))
 
 
 class Attention(nn.Module):
