@@ -2,11 +2,11 @@
 with MLPBlock's GELU epilogue or residual fold on or off: img/s, first-call (compile) time,
 and the output's largest difference and cosine against the first variant named. Usage:
 
-    python -m benchmarks.repro.encoder_compile_variants MODELS VARIANTS
+    python -m benchmarks.repro.encoder_compile_variants MODELS VARIANTS [COMPRESS]
 
 MODELS and VARIANTS are comma-separated (variants: the keys of ``VARIANTS``), for example
-``vit_b base,no_epilogue,cdt``; ``benchmarks/results/h200/README.md`` says which variants ran
-in the logs under ``runs/``.
+``vit_b base,no_epilogue,cdt``; COMPRESS, a ``--compress`` option applied to every variant.
+``benchmarks/results/h200/README.md`` says which variants ran in the logs under ``runs/``.
 """
 
 import sys
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from benchmarks.bench_encoder import build_encoder
 from benchmarks.common import first_call_s, median_ms
+from torchao._models.sam.compress.options import apply_compression
 from torchao._models.sam.modeling import image_encoder as ie
 from torchao._models.sam.modeling.common import MLPBlock
 
@@ -29,14 +30,16 @@ VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
     "mk": ({}, {"triton.multi_kernel": 1}),
     "cdt_mk": ({}, {**CDT, "triton.multi_kernel": 1}),
     "force_persistent": ({}, {"triton.multi_kernel": 2}),
+    "cdt_force_persistent": ({}, {**CDT, "triton.multi_kernel": 2}),
 }
 
 
-def run(model, name, ref):
+def run(model, name, ref, compress=None):
     switches, options = VARIANTS[name]
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
+    apply_compression(enc, compress, torch.device("cuda"), torch.bfloat16)
     for m in enc.modules():
         if isinstance(m, MLPBlock):
             for attribute, value in switches.items():
@@ -58,17 +61,19 @@ def run(model, name, ref):
         cos = F.cosine_similarity(out.flatten(), ref.flatten(), dim=0).item()
         err = f"maxdiff {(out - ref).abs().max().item():.4f} cos {cos:.6f}"
     print(
-        f"{model} {name:18} {16e3 / ms:8.2f} img/s {ms:8.2f} ms compile {c:6.1f} s {err}",
+        f"{model} {compress or 'bf16'} {name:20} {16e3 / ms:8.2f} img/s {ms:8.2f} ms "
+        f"compile {c:6.1f} s {err}",
         flush=True,
     )
     return out
 
 
 def main():
+    compress = sys.argv[3] if len(sys.argv) > 3 else None
     for model in sys.argv[1].split(","):
         ref = None
         for name in sys.argv[2].split(","):
-            out = run(model, name, ref)
+            out = run(model, name, ref, compress)
             ref = out if ref is None else ref
 
 
