@@ -9,7 +9,7 @@ from torch import nn
 from torch._inductor.utils import run_and_get_code
 
 from torchao._models.sam.compress.options import CompressionUnavailableError, apply_compression
-from torchao._models.sam.modeling.common import MLPBlock
+from torchao._models.sam.modeling.common import MLPBlock, add_matmul_
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 input_shapes = pytest.mark.parametrize(
@@ -117,13 +117,17 @@ def force_epilogue_path(monkeypatch) -> None:
 
 
 @input_shapes
-def test_add_to_adds_the_residual_in_lin2s_matmul_on_cpu(monkeypatch, shape):
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "transposed"])
+def test_add_to_adds_the_residual_in_lin2s_matmul_on_cpu(monkeypatch, shape, contiguous):
     """The residual folded into lin2's matmul: residual + the official MLP, and the caller's
     residual left as it was."""
     mlp = make_mlp(32, 64, torch.float32, "cpu")
     force_epilogue_path(monkeypatch)
     x = torch.randn(*shape)
     residual = torch.randn(*shape[:-1], 32)
+    if not contiguous:
+        residual = residual.transpose(0, -2) if residual.dim() > 2 else residual.t().clone().t()
+        x = x.transpose(0, -2) if x.dim() > 2 else x
     kept = residual.clone()
     with torch.no_grad():
         assert mlp.runs_residual_in_matmul(residual, x)
@@ -134,16 +138,21 @@ def test_add_to_adds_the_residual_in_lin2s_matmul_on_cpu(monkeypatch, shape):
 
 
 def test_add_to_keeps_the_separate_add_where_the_matmul_cannot_take_it(monkeypatch):
-    """The switch off, a residual of another shape or dtype, or lin2 without a bias: add_to is
-    residual + mlp(x), and off the epilogue path (the CPU) it is the official sum."""
+    """The CPU path, a broadcast residual, another dtype, the switch off, lin2 without a bias:
+    no fold, and add_to is residual + mlp(x)."""
     mlp = make_mlp(32, 64, torch.float32, "cpu")
     x = torch.randn(2, 3, 32)
+    row, double = torch.randn(1, 3, 32), torch.randn(2, 3, 32).double()
     with torch.no_grad():
-        assert not mlp.runs_residual_in_matmul(torch.randn(2, 3, 32), x)  # CPU: no epilogue
+        assert not mlp.runs_residual_in_matmul(x, x)  # the CPU: no epilogue path
         torch.testing.assert_close(mlp.add_to(x, x), x + exact_fp32(mlp, x), atol=1e-5, rtol=1e-5)
         force_epilogue_path(monkeypatch)
-        assert not mlp.runs_residual_in_matmul(torch.randn(1, 3, 32), x)  # broadcast residual
-        assert not mlp.runs_residual_in_matmul(torch.randn(2, 3, 32).double(), x)
+        for residual in (row, double):
+            assert not mlp.runs_residual_in_matmul(residual, x)
+            out = mlp.add_to(residual, x)
+            assert out.shape == (2, 3, 32) and out.dtype == residual.dtype
+            expected = residual + exact_fp32(mlp, x).to(residual.dtype)
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
         mlp.residual_in_matmul = False
         assert not mlp.runs_residual_in_matmul(x, x)
         mlp.residual_in_matmul = True
@@ -151,12 +160,16 @@ def test_add_to_keeps_the_separate_add_where_the_matmul_cannot_take_it(monkeypat
         assert not mlp.runs_residual_in_matmul(x, x)
 
 
-def test_add_matmul_op_checks():
+def test_add_matmul_adds_in_place_and_refuses_grad():
+    """out += mat1 @ mat2 in place; torch.library's opcheck; inputs needing a backward are
+    refused, as the op has none."""
     out, a, b = torch.randn(4, 3), torch.randn(4, 5), torch.randn(3, 5).t()
     expected = out + a @ b
     torch.ops.torchao_sam.add_matmul_(out, a, b)
     torch.testing.assert_close(out, expected)
     torch.library.opcheck(torch.ops.torchao_sam.add_matmul_.default, (torch.randn(4, 3), a, b))
+    with pytest.raises(RuntimeError, match="no backward"):
+        add_matmul_(out, a.requires_grad_(), b)
 
 
 def test_compiled_add_to_runs_lin2_in_place_on_a_fresh_buffer(monkeypatch):

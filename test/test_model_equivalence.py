@@ -29,19 +29,19 @@ def test_encoder_small(small_pair, batch):
 
 def test_encoder_with_the_mlp_fold_forced_equals_the_official(small_pair, monkeypatch):
     """The CUDA half-precision MLP path forced on the CPU (GELU in lin1's matmul, the residual
-    in lin2's; on the CPU both compute the exact math): still the official encoder."""
-    from torchao._models.sam.modeling.common import MLPBlock
+    in lin2's; on the CPU both compute the exact math): every block folds its residual, and
+    the encoder is still the official one."""
+    from torchao._models.sam.modeling import common
 
     official, ours = small_pair
-    monkeypatch.setattr(MLPBlock, "runs_gelu_in_epilogue", lambda self, x: True)
+    monkeypatch.setattr(common.MLPBlock, "runs_gelu_in_epilogue", lambda self, x: True)
+    calls = []
+    fold = common.add_matmul_
+    monkeypatch.setattr(common, "add_matmul_", lambda *a: calls.append(1) or fold(*a))
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
-        assert all(
-            b.mlp.runs_residual_in_matmul(y, y)
-            for b in ours.image_encoder.blocks
-            for y in [torch.zeros(1, 2, 2, b.mlp.lin2.out_features)]
-        )
         assert max_diff(official.image_encoder(x), ours.image_encoder(x)) <= TOL
+    assert len(calls) == len(ours.image_encoder.blocks)
 
 
 def test_encoder_vit_b_full_size():

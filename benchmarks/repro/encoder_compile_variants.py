@@ -20,7 +20,7 @@ from torchao._models.sam.compress.options import apply_compression
 from torchao._models.sam.modeling import image_encoder as ie
 from torchao._models.sam.modeling.common import MLPBlock
 
-CDT = {"coordinate_descent_tuning": True}  # what every encoder compile adds
+CDT = ie.ENCODER_INDUCTOR_OPTIONS  # what every encoder compile adds
 # name: (MLPBlock attributes set, inductor options of each Block's compile)
 VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
     "base": ({}, {}),
@@ -39,11 +39,12 @@ def run(model, name, ref, compress=None):
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
-    apply_compression(enc, compress, torch.device("cuda"), torch.bfloat16)
-    for m in enc.modules():
+    for m in enc.modules():  # before compression: Float8GeluMLP takes gelu_epilogue's form
         if isinstance(m, MLPBlock):
             for attribute, value in switches.items():
                 setattr(m, attribute, value)
+    apply_compression(enc, compress, torch.device("cuda"), torch.bfloat16)
+    for m in enc.modules():
         if isinstance(m, ie.Block):
             m.compile(options=options or None)
     g = torch.Generator(device="cuda").manual_seed(0)

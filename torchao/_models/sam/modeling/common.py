@@ -20,14 +20,22 @@ def _is_plain_linear(linear: nn.Module) -> bool:
 
 
 @torch.library.custom_op("torchao_sam::add_matmul_", mutates_args=("out",))
+def _add_matmul_op(out: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor) -> None:
+    out.addmm_(mat1, mat2)
+
+
 def add_matmul_(out: torch.Tensor, mat1: torch.Tensor, mat2: torch.Tensor) -> None:
     """out += mat1 @ mat2, in place: one matmul that reads out as its C (beta = 1).
 
-    An op of its own so that a compiled graph keeps it in place: inductor runs a mutating
-    custom op on the buffer itself when nothing else reads that buffer, while a traced
-    ``addmm_`` turns into an out-of-place addmm, which copies its input before the matmul.
+    A custom op so that a compiled graph keeps it in place: inductor runs a mutating custom op
+    on the buffer itself when nothing else reads that buffer, while a traced ``addmm_`` turns
+    into an out-of-place addmm, which copies its input before the matmul. Inference only: the
+    op has no backward (torch.library takes none for a mutating op), so inputs that would need
+    one are refused.
     """
-    out.addmm_(mat1, mat2)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (out, mat1, mat2)):
+        raise RuntimeError("add_matmul_ has no backward; call it with grad mode off")
+    _add_matmul_op(out, mat1, mat2)
 
 
 class MLPBlock(nn.Module):
@@ -62,7 +70,7 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.runs_gelu_in_epilogue(x):
-            hidden = self._gelu_epilogue_rows(x)
+            hidden = self._lin1_gelu_rows(x)
             return self.lin2(hidden).view(*x.shape[:-1], self.lin2.out_features)
         return self.lin2(self.act(self.lin1(x)))
 
@@ -76,12 +84,12 @@ class MLPBlock(nn.Module):
         """
         if not self.runs_residual_in_matmul(residual, x):
             return residual + self(x)
-        hidden = self._gelu_epilogue_rows(x)
+        hidden = self._lin1_gelu_rows(x)
         out = residual.reshape(-1, residual.shape[-1]) + self.lin2.bias
         add_matmul_(out, hidden, self.lin2.weight.t())
         return out.view(residual.shape)
 
-    def _gelu_epilogue_rows(self, x: torch.Tensor) -> torch.Tensor:
+    def _lin1_gelu_rows(self, x: torch.Tensor) -> torch.Tensor:
         """gelu(lin1(x)) as [rows, hidden] from one cuBLASLt matmul with a GELU epilogue."""
         rows = x.reshape(-1, x.shape[-1])
         return torch._addmm_activation(self.lin1.bias, rows, self.lin1.weight.t(), use_gelu=True)
@@ -95,7 +103,8 @@ class MLPBlock(nn.Module):
             and self.runs_gelu_in_epilogue(x)
             and _is_plain_linear(lin2)
             and residual.shape == (*x.shape[:-1], lin2.out_features)
-            and residual.dtype == x.dtype == lin2.weight.dtype
+            and residual.dtype == x.dtype == lin2.weight.dtype == lin2.bias.dtype
+            and residual.device == x.device
         )
 
     def runs_gelu_in_epilogue(self, x: torch.Tensor) -> bool:
