@@ -222,6 +222,26 @@ def test_every_config_reads_sam_windows_in_place(model, grid, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_config_runs_sam_windows_in_place_without_bias(model, dtype):
+    """The benchmarks' floor of the windowed kernel on SAM's padded 64x64 grid: every config,
+    plain attention per window against the reference with zero tables."""
+    from torchao._models.sam.attention import flash4_kernel
+
+    heads, d = MODELS[model]
+    qkv, pad, table_h, table_w = grid_inputs(2, (64, 64), 14, heads, d, dtype, "cuda")
+    zeros = torch.zeros_like(table_h)
+    ref = reference_window_attention(qkv, pad, zeros, zeros, heads)
+    errs = {}
+    for cfg in flash4_kernel.CONFIGS:
+        out = flash4_kernel.run_windows_without_bias(qkv, pad, heads, 14, cfg)
+        errs[cfg.name()] = (out.float() - ref).abs().max().item()
+    assert all(err <= TOL[dtype] for err in errs.values()), errs
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_window_custom_op_opcheck():
     import torchao._models.sam.attention.flash4  # noqa: F401  (registers the op)
 
