@@ -794,7 +794,7 @@ def run_windows(qkv, pad, table_h, table_w, heads: int, choose) -> torch.Tensor:
     v, pad_kv, p_h, p_w, grid_hw)`` gives the tile config. Returns [B, GH, GW, C]. The products
     of the whole batch are made at once: [B, heads, GH * GW, 64] for 14x14 windows, less than
     the partitioned copy of the normed tokens that the windows in place save."""
-    q, k, v, pad_kv = _grid_qkv(qkv, pad, heads)
+    q, k, v, pad_kv = grid_qkv(qkv, pad, heads)
     grid_hw = (qkv.shape[1], qkv.shape[2])
     p_h, p_w = table_products(q, table_h, table_w)
     config = choose(q, k, v, pad_kv, p_h, p_w, grid_hw)
@@ -806,12 +806,17 @@ def run_windows_without_bias(qkv, pad, heads: int, window: int, config) -> torch
     in each window, read in place): its own no-bias floor, for benchmarks."""
     zeros = qkv.new_zeros(2 * window - 1, qkv.shape[-1] // (3 * heads))
     qkv = validate_windows(qkv, pad, zeros, zeros, heads)
-    q, k, v, pad_kv = _grid_qkv(qkv, pad, heads)
-    windows = _window_grid(qkv.shape[1:3], window, pad_kv, 0, config)
-    return _grid_output(nobias_call(q, k, v, config, windows).run(), qkv)
+    q, k, v, pad_kv = grid_qkv(qkv, pad, heads)
+    grid_hw = (qkv.shape[1], qkv.shape[2])
+    return _grid_output(windows_nobias_call(q, k, v, pad_kv, grid_hw, window, config).run(), qkv)
 
 
-def _grid_qkv(qkv, pad, heads: int) -> tuple[torch.Tensor, ...]:
+def windows_nobias_call(q, k, v, pad, grid_hw: tuple[int, int], window: int, config) -> KernelCall:
+    """:func:`windows_call` with the bias left out: the windowed loop alone (inputs as there)."""
+    return nobias_call(q, k, v, config, _window_grid(grid_hw, window, pad, 0, config))
+
+
+def grid_qkv(qkv, pad, heads: int) -> tuple[torch.Tensor, ...]:
     """q, k, v [B, heads, GH * GW, D] as views of qkv [B, GH, GW, 3C], and the padding
     token's k and v [2, heads, D] from pad [3C]."""
     b, gh, gw, c3 = qkv.shape
