@@ -177,6 +177,13 @@ def test_public_function_refuses_bad_inputs_clearly():
         rq.rowwise_fp8_quant(x, apply_gelu=True, approximate="erf")
 
 
+def test_launch_refuses_a_gelu_form_it_lacks():
+    """Callers of the op or the launch itself (not through validate) get the same refusal."""
+    x = make_input(4, 1280, torch.bfloat16)
+    with pytest.raises(rq.UnsupportedQuantInputError, match="approximate is one of"):
+        rq.launch_arguments(x, x, x, True, "erf", rq.launch_config(1280))
+
+
 def test_k_split_and_launch_configs():
     assert {k: rq.split_k(k) for k in SAM_K} == {
         768: (512, 256),

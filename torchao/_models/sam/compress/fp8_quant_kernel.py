@@ -199,6 +199,15 @@ def _lower_bound_in(dtype: torch.dtype, lower_bound: float) -> float:
     return float(torch.tensor(lower_bound, dtype=dtype))
 
 
+def check_gelu_form(approximate: str) -> None:
+    """Refuse a GELU form the kernel lacks: :func:`validate` checks it before the op (so that
+    compiling callers see it), :func:`launch_arguments` for callers of the op or launch itself."""
+    if approximate not in GELU_FORMS:
+        raise UnsupportedQuantInputError(
+            f"rowwise_fp8_quant's approximate is one of {GELU_FORMS}, got {approximate!r}"
+        )
+
+
 def launch_arguments(
     x: torch.Tensor,
     q: torch.Tensor,
@@ -209,8 +218,7 @@ def launch_arguments(
     lower_bound: float = DEFAULT_LOWER_BOUND,
 ) -> tuple[list, dict[str, object]]:
     """The kernel's run-time arguments and constexprs for x [M, K] -> (q [M, K], scale [M, 1])."""
-    if approximate not in GELU_FORMS:
-        raise UnsupportedQuantInputError(f"approximate is one of {GELU_FORMS}, not {approximate!r}")
+    check_gelu_form(approximate)
     (m, k), (k0, k1) = x.shape, split_k(x.shape[1])
     args = [x, q, scale, m, x.stride(0), _lower_bound_in(x.dtype, lower_bound), float(lower_bound)]
     constexprs = dict(
@@ -269,10 +277,7 @@ def rowwise_fp8_quant_reference(
 
 def validate(x: torch.Tensor, approximate: str = "none") -> None:
     """Raise UnsupportedQuantInputError (a ValueError) for inputs the kernel cannot take."""
-    if approximate not in GELU_FORMS:
-        raise UnsupportedQuantInputError(
-            f"rowwise_fp8_quant's approximate is one of {GELU_FORMS}, got {approximate!r}"
-        )
+    check_gelu_form(approximate)
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise UnsupportedQuantInputError(
