@@ -30,11 +30,13 @@ def test_encoder_small(small_pair, batch):
 def test_encoder_with_the_mlp_fold_forced_equals_the_official(small_pair, monkeypatch):
     """The CUDA half-precision MLP path forced on the CPU (GELU in lin1's matmul, the residual
     in lin2's; on the CPU both compute the exact math): every block folds its residual, and
-    the encoder is still the official one."""
+    the encoder, and set_image / predict on a numpy image, are still the official ones."""
     from torchao._models.sam.modeling import common
 
     official, ours = small_pair
-    monkeypatch.setattr(common.MLPBlock, "runs_gelu_in_epilogue", lambda self, x: True)
+    # forced for GELU MLPs only, as the real check does (the decoder's MLPs run ReLU)
+    gelu = lambda self, x: type(self.act) is torch.nn.GELU  # noqa: E731
+    monkeypatch.setattr(common.MLPBlock, "runs_gelu_in_epilogue", gelu)
     calls = []
     fold = common.add_matmul_
     monkeypatch.setattr(common, "add_matmul_", lambda *a: calls.append(1) or fold(*a))
@@ -42,6 +44,14 @@ def test_encoder_with_the_mlp_fold_forced_equals_the_official(small_pair, monkey
     with torch.no_grad():
         assert max_diff(official.image_encoder(x), ours.image_encoder(x)) <= TOL
     assert len(calls) == len(ours.image_encoder.blocks)
+    # the public API: a numpy image and a click give the official features and logits
+    image = np.random.default_rng(2).integers(0, 256, (256, 160, 3), dtype=np.uint8)
+    p_ref, p_ours = predictor_pair(small_pair, image)  # asserts the features agree
+    assert len(calls) == 2 * len(ours.image_encoder.blocks)
+    click = dict(point_coords=np.array([[60.0, 90.0]]), point_labels=np.array([1]))
+    ref = p_ref.predict(**click, return_logits=True)
+    out = p_ours.predict(**click, return_logits=True)
+    assert all(max_diff(r, o) <= TOL for r, o in zip(ref, out))
 
 
 def test_encoder_vit_b_full_size():
