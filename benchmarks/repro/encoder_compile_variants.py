@@ -1,5 +1,6 @@
 """The encoder (``auto``, bf16, batch 16, each Block compiled) under inductor option variants and
-with MLPBlock's GELU epilogue or residual fold on or off: img/s, first-call (compile) time,
+with MLPBlock's GELU epilogue or residual fold, or the encoder's deferred residual add, on or
+off: img/s, first-call (compile) time,
 and the output's largest difference and cosine against the first variant named. Usage:
 
     python -m benchmarks.repro.encoder_compile_variants MODELS VARIANTS [COMPRESS]
@@ -21,12 +22,18 @@ from torchao._models.sam.modeling import image_encoder as ie
 from torchao._models.sam.modeling.common import MLPBlock
 
 CDT = ie.ENCODER_INDUCTOR_OPTIONS  # what every encoder compile adds
-# name: (MLPBlock attributes set, inductor options of each Block's compile)
+# name: (attributes set, "mlp.<name>" on every MLPBlock, "encoder.<name>" on the encoder;
+# inductor options of each Block's compile)
 VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
     "base": ({}, {}),
-    "no_epilogue": ({"gelu_epilogue": False}, {}),
+    "no_epilogue": ({"mlp.gelu_epilogue": False}, {}),
     "cdt": ({}, CDT),
-    "cdt_no_residual_fold": ({"residual_in_matmul": False}, CDT),
+    "cdt_no_residual_fold": ({"mlp.residual_in_matmul": False}, CDT),
+    "cdt_no_deferral": ({"encoder.defer_residual": False}, CDT),
+    "cdt_no_fold_no_deferral": (
+        {"mlp.residual_in_matmul": False, "encoder.defer_residual": False},
+        CDT,
+    ),
     "mk": ({}, {"triton.multi_kernel": 1}),
     "cdt_mk": ({}, {**CDT, "triton.multi_kernel": 1}),
     "force_persistent": ({}, {"triton.multi_kernel": 2}),
@@ -39,10 +46,14 @@ def run(model, name, ref, compress=None):
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
-    for m in enc.modules():  # before compression: Float8GeluMLP takes gelu_epilogue's form
-        if isinstance(m, MLPBlock):
-            for attribute, value in switches.items():
-                setattr(m, attribute, value)
+    # set before compression: Float8GeluMLP takes gelu_epilogue's form
+    for key, value in switches.items():
+        owner, attribute = key.split(".")
+        targets = (
+            [enc] if owner == "encoder" else [m for m in enc.modules() if isinstance(m, MLPBlock)]
+        )
+        for m in targets:
+            setattr(m, attribute, value)
     apply_compression(enc, compress, torch.device("cuda"), torch.bfloat16)
     for m in enc.modules():
         if isinstance(m, ie.Block):

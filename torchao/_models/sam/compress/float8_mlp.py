@@ -104,10 +104,10 @@ class Float8GeluMLP(nn.Module):
         )
         return out.reshape(*h.shape[:-1], out.shape[-1])
 
-    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """residual + self(x): the encoder Block's call (``MLPBlock.add_to``); _scaled_mm has no
-        C operand, so the add stays a pass of its own."""
-        return residual + self(x)
+    def runs_residual_in_matmul(self, residual: torch.Tensor, x: torch.Tensor) -> bool:
+        """False: _scaled_mm has no C operand, so the encoder Block leaves the residual add to
+        the next block's LayerNorm (``Block.forward_deferred``), as for MLPBlock's fallbacks."""
+        return False
 
     def extra_repr(self) -> str:
         return (

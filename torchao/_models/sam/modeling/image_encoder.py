@@ -3,6 +3,7 @@ relative-position attention, and a convolutional neck."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -76,13 +77,21 @@ class ImageEncoderViT(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+        # each block's MLP residual add left to the next block (Block.forward_deferred)
+        self.defer_residual = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
+        pending = None
         for blk in self.blocks:
-            x = blk(x)
+            if self.defer_residual:
+                x, pending = blk.forward_deferred(x, pending)
+            else:
+                x = blk(x)
+        if pending is not None:
+            x = x + pending
         return self.neck(x.permute(0, 3, 1, 2))
 
 
@@ -118,8 +127,35 @@ class Block(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=act_layer)
         self.window_size = window_size
+        self._compiled_deferred: Callable | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, mlp_out = self._deferred(x, None)
+        return x if mlp_out is None else x + mlp_out
+
+    def forward_deferred(
+        self, x: torch.Tensor, pending: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block on ``x + pending`` (pending: the block before's deferred MLP output, or
+        None), with its own MLP's residual add left to the caller where lin2's matmul cannot
+        take it (``mlp.runs_residual_in_matmul``: fp32, the CPU, quantized weights): returns
+        (residual, mlp_out), the block's output being residual + mlp_out, or (output, None).
+        In an encoder compiled block by block the add then joins the next block's first
+        LayerNorm kernel instead of running as a pass of its own. Compiled by :meth:`compile`.
+        """
+        run = self._compiled_deferred or self._deferred
+        return run(x, pending)
+
+    def compile(self, *args, **kwargs) -> None:
+        """nn.Module.compile (forward), and :meth:`forward_deferred` with the same arguments."""
+        super().compile(*args, **kwargs)
+        self._compiled_deferred = torch.compile(self._deferred, *args, **kwargs)
+
+    def _deferred(
+        self, x: torch.Tensor, pending: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if pending is not None:
+            x = x + pending
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
@@ -127,7 +163,10 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = shortcut + x
-        return self.mlp.add_to(x, self.norm2(x))
+        y = self.norm2(x)
+        if self.mlp.runs_residual_in_matmul(x, y):
+            return self.mlp.add_to(x, y), None
+        return x, self.mlp(y)
 
 
 class Attention(nn.Module):
