@@ -12,6 +12,8 @@ come from this Triton's compiler and the ptxas it ships: the GPU machine's Trito
 (the rows name the version). Forms: ``tables`` (the bias read out of q's table products, as the
 encoder's global blocks run; on the window layer, the partitioned windows),
 ``windows_in_place`` (the windowed blocks: 14x14 windows of the 64x64 grid, read in place),
+``windows_kernel_terms`` (the same with the bias terms computed in the kernel from q and the
+tables, ``flash4.set_window_terms("kernel")``),
 ``no_bias`` (the loop alone).
 """
 
@@ -67,6 +69,9 @@ def meta_call(model: str, layer: str, form: str, config: fk.TileConfig) -> fk.Ke
     if form == "tables":
         return fk.products_call(q, k, v, p_h, p_w, side, side, config)
     pad = torch.empty(2, heads, d, device="meta", dtype=q.dtype)
+    if form == "windows_kernel_terms":
+        stacked = fk.stacked_tables(*tables, q.dtype)
+        return fk.windows_tables_call(q, k, v, pad, stacked, grid, side, config)
     return fk.windows_call(q, k, v, pad, p_h, p_w, grid, config)
 
 
@@ -161,7 +166,8 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
 
 def cases() -> list[tuple[str, str, str, fk.TileConfig]]:
     """(model, layer, form, config): every candidate config on every form of every layer."""
-    forms = {"global": ("tables", "no_bias"), "window": ("tables", "windows_in_place", "no_bias")}
+    window_forms = ("tables", "windows_in_place", "windows_kernel_terms", "no_bias")
+    forms = {"global": ("tables", "no_bias"), "window": window_forms}
     return [
         (model, layer, form, cfg)
         for model in MODELS

@@ -52,8 +52,11 @@ def groups(head_dims: list[int], tools: list[str], configs: list[str] | None = N
 
 
 def expected_cases() -> int:
-    """CASE lines a clean group prints: every grid, batch and form, and the windows per batch."""
-    return len(GRIDS) * len(BATCHES) * len(FORMS) + len(BATCHES)
+    """CASE lines a clean group prints: every grid, batch and form, and the windows per batch
+    and source of their bias terms."""
+    from torchao._models.sam.attention.flash4_kernel import WINDOW_TERMS
+
+    return len(GRIDS) * len(BATCHES) * len(FORMS) + len(BATCHES) * len(WINDOW_TERMS)
 
 
 def run_group(config: tuple, d: int, dtype_name: str) -> None:
@@ -97,7 +100,8 @@ def run_group(config: tuple, d: int, dtype_name: str) -> None:
 
 
 def run_windows_case(flash4_kernel, reference, cfg, d: int, dtype, b: int) -> None:
-    """One CASE line: the windows in place on WINDOWS' grid against the reference."""
+    """CASE lines: the windows in place on WINDOWS' grid against the reference, the bias terms
+    read from q's table products and computed in the kernel."""
     import torch
 
     (gh, gw), ws = WINDOWS
@@ -107,11 +111,12 @@ def run_windows_case(flash4_kernel, reference, cfg, d: int, dtype, b: int) -> No
     tables = [
         (0.3 * torch.randn(2 * ws - 1, d, generator=g, device="cuda")).to(dtype) for _ in "hw"
     ]
-    out = flash4_kernel.run_windows_with_config(qkv, pad, *tables, 2, cfg)
-    torch.cuda.synchronize()
     ref = reference(qkv, pad, *tables, 2)  # terms in dtype, as the table form's reference
-    err = (out.float() - ref).abs().max().item()
-    print(f"CASE {gh}x{gw}/{ws} b{b} windows err={err:.4g}", flush=True)
+    for terms in flash4_kernel.WINDOW_TERMS:
+        out = flash4_kernel.run_windows_with_config(qkv, pad, *tables, 2, cfg, terms)
+        torch.cuda.synchronize()
+        err = (out.float() - ref).abs().max().item()
+        print(f"CASE {gh}x{gw}/{ws} b{b} windows {terms} err={err:.4g}", flush=True)
 
 
 def sanitize(config: tuple, d: int, dtype: str, tool: str, out_dir: str) -> dict:

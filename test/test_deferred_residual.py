@@ -120,8 +120,8 @@ def triton_launches(code: str) -> list[str]:
 def test_compiled_deferral_on_cuda_saves_a_kernel_per_block(compress):
     """bf16 with the residual fold off (as for quantized weights) and float8 with the fused
     GELU MLP (whose _scaled_mm has no C operand): compiled block by block, the deferred
-    encoder matches the plain one, and each of its two graphs (the windowed block 0, nothing pending, and the global block 1)
-    launches one Triton kernel fewer than the plain one."""
+    encoder matches the plain one, and each of its two graphs (the windowed block 0, nothing
+    pending, and the global block 1) launches one Triton kernel fewer than the plain one."""
     from test_compress import encoder_input, tiny_encoder
 
     from torchao._models.sam.compress.options import apply_compression

@@ -23,7 +23,7 @@ def test_launch_specialised_as_triton_specialises_it():
     assert src.signature["shk"] == "i32"  # the products' negative term stride stays an integer
 
 
-@pytest.mark.parametrize("form", ["tables", "windows_in_place", "no_bias"])
+@pytest.mark.parametrize("form", ["tables", "windows_in_place", "windows_kernel_terms", "no_bias"])
 def test_compiled_for_hopper_without_a_gpu(form):
     call = kernel_resources.meta_call("vit_h", "window", form, flash4_kernel.CONFIGS[1])
     found = kernel_resources.resources(call, 90)

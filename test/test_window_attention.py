@@ -107,10 +107,11 @@ INTERPRETER_SCRIPT = textwrap.dedent(
     import json
     import torch
     from torchao._models.sam.attention import flash4_kernel, reference_window_attention
-    # (batch, grid, window, heads, D): padding on both sides, none, one; several key tiles;
-    # one-hot (3, 14), row (8: 4 grid rows per 32-key tile) and gather modes; D 64 and 80
+    # (batch, grid, window, heads, D): padding on both sides, none, one; several key tiles
+    # (every window up to 32 a side runs one-hot mode); D 64, 80 (split 64 + 16) and 72
+    # (padded to 80); the bias terms read from q's table products and computed in the kernel
     cases = [(2, (5, 7), 3, 2, 64), (1, (4, 4), 2, 1, 80), (1, (16, 17), 14, 1, 64),
-             (1, (20, 18), 8, 1, 80)]
+             (1, (20, 18), 8, 1, 72)]
     errs = []
     for cfg in flash4_kernel.CONFIGS:
         for i, (b, grid, ws, heads, d) in enumerate(cases):
@@ -119,10 +120,12 @@ INTERPRETER_SCRIPT = textwrap.dedent(
             qkv = torch.randn(b, *grid, 3 * c, generator=g).half()
             pad = torch.randn(3 * c, generator=g).half()
             th, tw = [(0.3 * torch.randn(2 * ws - 1, d, generator=g)).half() for _ in "hw"]
-            out = flash4_kernel.run_windows_with_config(qkv, pad, th, tw, heads, cfg)
             ref = reference_window_attention(qkv, pad, th, tw, heads)
-            assert out.shape == ref.shape and out.is_contiguous()
-            errs.append([cfg.name(), [b, *grid, ws], (out.float() - ref).abs().max().item()])
+            for terms in flash4_kernel.WINDOW_TERMS:
+                out = flash4_kernel.run_windows_with_config(qkv, pad, th, tw, heads, cfg, terms)
+                assert out.shape == ref.shape and (out.is_contiguous() or d % 16)  # 72: padded
+                err = (out.float() - ref).abs().max().item()
+                errs.append([cfg.name(), terms, [b, *grid, ws, d], err])
     print("RESULT" + json.dumps(errs))
     """
 )
@@ -131,9 +134,9 @@ INTERPRETER_SCRIPT = textwrap.dedent(
 def test_windows_in_place_under_triton_interpreter():
     from torchao._models.sam.attention import flash4_kernel
 
-    errs = interpreter_result(INTERPRETER_SCRIPT, timeout=300)
-    assert len(errs) == 4 * len(flash4_kernel.CONFIGS)
-    assert not [e for e in errs if not e[2] <= TOL[torch.float16]], errs
+    errs = interpreter_result(INTERPRETER_SCRIPT, timeout=400)
+    assert len(errs) == 4 * len(flash4_kernel.CONFIGS) * len(flash4_kernel.WINDOW_TERMS)
+    assert not [e for e in errs if not e[3] <= TOL[torch.float16]], errs
 
 
 NO_BIAS_SCRIPT = textwrap.dedent(
@@ -200,13 +203,15 @@ MODELS = {"vit_b": (12, 64), "vit_h": (16, 80)}
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("terms", ["products", "kernel"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("grid", [(64, 64), (32, 32), (70, 70)], ids=str)
 @pytest.mark.parametrize("model", list(MODELS))
-def test_every_config_reads_sam_windows_in_place(model, grid, dtype):
+def test_every_config_reads_sam_windows_in_place(model, grid, dtype, terms):
     """SAM's 14x14 windows of the 1024-input grid (padded to 70x70), of a 512 input (42x42)
-    and of an unpadded grid, every tile config, against the reference (its bias terms in the
-    inputs' dtype, as the official model in that dtype computes them; the rest in fp32)."""
+    and of an unpadded grid, every tile config, the bias terms read from q's table products or
+    computed in the kernel, against the reference (its bias terms in the inputs' dtype, as the
+    official model in that dtype computes them; the rest in fp32)."""
     from torchao._models.sam.attention import flash4_kernel
 
     heads, d = MODELS[model]
@@ -214,7 +219,7 @@ def test_every_config_reads_sam_windows_in_place(model, grid, dtype):
     ref = reference_window_attention(*inputs, heads)
     errs = {}
     for cfg in flash4_kernel.CONFIGS:
-        out = flash4_kernel.run_windows_with_config(*inputs, heads, cfg)
+        out = flash4_kernel.run_windows_with_config(*inputs, heads, cfg, terms)
         assert out.dtype == dtype
         errs[cfg.name()] = (out.float() - ref).abs().max().item()
     assert all(err <= TOL[dtype] for err in errs.values()), errs
@@ -238,6 +243,51 @@ def test_every_config_runs_sam_windows_in_place_without_bias(model, dtype):
         out = flash4_kernel.run_windows_without_bias(qkv, pad, heads, 14, cfg)
         errs[cfg.name()] = (out.float() - ref).abs().max().item()
     assert all(err <= TOL[dtype] for err in errs.values()), errs
+
+
+def test_kernel_terms_need_one_hot_mode():
+    """Windows over 32 a side do not run one-hot mode: computing their terms in the kernel is
+    refused (meta tensors: nothing launches)."""
+    from torchao._models.sam.attention import flash4_kernel as fk
+
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    qkv, pad = torch.empty(1, 40, 40, 48, **meta), torch.empty(48, **meta)
+    q, k, v, pad_kv = fk.grid_qkv(qkv, pad, 1)
+    tables = fk.stacked_tables(torch.empty(79, 16, **meta), torch.empty(79, 16, **meta), q.dtype)
+    with pytest.raises(UnsupportedInputError, match="one-hot mode only"):
+        fk.windows_tables_call(q, k, v, pad_kv, tables, (40, 40), 40, fk.CONFIGS[0])
+
+
+def test_window_terms_setting_is_checked_and_explained(monkeypatch):
+    from torchao._models.sam.attention import flash4
+    from torchao._models.sam.attention.__main__ import TERMS_SOURCE
+
+    monkeypatch.setattr(flash4, "_window_terms", flash4.window_terms())
+    with pytest.raises(ValueError, match="window terms must be one of"):
+        flash4.set_window_terms("einsum")
+    for terms in TERMS_SOURCE:
+        flash4.set_window_terms(terms)
+        assert flash4.window_terms() == terms
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_window_op_runs_the_chosen_terms(monkeypatch):
+    """The public op with the terms computed in the kernel equals the reference, and its
+    config is tuned and cached under its own key."""
+    from torchao._models.sam.attention import flash4
+
+    monkeypatch.setattr(flash4, "_window_terms", "kernel")
+    monkeypatch.setenv(flash4.AUTOTUNE_ENV, "0")
+    inputs = grid_inputs(2, (64, 64), 14, 16, 80, torch.bfloat16, "cuda")
+    out = flash4.flash4_window_attention(*inputs, 16)
+    ref = reference_window_attention(*inputs, 16)
+    assert (out.float() - ref).abs().max().item() <= TOL[torch.bfloat16]
+    assert any(
+        key.endswith("windows-kernel|14x14|D80|" + flash4.CANDIDATES_TAG)
+        or "|windows-kernel|" in key
+        for key in flash4._chosen
+    )
 
 
 @pytest.mark.gpu

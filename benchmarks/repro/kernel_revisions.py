@@ -26,7 +26,7 @@ from benchmarks.repro.variants import report, time_variants
 from torchao._models.sam.attention import flash4, flash4_kernel
 
 # flash4's calls into the kernel module
-ENTRY_POINTS = ("launch", "launch_products", "run_from_tables", "launch_windows", "run_windows")
+ENTRY_POINTS = ("launch", "launch_products", "run_from_tables", "run_windows")
 
 
 def load_module(path: str) -> ModuleType:

@@ -1,7 +1,9 @@
 """What flash_4's windows in place cost over the no-bias floor, piece by piece (GPU): for the
 windowed layers of vit_b and vit_h (batch 16, bf16), the floor (SDPA on partitioned windows),
 q's products with the rel-pos tables, and for every tile config the kernel in place with the
-bias (the products given) and without it. Each piece is timed alone (``common.median_ms``;
+bias (the products given), with the bias terms computed in the kernel from q and the tables
+(no products; its time is the whole op's, to set against products + with_bias) and without
+the bias. Each piece is timed alone (``common.median_ms``;
 the kernels as assembled launches, so no validation or product work on the host per call).
 
     python -m benchmarks.repro.window_bias_cost OUT_DIR
@@ -38,7 +40,7 @@ def pieces(
     model: str, batch: int, dtype: torch.dtype = torch.bfloat16, device: str = "cuda"
 ) -> dict[tuple[str, str], Callable[[], object]]:
     """(piece, config name) -> the call timed: "floor", "products", and per config
-    "with_bias" and "without_bias" (the kernel in place)."""
+    "with_bias", "kernel_terms" and "without_bias" (the kernel in place)."""
     floor_qkv, (qkv, pad, table_h, table_w, heads) = window_grid_inputs(
         model, batch, dtype, device=device
     )
@@ -47,6 +49,7 @@ def pieces(
     grid_hw = (qkv.shape[1], qkv.shape[2])
     window = table_h.shape[0] // 2 + 1
     p_h, p_w = kern.table_products(q, table_h, table_w)
+    tables = kern.stacked_tables(table_h, table_w, q.dtype)
     calls = {
         ("floor", ""): lambda: F.scaled_dot_product_attention(*floor_qkv),
         ("products", ""): lambda: kern.table_products(q, table_h, table_w),
@@ -54,11 +57,13 @@ def pieces(
     for cfg in kern.CONFIGS:
         try:
             biased = kern.windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg)
+            in_kernel = kern.windows_tables_call(q, k, v, pad_kv, tables, grid_hw, window, cfg)
             plain = kern.windows_nobias_call(q, k, v, pad_kv, grid_hw, window, cfg)
         except UnsupportedInputError as e:
             print(f"{model} {cfg.name()}: {e}", flush=True)
             continue
         calls[("with_bias", cfg.name())] = biased.run
+        calls[("kernel_terms", cfg.name())] = in_kernel.run
         calls[("without_bias", cfg.name())] = plain.run
     return calls
 

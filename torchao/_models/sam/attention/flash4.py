@@ -27,11 +27,11 @@ from torchao._models.sam.attention.contract import tables_grid
 from torchao._models.sam.attention.flash4_kernel import (
     CONFIGS,
     INTERPRET,
+    WINDOW_TERMS,
     TileConfig,
     default_config,
     launch,
     launch_products,
-    launch_windows,
     new_output,
     product_chunks,
     run_from_tables,
@@ -255,18 +255,42 @@ def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
     return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)
 
 
-def choose_windows_config(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int]) -> TileConfig:
-    """The config :func:`flash4_window_attention` runs with (q, k, v: the grid's tokens)."""
-    window = (p_h.shape[-1] + 1) // 2
-    run = lambda cfg: launch_windows(q, k, v, pad, p_h, p_w, grid_hw, cfg)  # noqa: E731
-    return _choose(q, window, window, cache_key(q, window, window, "windows"), run)
+_window_terms = WINDOW_TERMS[0]
+
+
+def set_window_terms(terms: str) -> None:
+    """Where :func:`flash4_window_attention` gets its bias terms: "products" (q's products
+    with the tables, one matmul before the kernel; the default) or "kernel" (computed in the
+    kernel from q and the tables). Each is tuned and cached on its own."""
+    global _window_terms
+    if terms not in WINDOW_TERMS:
+        raise ValueError(f"window terms must be one of {WINDOW_TERMS}, got {terms!r}")
+    _window_terms = terms
+
+
+def window_terms() -> str:
+    """The current :func:`set_window_terms` choice."""
+    return _window_terms
+
+
+def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
+    """The config :func:`flash4_window_attention` runs with (q: the grid's tokens; ``call``:
+    a config's kernel call, from :func:`flash4_kernel.run_windows`)."""
+    form = "windows" if terms == "products" else f"windows-{terms}"
+    run = lambda cfg: call(cfg).run()  # noqa: E731
+    return _choose(q, window, window, cache_key(q, window, window, form), run)
 
 
 @torch.library.custom_op("torchao_sam::rel_pos_window_attention", mutates_args=())
 def _rel_pos_window_attention_op(
     qkv: torch.Tensor, pad: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, heads: int
 ) -> torch.Tensor:
-    return run_windows(qkv, pad, table_h, table_w, heads, choose_windows_config)
+    terms = _window_terms
+
+    def choose(q, window, call):
+        return choose_windows_config(q, window, call, terms)
+
+    return run_windows(qkv, pad, table_h, table_w, heads, choose, terms)
 
 
 @_rel_pos_window_attention_op.register_fake

@@ -80,6 +80,28 @@ def _rows(base, tok, s_tok, offs_d, s_d, pad, on_grid, WINDOWED: tl.constexpr):
 
 
 @triton.jit
+def _table_terms(
+    q0, q1, T, s_t, t_rows, pos, K,
+    KPAD: tl.constexpr, LPAD: tl.constexpr, HAS_D1: tl.constexpr, offs_d0, offs_d1, d1_own,
+):  # fmt: skip
+    """One axis's bias terms [BLOCK_M, KPAD] (fp32) from q (q0, q1: its D0 and D1 columns) and
+    that axis's rel-pos table T [t_rows = 2K - 1, D] (row stride s_t): term k of the query at
+    position ``pos`` on the axis is q . T[pos - k + K - 1], zero for k >= K. One MMA of q with
+    the table's rows padded to LPAD, then a gather along them (each query's own shift)."""
+    offs_l = tl.arange(0, LPAD)
+    l_ok = (offs_l < t_rows)[:, None]
+    t0 = tl.load(T + offs_l[:, None] * s_t + offs_d0[None, :], mask=l_ok, other=0.0)
+    p = tl.dot(q0, tl.trans(t0))
+    if HAS_D1:
+        own = l_ok & d1_own[None, :]
+        t1 = tl.load(T + offs_l[:, None] * s_t + offs_d1[None, :], mask=own, other=0.0)
+        p = tl.dot(q1, tl.trans(t1), p)
+    offs_k = tl.arange(0, KPAD)
+    col = tl.minimum(tl.maximum(pos[:, None] - offs_k[None, :] + K - 1, 0), LPAD - 1)
+    return tl.where(offs_k[None, :] < K, tl.gather(p, col, 1), 0.0)
+
+
+@triton.jit
 def _scaled(x, scale):
     """x * scale, rounded back to x's dtype."""
     return (x.to(tl.float32) * scale).to(x.dtype)
@@ -94,7 +116,7 @@ def _rel_pos_attn_fwd(
     shb, shh, shqh, shqw, shk,
     swb, swh, swqh, swqw, swk,
     sob, soh, son, sod,
-    H, N, qk_scale, GH, GW, WIN_COLS, N_WIN, s_rel_tok, s_pad_h,
+    H, N, qk_scale, GH, GW, WIN_COLS, N_WIN, s_rel_tok, s_pad_h, TB, s_tb, LH,
     KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
@@ -102,6 +124,7 @@ def _rel_pos_attn_fwd(
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
+    PRODUCTS: tl.constexpr, LH_PAD: tl.constexpr, LW_PAD: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -123,6 +146,10 @@ def _rel_pos_attn_fwd(
     tokens (row-major, token strides sqn, skn, svn, son, s_rel_tok), read and written in place;
     keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
     padding queries are neither read nor stored.
+
+    PRODUCTS (one-hot mode only): the bias terms are computed here from q and the stacked
+    rel-pos tables TB ([table_h; table_w], row stride s_tb, table_w from row LH = 2Kh - 1;
+    :func:`_table_terms`) instead of read from RH and RW, which are then not read.
 
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
     holds registers beside the scores and no add per score is left; q is pre-scaled by
@@ -190,6 +217,33 @@ def _rel_pos_attn_fwd(
             mask=m_ok[:, None] & d1_own[None, :],
             other=0.0,
         )
+    else:
+        q1 = q0  # not read
+    if BIAS_MODE == 1:
+        offs_kh = tl.arange(0, KH_PAD)
+        offs_kw = tl.arange(0, KW_PAD)
+        if PRODUCTS:  # from q before BIAS_ACC scales it (the official terms use q unscaled)
+            rh_rows = _table_terms(
+                q0, q1, TB, s_tb, LH, q_row, N // KW, KH_PAD, LH_PAD, HAS_D1, offs_d0, offs_d1,
+                d1_own,
+            ).to(Q.dtype.element_ty)  # fmt: skip
+            rw_rows = _table_terms(
+                q0, q1, TB + LH * s_tb, s_tb, 2 * KW - 1, q_col, KW, KW_PAD, LW_PAD, HAS_D1,
+                offs_d0, offs_d1, d1_own,
+            ).to(Q.dtype.element_ty)  # fmt: skip
+        else:
+            rh_rows = tl.load(
+                RH + rh_row[:, None] + offs_kh[None, :] * shk,
+                mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
+                other=0.0,
+            ).to(Q.dtype.element_ty)
+            rw_rows = tl.load(
+                RW + rw_row[:, None] + offs_kw[None, :] * swk,
+                mask=m_ok[:, None] & (offs_kw[None, :] < KW),
+                other=0.0,
+            ).to(Q.dtype.element_ty)
+        if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
+            rh_rows = tl.where(offs_kh[None, :] == N // KW, -30000.0, rh_rows)
     if BIAS_ACC:  # scores = (q / sqrt(D)).k + bias; qk_scale holds log2(e) / sqrt(D)
         sm_scale = qk_scale / 1.4426950408889634
         q0 = _scaled(q0, sm_scale)
@@ -212,21 +266,6 @@ def _rel_pos_attn_fwd(
                 ).to(tl.float32)
                 * 1.4426950408889634
             )
-    if BIAS_MODE == 1:
-        offs_kh = tl.arange(0, KH_PAD)
-        offs_kw = tl.arange(0, KW_PAD)
-        rh_rows = tl.load(
-            RH + rh_row[:, None] + offs_kh[None, :] * shk,
-            mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
-            other=0.0,
-        ).to(Q.dtype.element_ty)
-        if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
-            rh_rows = tl.where(offs_kh[None, :] == N // KW, -30000.0, rh_rows)
-        rw_rows = tl.load(
-            RW + rw_row[:, None] + offs_kw[None, :] * swk,
-            mask=m_ok[:, None] & (offs_kw[None, :] < KW),
-            other=0.0,
-        ).to(Q.dtype.element_ty)
 
     if BIAS_MODE == 0 and ROWS == 1:
         # rel_h of the first key tile's grid row; in the loop, each tile's is loaded one tile
@@ -661,7 +700,7 @@ def run_from_tables(q, k, v, table_h, table_w, choose) -> torch.Tensor:
     (:func:`product_chunks`) into one output; ``choose(q, k, v, p_h, p_w)`` gives the tile
     config, asked once, on the first chunk. Inputs already validated."""
     kh, kw = tables_grid(table_h, table_w)
-    tables = _stacked_tables(table_h, table_w, q.dtype)
+    tables = stacked_tables(table_h, table_w, q.dtype)
     out = _output_buffer(q, kernel_head_dim(q.shape[-1]))
     config = None
     for part in product_chunks(q.shape[0], kh, kw):
@@ -713,10 +752,10 @@ def table_products(
     rel_w[.., i, k] = p_w[.., i, i % Kw - k + Kw - 1] (the official indexing for equal query
     and key sizes)."""
     lh, lw = table_h.shape[0], table_w.shape[0]
-    return _products(q, _stacked_tables(table_h, table_w, q.dtype), lh, lw)
+    return _products(q, stacked_tables(table_h, table_w, q.dtype), lh, lw)
 
 
-def _stacked_tables(table_h, table_w, dtype: torch.dtype) -> torch.Tensor:
+def stacked_tables(table_h, table_w, dtype: torch.dtype) -> torch.Tensor:
     """[table_h; table_w; zero rows] in ``dtype``: [_product_width, D]."""
     lh, lw = table_h.shape[0], table_w.shape[0]
     tables = torch.cat([table_h, table_w]).to(dtype)
@@ -783,22 +822,37 @@ class WindowGrid:
         return -(-self.grid_h // self.window) * self.cols
 
 
-def run_windows_with_config(qkv, pad, table_h, table_w, heads: int, config) -> torch.Tensor:
+WINDOW_TERMS = ("products", "kernel")  # where windowed launches get the bias terms (run_windows)
+
+
+def run_windows_with_config(
+    qkv, pad, table_h, table_w, heads: int, config, terms: str = "products"
+) -> torch.Tensor:
     """:func:`flash4.flash4_window_attention` with one tile config (no tuning)."""
     qkv = validate_windows(qkv, pad, table_h, table_w, heads)
-    return run_windows(qkv, pad, table_h, table_w, heads, lambda *inputs: config)
+    return run_windows(qkv, pad, table_h, table_w, heads, lambda *inputs: config, terms)
 
 
-def run_windows(qkv, pad, table_h, table_w, heads: int, choose) -> torch.Tensor:
-    """:func:`launch_windows` on qkv [B, GH, GW, 3C] and pad [3C] (validated); ``choose(q, k,
-    v, pad_kv, p_h, p_w, grid_hw)`` gives the tile config. Returns [B, GH, GW, C]. The products
-    of the whole batch are made at once: [B, heads, GH * GW, 64] for 14x14 windows, less than
-    the partitioned copy of the normed tokens that the windows in place save."""
+def run_windows(qkv, pad, table_h, table_w, heads: int, choose, terms: str) -> torch.Tensor:
+    """The kernel on every window of qkv [B, GH, GW, 3C] and pad [3C] (validated), read in
+    place; ``choose(q, window, call)`` gives the tile config, ``call(config)`` being the
+    :class:`KernelCall` of that config. Returns [B, GH, GW, C]. ``terms``, one of WINDOW_TERMS:
+    "products", the bias terms read out of q's table products, made for the whole batch at
+    once by one matmul before the launch ([B, heads, GH * GW, 64] for 14x14 windows, less than
+    the partitioned copy of the normed tokens that the windows in place save); "kernel", the
+    terms computed in the kernel from q and the tables (:func:`windows_tables_call`)."""
     q, k, v, pad_kv = grid_qkv(qkv, pad, heads)
-    grid_hw = (qkv.shape[1], qkv.shape[2])
-    p_h, p_w = table_products(q, table_h, table_w)
-    config = choose(q, k, v, pad_kv, p_h, p_w, grid_hw)
-    return _grid_output(launch_windows(q, k, v, pad_kv, p_h, p_w, grid_hw, config), qkv)
+    grid_hw, window = (qkv.shape[1], qkv.shape[2]), tables_grid(table_h, table_w)[0]
+    if terms == "products":
+        p_h, p_w = table_products(q, table_h, table_w)
+        call = lambda cfg: windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg)  # noqa: E731
+    elif terms == "kernel":
+        tables = stacked_tables(table_h, table_w, q.dtype)
+        call = lambda cfg: windows_tables_call(q, k, v, pad_kv, tables, grid_hw, window, cfg)  # noqa: E731
+    else:
+        raise ValueError(f"terms must be one of {WINDOW_TERMS}, got {terms!r}")
+    config = choose(q, window, call)
+    return _grid_output(call(config).run(), qkv)
 
 
 def run_windows_without_bias(qkv, pad, heads: int, window: int, config) -> torch.Tensor:
@@ -851,6 +905,19 @@ def windows_call(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config) -> Ke
     return _kernel_call(q, k, v, window, window, *terms, config, windows=windows)
 
 
+def windows_tables_call(
+    q, k, v, pad, tables, grid_hw: tuple[int, int], window: int, config
+) -> KernelCall:
+    """:func:`windows_call` with the bias terms computed in the kernel from q and the stacked
+    rel-pos tables of a ``window`` x ``window`` window (:func:`stacked_tables`, in q's dtype)
+    instead of read from q's table products: no products are made or stored."""
+    windows = _window_grid(grid_hw, window, pad, 0, config)
+    no_terms = (q, (0, 0, 0, 0, 0))  # never read
+    return _kernel_call(
+        q, k, v, window, window, no_terms, no_terms, config, windows=windows, tables=tables
+    )
+
+
 def _window_grid(grid_hw, window: int, pad, rel_token_stride: int, config) -> WindowGrid:
     """The WindowGrid of a windowed launch; windows in place take pointer loads only."""
     if config.loads != "pointer":
@@ -892,13 +959,25 @@ def _kernel_call(
     out=None,
     bias: bool = True,
     windows: WindowGrid | None = None,
+    tables: torch.Tensor | None = None,
 ) -> KernelCall:
     """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`;
-    ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`launch_windows`."""
+    ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`launch_windows`; ``tables``
+    (:func:`stacked_tables`): the terms computed in the kernel (rel_h, rel_w not read)."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run, bias)
+    if tables is None:
+        table_args = (q, 0, 0)  # never read
+    elif plan.bias_mode == ONEHOT:
+        tables = kernel_aligned(tables)
+        table_args = (tables, tables.stride(0), 2 * kh - 1)
+    else:
+        raise UnsupportedInputError(
+            f"{config.name()} on a {kh}x{kw} grid: the terms are computed in the kernel in "
+            f"one-hot mode only (grids up to {MAX_ONEHOT_GRID} a side, key tiles across rows)"
+        )
     out = _output_buffer(q, d_run) if out is None else out
     if windows is None:
         tokens, programs, pad = n, b * h, q[:1, :1, :1]  # pad: never read
@@ -911,15 +990,16 @@ def _kernel_call(
     args = (
         q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, tokens, d**-0.5 * LOG2E, *grid_args,
+        h, tokens, d**-0.5 * LOG2E, *grid_args, *table_args,
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
-        WARP_SPEC=config.loads == "tma_ws",
-        WINDOWED=windows is not None,
+        WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
+        PRODUCTS=tables is not None, LH_PAD=_pow2_at_least(2 * kh - 1),
+        LW_PAD=_pow2_at_least(2 * kw - 1),
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
