@@ -17,14 +17,16 @@ import torch.nn.functional as F
 
 from benchmarks.bench_encoder import build_encoder
 from benchmarks.common import first_call_s, median_ms
+from torchao._models.sam.attention import flash4
 from torchao._models.sam.compress.options import apply_compression
 from torchao._models.sam.modeling import image_encoder as ie
 from torchao._models.sam.modeling.common import MLPBlock
 
 CDT = ie.ENCODER_INDUCTOR_OPTIONS  # what every encoder compile adds
-# name: (attributes set, "mlp.<name>" on every MLPBlock, "encoder.<name>" on the encoder;
-# inductor options of each Block's compile)
-VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
+# name: (switches: "mlp.<attribute>" on every MLPBlock, "encoder.<attribute>" on the encoder,
+# "flash4.window_terms" through flash4.set_window_terms; inductor options of each Block's
+# compile)
+VARIANTS: dict[str, tuple[dict[str, bool | str], dict[str, bool | int]]] = {
     "base": ({}, {}),
     "no_epilogue": ({"mlp.gelu_epilogue": False}, {}),
     "cdt": ({}, CDT),
@@ -34,6 +36,7 @@ VARIANTS: dict[str, tuple[dict[str, bool], dict[str, bool | int]]] = {
         {"mlp.residual_in_matmul": False, "encoder.defer_residual": False},
         CDT,
     ),
+    "cdt_window_kernel_terms": ({"flash4.window_terms": "kernel"}, CDT),
     "mk": ({}, {"triton.multi_kernel": 1}),
     "cdt_mk": ({}, {**CDT, "triton.multi_kernel": 1}),
     "force_persistent": ({}, {"triton.multi_kernel": 2}),
@@ -46,9 +49,13 @@ def run(model, name, ref, compress=None):
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
+    flash4.set_window_terms("products")  # the default, unless the variant switches it
     # set before compression: Float8GeluMLP takes gelu_epilogue's form
     for key, value in switches.items():
         owner, attribute = key.split(".")
+        if owner == "flash4":
+            flash4.set_window_terms(value)
+            continue
         targets = (
             [enc] if owner == "encoder" else [m for m in enc.modules() if isinstance(m, MLPBlock)]
         )
