@@ -1,7 +1,9 @@
-"""The encoder Block's MLP residual add deferred to the next block (Block.forward_deferred)."""
+"""The encoder Block's MLP residual add deferred to the next block (Block's defer_residual)."""
 
 from __future__ import annotations
 
+import copy
+import io
 import re
 
 import pytest
@@ -49,8 +51,8 @@ def test_deferred_encoder_is_the_plain_encoder_bit_for_bit():
     torch.testing.assert_close(deferred, plain, atol=0, rtol=0)
 
 
-def test_forward_deferred_returns_the_residual_and_the_mlp_output():
-    """(residual, mlp_out) with residual + mlp_out == forward(x + pending), for windowed and
+def test_deferring_block_returns_the_residual_and_the_mlp_output():
+    """(residual, mlp_out) with residual + mlp_out == block(x + pending), for windowed and
     global blocks, with and without a pending input."""
     enc = small_encoder()
     x, pending = torch.randn(2, 8, 8, 32), torch.randn(2, 8, 8, 32)
@@ -58,7 +60,7 @@ def test_forward_deferred_returns_the_residual_and_the_mlp_output():
         for i in (0, GLOBAL_BLOCKS[0]):
             block = enc.blocks[i]
             for given in (None, pending):
-                residual, mlp_out = block.forward_deferred(x, given)
+                residual, mlp_out = block(x, given, defer_residual=True)
                 assert mlp_out is not None  # fp32 on the CPU: no residual in lin2's matmul
                 expected = block(x if given is None else x + given)
                 torch.testing.assert_close(residual + mlp_out, expected, atol=0, rtol=0)
@@ -67,19 +69,51 @@ def test_forward_deferred_returns_the_residual_and_the_mlp_output():
 
 def test_blocks_whose_mlp_folds_the_residual_defer_nothing(monkeypatch):
     """Where lin2's matmul takes the residual (forced here for GELU MLPs, as the real check
-    does on CUDA in half precision), forward_deferred returns (output, None) and the encoder
+    does on CUDA in half precision), a deferring block returns (output, None) and the encoder
     output is the one without deferral."""
     gelu = lambda self, x: type(self.act) is torch.nn.GELU  # noqa: E731
     monkeypatch.setattr(common.MLPBlock, "runs_gelu_in_epilogue", gelu)
     enc, x = small_encoder(), torch.randn(2, 3, 128, 128)
     tokens = torch.randn(2, 8, 8, 32)
     with torch.no_grad():
-        out, pending = enc.blocks[0].forward_deferred(tokens)
+        out, pending = enc.blocks[0](tokens, defer_residual=True)
         assert pending is None
         torch.testing.assert_close(out, enc.blocks[0](tokens), atol=0, rtol=0)
         deferred = enc(x)
         enc.defer_residual = False
         torch.testing.assert_close(deferred, enc(x), atol=0, rtol=0)
+
+
+def test_deferring_encoder_calls_blocks_as_modules():
+    """The encoder calls each block through nn.Module.__call__: forward hooks fire, a block
+    replaced by its torch.compile wrapper is the one that runs, and a copied or pickled
+    encoder computes with its own weights."""
+    enc, x = small_encoder(), torch.randn(1, 3, 128, 128)
+    calls = []
+    hooks = [
+        block.register_forward_hook(lambda m, args, out: calls.append(type(out).__name__))
+        for block in enc.blocks
+    ]
+    with torch.no_grad():
+        ref = enc(x)
+        assert calls == ["tuple"] * len(enc.blocks)
+        for hook in hooks:
+            hook.remove()
+        copied = copy.deepcopy(enc)
+        buffer = io.BytesIO()
+        torch.save(enc, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        for other in (copied, loaded):
+            torch.testing.assert_close(other(x), ref, atol=0, rtol=0)
+            torch.nn.init.zeros_(other.blocks[0].mlp.lin2.weight)
+            assert not torch.equal(other(x), ref)
+        torch.testing.assert_close(enc(x), ref, atol=0, rtol=0)
+        torch._dynamo.reset()
+        counters.clear()
+        enc.blocks[1] = torch.compile(enc.blocks[1], backend="eager")
+        torch.testing.assert_close(enc(x), ref, atol=1e-6, rtol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 @pytest.mark.parametrize("defer", [True, False], ids=["deferred", "plain"])
@@ -88,7 +122,7 @@ def test_compiled_blocks_fuse_the_deferred_add_into_the_next_layernorm(defer):
     with lin2's matmul (no add kernel after it), and the graphs that take a pending input
     start with one kernel that adds it and computes norm1. Three graphs serve the six blocks
     (windowed without and with a pending input, global with one); without deferral two, each
-    ending in an add kernel."""
+    ending in an add kernel. The whole encoder compiled as one graph gives the same output."""
     enc, x = small_encoder(), torch.randn(2, 3, 128, 128)
     enc.defer_residual = defer
     with torch.no_grad():
@@ -99,6 +133,10 @@ def test_compiled_blocks_fuse_the_deferred_add_into_the_next_layernorm(defer):
         out, codes = run_and_get_code(enc, x)
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
     assert counters["stats"]["unique_graphs"] == len(codes) == (3 if defer else 2)
+    whole = compile_image_encoder(small_encoder(), "encoder", tune_kernels=False)
+    whole.defer_residual = defer
+    with torch.no_grad():
+        torch.testing.assert_close(whole(x), eager, atol=1e-5, rtol=1e-5)
     graphs = [launches(code) for code in codes]
     if defer:
         assert all(g[-1] == "extern_kernels.addmm" for g in graphs), graphs

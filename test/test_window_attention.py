@@ -245,49 +245,71 @@ def test_every_config_runs_sam_windows_in_place_without_bias(model, dtype):
     assert all(err <= TOL[dtype] for err in errs.values()), errs
 
 
-def test_kernel_terms_need_one_hot_mode():
-    """Windows over 32 a side do not run one-hot mode: computing their terms in the kernel is
-    refused (meta tensors: nothing launches)."""
+def test_kernel_terms_run_one_hot_mode_up_to_32():
+    """With the terms computed in the kernel every config plans one-hot mode, also where it
+    would run row mode from products (a 32x32 window with 32-key tiles); windows over 32 a
+    side are refused (meta tensors: nothing launches)."""
     from torchao._models.sam.attention import flash4_kernel as fk
 
+    row_tiles = fk.TileConfig(128, 32, 4, 3)
+    assert fk.bias_mode(row_tiles, 32, 32) == fk.ROW
+    assert fk.make_plan(row_tiles, 32, 32, 64, table_terms=True).bias_mode == fk.ONEHOT
     meta = dict(device="meta", dtype=torch.bfloat16)
-    qkv, pad = torch.empty(1, 40, 40, 48, **meta), torch.empty(48, **meta)
-    q, k, v, pad_kv = fk.grid_qkv(qkv, pad, 1)
-    tables = fk.stacked_tables(torch.empty(79, 16, **meta), torch.empty(79, 16, **meta), q.dtype)
+
+    def call(side: int) -> fk.KernelCall:
+        qkv, pad = torch.empty(1, side, side, 48, **meta), torch.empty(48, **meta)
+        q, k, v, pad_kv = fk.grid_qkv(qkv, pad, 1)
+        table = torch.empty(2 * side - 1, 16, **meta)
+        tables = fk.stacked_tables(table, table, q.dtype)
+        return fk.windows_tables_call(q, k, v, pad_kv, tables, (side, side), side, row_tiles)
+
+    assert call(32).constexprs["BIAS_MODE"] == fk.ONEHOT
     with pytest.raises(UnsupportedInputError, match="one-hot mode only"):
-        fk.windows_tables_call(q, k, v, pad_kv, tables, (40, 40), 40, fk.CONFIGS[0])
+        call(40)
 
 
-def test_window_terms_setting_is_checked_and_explained(monkeypatch):
+@pytest.fixture
+def window_terms():
+    """flash4.set_window_terms, restored after the test."""
     from torchao._models.sam.attention import flash4
-    from torchao._models.sam.attention.__main__ import TERMS_SOURCE
 
-    monkeypatch.setattr(flash4, "_window_terms", flash4.window_terms())
+    before = flash4.window_terms()
+    yield flash4.set_window_terms
+    flash4.set_window_terms(before)
+
+
+def test_window_terms_setting_is_checked_and_explained(window_terms):
+    from torchao._models.sam.attention import flash4, flash4_kernel
+    from torchao._models.sam.attention.__main__ import describe_windows
+
+    assert flash4.window_terms() == flash4_kernel.DEFAULT_WINDOW_TERMS == "products"
     with pytest.raises(ValueError, match="window terms must be one of"):
-        flash4.set_window_terms("einsum")
-    for terms in TERMS_SOURCE:
-        flash4.set_window_terms(terms)
-        assert flash4.window_terms() == terms
+        window_terms("einsum")
+    for terms, description in flash4_kernel.WINDOW_TERMS.items():
+        window_terms(terms)
+        assert flash4.window_terms() == terms and description in describe_windows()
 
 
 @pytest.mark.gpu
 @needs_cuda
-def test_window_op_runs_the_chosen_terms(monkeypatch):
-    """The public op with the terms computed in the kernel equals the reference, and its
-    config is tuned and cached under its own key."""
-    from torchao._models.sam.attention import flash4
+@pytest.mark.parametrize("terms", ["products", "kernel"])
+def test_window_op_runs_the_chosen_terms(window_terms, monkeypatch, terms):
+    """The public op equals the reference with either source of the terms: the products are
+    made only for "products", and each source's config is chosen under its own key."""
+    from torchao._models.sam.attention import flash4, flash4_kernel
 
-    monkeypatch.setattr(flash4, "_window_terms", "kernel")
+    made = []
+    products = flash4_kernel.table_products
+    monkeypatch.setattr(flash4_kernel, "table_products", lambda *a: made.append(1) or products(*a))
     monkeypatch.setenv(flash4.AUTOTUNE_ENV, "0")
+    window_terms(terms)
     inputs = grid_inputs(2, (64, 64), 14, 16, 80, torch.bfloat16, "cuda")
     out = flash4.flash4_window_attention(*inputs, 16)
     ref = reference_window_attention(*inputs, 16)
     assert (out.float() - ref).abs().max().item() <= TOL[torch.bfloat16]
-    assert any(
-        key.endswith("windows-kernel|14x14|D80|" + flash4.CANDIDATES_TAG)
-        or "|windows-kernel|" in key
-        for key in flash4._chosen
-    )
+    assert len(made) == (terms == "products")
+    form = "|windows|" if terms == "products" else "|windows-kernel|"
+    assert any(form in key for key in flash4._chosen)
 
 
 @pytest.mark.gpu

@@ -49,7 +49,7 @@ def run(model, name, ref, compress=None):
     torch._dynamo.reset()
     torch.manual_seed(0)
     enc = build_encoder(model, "auto", torch.bfloat16)
-    flash4.set_window_terms("products")  # the default, unless the variant switches it
+    flash4.set_window_terms(flash4.DEFAULT_WINDOW_TERMS)  # unless the variant switches it
     # set before compression: Float8GeluMLP takes gelu_epilogue's form
     for key, value in switches.items():
         owner, attribute = key.split(".")

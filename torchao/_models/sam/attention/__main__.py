@@ -18,12 +18,6 @@ from torchao._models.sam.attention.dispatch import (
 from torchao._models.sam.modeling.config import PRESETS
 
 
-TERMS_SOURCE = {  # flash4.set_window_terms
-    "products": "read from q's products with the rel-pos tables (one matmul before the kernel)",
-    "kernel": "computed in the kernel from q and the rel-pos tables",
-}
-
-
 def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
     """(layer kind, Kh, Kw, head dim) for each kind of attention layer of a preset."""
     config = PRESETS[model]
@@ -31,6 +25,15 @@ def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
         (f"{kind} ({blocks} blocks)", side, side, config.head_dim)
         for kind, (blocks, _, side) in config.attention_layers().items()
     ]
+
+
+def describe_windows() -> str:
+    """How flash_4 runs the windowed layers (it reads them in place)."""
+    from torchao._models.sam.attention.flash4 import window_terms
+    from torchao._models.sam.attention.flash4_kernel import WINDOW_TERMS
+
+    terms = WINDOW_TERMS[window_terms()]
+    return f"windows read in place from the token grid, bias terms {terms}"
 
 
 def main() -> None:
@@ -49,12 +52,7 @@ def main() -> None:
                 if kind.startswith("window") and windows_in_place(
                     backend, torch.device(device), kh, dtype
                 ):
-                    from torchao._models.sam.attention.flash4 import window_terms
-
-                    what += (
-                        "; windows read in place from the token grid, bias terms "
-                        + TERMS_SOURCE[window_terms()]
-                    )
+                    what += "; " + describe_windows()
             except ImportError as e:  # flash_4 needs triton
                 what = f"unavailable here ({e})"
             print(f"  {device:4s} {kind:22s} {kh}x{kw}, head dim {d}: {what}")

@@ -3,7 +3,8 @@
 Three ops: :func:`flash4_attention` takes rel_h and rel_w; :func:`flash4_attention_from_tables`
 (what the encoder's global blocks run) takes the rel-pos tables and reads the terms out of q's
 products with them; :func:`flash4_window_attention` (the windowed blocks) does the same for
-every window of a token grid, reading the windows in place. The config used per (GPU, shape,
+every window of a token grid, reading the windows in place (its bias terms from the products
+or, after ``set_window_terms("kernel")``, computed in the kernel). The config used per (GPU, shape,
 dtype, form) is chosen by timing the valid candidates of ``flash4_kernel.CONFIGS`` on the first
 call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or ``~/.cache/torchao_sam``) as JSON;
 ``set_forced_config`` pins one. The kernels run as custom ops so that ``torch.compile`` treats
@@ -26,6 +27,7 @@ import triton
 from torchao._models.sam.attention.contract import tables_grid
 from torchao._models.sam.attention.flash4_kernel import (
     CONFIGS,
+    DEFAULT_WINDOW_TERMS,
     INTERPRET,
     WINDOW_TERMS,
     TileConfig,
@@ -70,7 +72,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def cache_key(q: torch.Tensor, kh: int, kw: int, form: str = "rel") -> str:
-    """form: "rel" (rel_h, rel_w given) or "tables" (read from q's table products)."""
+    """form: "rel" (rel_h, rel_w given), "tables" (read from q's table products), "windows"
+    (the windows in place, the same) or "windows-kernel" (their terms computed in the kernel)."""
     b, h, _, d = q.shape
     batch_heads = f"B{b}|H{h}" + ("" if form == "rel" else f"|{form}")
     return _key(_device_name(q.device), q.dtype, batch_heads, kh, kw, d)
@@ -255,16 +258,18 @@ def flash4_attention_from_tables(q, k, v, table_h, table_w) -> torch.Tensor:
     return torch.ops.torchao_sam.rel_pos_attention_tables(q, k, v, table_h, table_w)
 
 
-_window_terms = WINDOW_TERMS[0]
+_window_terms = DEFAULT_WINDOW_TERMS
 
 
 def set_window_terms(terms: str) -> None:
-    """Where :func:`flash4_window_attention` gets its bias terms: "products" (q's products
-    with the tables, one matmul before the kernel; the default) or "kernel" (computed in the
-    kernel from q and the tables). Each is tuned and cached on its own."""
+    """Where :func:`flash4_window_attention` gets its bias terms, one of
+    ``flash4_kernel.WINDOW_TERMS``: "products" (q's products with the tables, one matmul
+    before the kernel; the default) or "kernel" (computed in the kernel from q and the
+    tables). Each is tuned and cached on its own. Read on every call of the op, so it takes
+    effect without recompiling, but not inside CUDA graphs captured before the change."""
     global _window_terms
     if terms not in WINDOW_TERMS:
-        raise ValueError(f"window terms must be one of {WINDOW_TERMS}, got {terms!r}")
+        raise ValueError(f"window terms must be one of {tuple(WINDOW_TERMS)}, got {terms!r}")
     _window_terms = terms
 
 
@@ -276,7 +281,7 @@ def window_terms() -> str:
 def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
     """The config :func:`flash4_window_attention` runs with (q: the grid's tokens; ``call``:
     a config's kernel call, from :func:`flash4_kernel.run_windows`)."""
-    form = "windows" if terms == "products" else f"windows-{terms}"
+    form = "windows" if terms == DEFAULT_WINDOW_TERMS else f"windows-{terms}"
     run = lambda cfg: call(cfg).run()  # noqa: E731
     return _choose(q, window, window, cache_key(q, window, window, form), run)
 

@@ -124,7 +124,7 @@ def _rel_pos_attn_fwd(
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
-    PRODUCTS: tl.constexpr, LH_PAD: tl.constexpr, LW_PAD: tl.constexpr,
+    TABLE_TERMS: tl.constexpr, LH_PAD: tl.constexpr, LW_PAD: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -140,14 +140,14 @@ def _rel_pos_attn_fwd(
     (:func:`_kv_operands`) with key tiles as blocks, zero-filled past N; otherwise K1 and V1 are
     K and V. WARP_SPEC: the key loop is warp-specialised (loads in their own warps).
 
-    WINDOWED (:func:`launch_windows`): one program handles a KW x KW window of a GH x GW token
+    WINDOWED (:func:`windows_call`): one program handles a KW x KW window of a GH x GW token
     grid (windows padded bottom/right, as SAM's window partition does), program_id(1) being
     (image * N_WIN + window) * H + head. Q, K, V, Out and the table products are the grid's
     tokens (row-major, token strides sqn, skn, svn, son, s_rel_tok), read and written in place;
     keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
     padding queries are neither read nor stored.
 
-    PRODUCTS (one-hot mode only): the bias terms are computed here from q and the stacked
+    TABLE_TERMS (one-hot mode only): the bias terms are computed here from q and the stacked
     rel-pos tables TB ([table_h; table_w], row stride s_tb, table_w from row LH = 2Kh - 1;
     :func:`_table_terms`) instead of read from RH and RW, which are then not read.
 
@@ -222,7 +222,7 @@ def _rel_pos_attn_fwd(
     if BIAS_MODE == 1:
         offs_kh = tl.arange(0, KH_PAD)
         offs_kw = tl.arange(0, KW_PAD)
-        if PRODUCTS:  # from q before BIAS_ACC scales it (the official terms use q unscaled)
+        if TABLE_TERMS:  # from q before BIAS_ACC scales it (the official terms use q unscaled)
             rh_rows = _table_terms(
                 q0, q1, TB, s_tb, LH, q_row, N // KW, KH_PAD, LH_PAD, HAS_D1, offs_d0, offs_d1,
                 d1_own,
@@ -519,16 +519,25 @@ def whole_rows_per_tile(config: TileConfig, kh: int, kw: int) -> int:
     return rows if rest == 0 and 1 < rows <= MAX_ROWS_PER_TILE and kh % rows == 0 else 0
 
 
-def make_plan(config: TileConfig, kh: int, kw: int, d: int, bias: bool = True) -> LaunchPlan:
+def make_plan(
+    config: TileConfig, kh: int, kw: int, d: int, bias: bool = True, table_terms: bool = False
+) -> LaunchPlan:
     """Compile-time choices for this config and shape (every config runs every grid, except
-    tiles over MAX_SPLIT_TILE scores with a split head dim); ``bias=False``: NO_BIAS mode."""
+    tiles over MAX_SPLIT_TILE scores with a split head dim); ``bias=False``: NO_BIAS mode;
+    ``table_terms`` (the terms computed in the kernel from the tables): one-hot mode, which
+    grids up to MAX_ONEHOT_GRID a side run with any tile."""
     d0, d1 = split_head_dim(d)
     if d1 and config.block_m * config.block_n > MAX_SPLIT_TILE:
         raise UnsupportedInputError(
             f"{config.name()} with head dim {d} (split {d0} + {d1}): tiles larger than "
             f"{MAX_SPLIT_TILE} scores raise an illegal memory access (triton 3.6)"
         )
-    mode = bias_mode(config, kh, kw) if bias else NO_BIAS
+    if table_terms and max(kh, kw) > MAX_ONEHOT_GRID:
+        raise UnsupportedInputError(
+            f"a {kh}x{kw} grid: the terms are computed in the kernel in one-hot mode only "
+            f"(grids up to {MAX_ONEHOT_GRID} a side)"
+        )
+    mode = ONEHOT if table_terms else bias_mode(config, kh, kw) if bias else NO_BIAS
     hoist_w = mode == ROW and config.block_n % kw == 0
     kh_pad, even_n = _pow2_at_least(kh), (kh * kw) % config.block_n == 0
     return LaunchPlan(
@@ -805,7 +814,7 @@ def _grid_strides(rel: torch.Tensor, kw: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class WindowGrid:
-    """The token grid a WINDOWED launch (:func:`launch_windows`) takes its windows from."""
+    """The token grid a WINDOWED launch (:func:`windows_call`) takes its windows from."""
 
     grid_h: int
     grid_w: int
@@ -822,11 +831,16 @@ class WindowGrid:
         return -(-self.grid_h // self.window) * self.cols
 
 
-WINDOW_TERMS = ("products", "kernel")  # where windowed launches get the bias terms (run_windows)
+# where windowed launches get their bias terms (run_windows); the first is the default
+WINDOW_TERMS = {
+    "products": "read from q's products with the rel-pos tables (one matmul before the kernel)",
+    "kernel": "computed in the kernel from q and the rel-pos tables",
+}
+DEFAULT_WINDOW_TERMS = next(iter(WINDOW_TERMS))
 
 
 def run_windows_with_config(
-    qkv, pad, table_h, table_w, heads: int, config, terms: str = "products"
+    qkv, pad, table_h, table_w, heads: int, config, terms: str = DEFAULT_WINDOW_TERMS
 ) -> torch.Tensor:
     """:func:`flash4.flash4_window_attention` with one tile config (no tuning)."""
     qkv = validate_windows(qkv, pad, table_h, table_w, heads)
@@ -850,7 +864,7 @@ def run_windows(qkv, pad, table_h, table_w, heads: int, choose, terms: str) -> t
         tables = stacked_tables(table_h, table_w, q.dtype)
         call = lambda cfg: windows_tables_call(q, k, v, pad_kv, tables, grid_hw, window, cfg)  # noqa: E731
     else:
-        raise ValueError(f"terms must be one of {WINDOW_TERMS}, got {terms!r}")
+        raise ValueError(f"terms must be one of {tuple(WINDOW_TERMS)}, got {terms!r}")
     config = choose(q, window, call)
     return _grid_output(call(config).run(), qkv)
 
@@ -885,20 +899,14 @@ def _grid_output(out: torch.Tensor, qkv: torch.Tensor) -> torch.Tensor:
     return out.transpose(1, 2).reshape(b, gh, gw, c3 // 3)
 
 
-def launch_windows(
-    q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config: TileConfig
-) -> torch.Tensor:
+def windows_call(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config) -> KernelCall:
     """The kernel on every window of a token grid, in place (no partition, padding or
     unpartition copies): q, k, v [B, heads, GH * GW, D], the grid's tokens row-major; pad
     [2, heads, D], the k and v that SAM's zero padding tokens get (qkv's bias); p_h, p_w: q's
-    products with the window's tables (:func:`table_products`). Windows of side
-    ``Kh = Kw`` (the tables' grid) cover the grid from the top left, padded bottom/right.
-    Returns [B, heads, GH * GW, D] in :func:`new_output`'s layout; inputs already validated."""
-    return windows_call(q, k, v, pad, p_h, p_w, grid_hw, config).run()
-
-
-def windows_call(q, k, v, pad, p_h, p_w, grid_hw: tuple[int, int], config) -> KernelCall:
-    """:func:`launch_windows`' kernel call: the products read as on a grid GW tokens wide."""
+    products with the window's tables (:func:`table_products`), read as on a grid GW tokens
+    wide. Windows of side ``Kh = Kw`` (the tables' grid) cover the grid from the top left,
+    padded bottom/right. Its output is [B, heads, GH * GW, D] in :func:`new_output`'s layout;
+    inputs already validated."""
     window = (p_h.shape[-1] + 1) // 2
     windows = _window_grid(grid_hw, window, pad, p_h.stride(2), config)
     terms = _product_terms(p_h, p_w, grid_hw[1])
@@ -962,22 +970,13 @@ def _kernel_call(
     tables: torch.Tensor | None = None,
 ) -> KernelCall:
     """rel_h, rel_w: (tensor, its five kernel strides); out as for :func:`launch_products`;
-    ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`launch_windows`; ``tables``
+    ``bias=False``: :func:`run_without_bias`; ``windows``: :func:`windows_call`; ``tables``
     (:func:`stacked_tables`): the terms computed in the kernel (rel_h, rel_w not read)."""
     b, h, n, d = q.shape
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
-    plan = make_plan(config, kh, kw, d_run, bias)
-    if tables is None:
-        table_args = (q, 0, 0)  # never read
-    elif plan.bias_mode == ONEHOT:
-        tables = kernel_aligned(tables)
-        table_args = (tables, tables.stride(0), 2 * kh - 1)
-    else:
-        raise UnsupportedInputError(
-            f"{config.name()} on a {kh}x{kw} grid: the terms are computed in the kernel in "
-            f"one-hot mode only (grids up to {MAX_ONEHOT_GRID} a side, key tiles across rows)"
-        )
+    plan = make_plan(config, kh, kw, d_run, bias, table_terms=tables is not None)
+    table_args = (q, 0, 0) if tables is None else _table_args(kernel_aligned(tables), kh)
     out = _output_buffer(q, d_run) if out is None else out
     if windows is None:
         tokens, programs, pad = n, b * h, q[:1, :1, :1]  # pad: never read
@@ -998,11 +997,16 @@ def _kernel_call(
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
-        PRODUCTS=tables is not None, LH_PAD=_pow2_at_least(2 * kh - 1),
+        TABLE_TERMS=tables is not None, LH_PAD=_pow2_at_least(2 * kh - 1),
         LW_PAD=_pow2_at_least(2 * kw - 1),
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
+
+
+def _table_args(tables: torch.Tensor, kh: int) -> tuple:
+    """The kernel's TB, s_tb, LH for stacked tables [table_h; table_w; ...] (kernel-aligned)."""
+    return tables, tables.stride(0), 2 * kh - 1
 
 
 def _kv_operands(t: torch.Tensor, plan: LaunchPlan, config: TileConfig) -> tuple:

@@ -106,7 +106,8 @@ class Float8GeluMLP(nn.Module):
 
     def runs_residual_in_matmul(self, residual: torch.Tensor, x: torch.Tensor) -> bool:
         """False: _scaled_mm has no C operand, so the encoder Block leaves the residual add to
-        the next block's LayerNorm (``Block.forward_deferred``), as for MLPBlock's fallbacks."""
+        the next block's LayerNorm (``Block.forward``'s defer_residual), as for MLPBlock's
+        fallbacks."""
         return False
 
     def extra_repr(self) -> str:

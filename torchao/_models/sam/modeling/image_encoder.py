@@ -3,7 +3,6 @@ relative-position attention, and a convolutional neck."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -77,7 +76,7 @@ class ImageEncoderViT(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
-        # each block's MLP residual add left to the next block (Block.forward_deferred)
+        # each block's MLP residual add left to the next block (Block.forward's defer_residual)
         self.defer_residual = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +86,7 @@ class ImageEncoderViT(nn.Module):
         pending = None
         for blk in self.blocks:
             if self.defer_residual:
-                x, pending = blk.forward_deferred(x, pending)
+                x, pending = blk(x, pending, defer_residual=True)
             else:
                 x = blk(x)
         if pending is not None:
@@ -127,33 +126,23 @@ class Block(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=act_layer)
         self.window_size = window_size
-        self._compiled_deferred: Callable | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, mlp_out = self._deferred(x, None)
-        return x if mlp_out is None else x + mlp_out
+    def forward(
+        self,
+        x: torch.Tensor,
+        pending: torch.Tensor | None = None,
+        defer_residual: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, H, W, C] -> [B, H, W, C], the official block on ``x + pending`` (pending: a
+        deferred MLP output of the block before, or None).
 
-    def forward_deferred(
-        self, x: torch.Tensor, pending: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The block on ``x + pending`` (pending: the block before's deferred MLP output, or
-        None), with its own MLP's residual add left to the caller where lin2's matmul cannot
-        take it (``mlp.runs_residual_in_matmul``: fp32, the CPU, quantized weights): returns
-        (residual, mlp_out), the block's output being residual + mlp_out, or (output, None).
-        In an encoder compiled block by block the add then joins the next block's first
-        LayerNorm kernel instead of running as a pass of its own. Compiled by :meth:`compile`.
+        With ``defer_residual``, the MLP's residual add is left to the caller where lin2's
+        matmul cannot take it (``mlp.runs_residual_in_matmul`` false: fp32, the CPU,
+        quantized weights): returns (residual, mlp_out), the block's output being their sum,
+        or (output, None). The encoder passes mlp_out to the next block as ``pending``, so that
+        in an encoder compiled block by block the add runs in the kernel of that block's first
+        LayerNorm rather than in a pass of its own.
         """
-        run = self._compiled_deferred or self._deferred
-        return run(x, pending)
-
-    def compile(self, *args, **kwargs) -> None:
-        """nn.Module.compile (forward), and :meth:`forward_deferred` with the same arguments."""
-        super().compile(*args, **kwargs)
-        self._compiled_deferred = torch.compile(self._deferred, *args, **kwargs)
-
-    def _deferred(
-        self, x: torch.Tensor, pending: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if pending is not None:
             x = x + pending
         shortcut = x
@@ -165,8 +154,11 @@ class Block(nn.Module):
         x = shortcut + x
         y = self.norm2(x)
         if self.mlp.runs_residual_in_matmul(x, y):
-            return self.mlp.add_to(x, y), None
-        return x, self.mlp(y)
+            out = self.mlp.add_to(x, y)
+            return (out, None) if defer_residual else out
+        if defer_residual:
+            return x, self.mlp(y)
+        return x + self.mlp(y)
 
 
 class Attention(nn.Module):
@@ -295,7 +287,8 @@ def compile_image_encoder(
     """torch.compile the encoder in place, with :func:`encoder_compile_options`. scope
     "encoder": one graph for the whole encoder; "block": each Block compiled on its own
     (identical blocks share their compiled code, so compile time does not grow with depth;
-    windowed and global blocks make two graphs). ``tune_kernels=False`` skips the
+    windowed and global blocks make two graphs, three where the encoder defers the MLP's
+    residual add: block 0 has no pending input). ``tune_kernels=False`` skips the
     coordinate-descent tuning (a faster compile, slower norm and elementwise kernels)."""
     options = encoder_compile_options(mode, tune_kernels)
     if scope == "encoder":
