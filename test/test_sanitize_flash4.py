@@ -40,7 +40,19 @@ def fake_run(text: str, returncode: int = 0):
 
 
 def case_lines(err: float) -> str:
-    return "".join(f"CASE 1x1 b1 err={err}\n" for _ in range(sanitize_flash4.expected_cases()))
+    """A group's CASE lines for config (64, 64, 4, 2) and head dim 64, as the tests use."""
+    cases = sanitize_flash4.expected_cases((64, 64, 4, 2), 64)
+    return "".join(f"CASE 1x1 b1 err={err}\n" for _ in range(cases))
+
+
+def test_groups_expect_the_window_terms_their_tile_runs():
+    """The windows run both sources of the terms, except the kernel's where it refuses the
+    tile (64 x 256 with a split head dim)."""
+    both = sanitize_flash4.expected_cases((64, 64, 4, 2), 80)
+    assert sanitize_flash4.expected_cases((64, 256, 8, 1), 64) == both
+    assert sanitize_flash4.expected_cases((64, 256, 8, 1), 80) == both - len(
+        sanitize_flash4.BATCHES
+    )
 
 
 def test_a_clean_group_with_every_case_within_tolerance_is_ok(tmp_path, monkeypatch):

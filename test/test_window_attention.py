@@ -122,6 +122,9 @@ INTERPRETER_SCRIPT = textwrap.dedent(
             th, tw = [(0.3 * torch.randn(2 * ws - 1, d, generator=g)).half() for _ in "hw"]
             ref = reference_window_attention(qkv, pad, th, tw, heads)
             for terms in flash4_kernel.WINDOW_TERMS:
+                if not flash4_kernel.runs(cfg, ws, ws, d, terms == "kernel"):
+                    errs.append([cfg.name(), terms, [b, *grid, ws, d], None])  # refused
+                    continue
                 out = flash4_kernel.run_windows_with_config(qkv, pad, th, tw, heads, cfg, terms)
                 assert out.shape == ref.shape and (out.is_contiguous() or d % 16)  # 72: padded
                 err = (out.float() - ref).abs().max().item()
@@ -136,7 +139,10 @@ def test_windows_in_place_under_triton_interpreter():
 
     errs = interpreter_result(INTERPRETER_SCRIPT, timeout=400)
     assert len(errs) == 4 * len(flash4_kernel.CONFIGS) * len(flash4_kernel.WINDOW_TERMS)
-    assert not [e for e in errs if not e[3] <= TOL[torch.float16]], errs
+    refused = [e[:3] for e in errs if e[3] is None]  # m64_n256 with the kernel's terms, D 80, 72
+    assert refused == [["m64_n256_w8_s1", "kernel", case] for case in ([1, 4, 4, 2, 80],
+                       [1, 20, 18, 8, 72])], refused  # fmt: skip
+    assert not [e for e in errs if e[3] is not None and not e[3] <= TOL[torch.float16]], errs
 
 
 NO_BIAS_SCRIPT = textwrap.dedent(
@@ -219,6 +225,11 @@ def test_every_config_reads_sam_windows_in_place(model, grid, dtype, terms):
     ref = reference_window_attention(*inputs, heads)
     errs = {}
     for cfg in flash4_kernel.CONFIGS:
+        if not flash4_kernel.runs(cfg, 14, 14, d, table_terms=terms == "kernel"):  # 64 x 256
+            assert d == 80 and cfg.block_n == flash4_kernel.MAX_TERMS_SPLIT_KEYS
+            with pytest.raises(UnsupportedInputError, match="illegal memory access"):
+                flash4_kernel.run_windows_with_config(*inputs, heads, cfg, terms)
+            continue
         out = flash4_kernel.run_windows_with_config(*inputs, heads, cfg, terms)
         assert out.dtype == dtype
         errs[cfg.name()] = (out.float() - ref).abs().max().item()
@@ -266,6 +277,21 @@ def test_kernel_terms_run_one_hot_mode_up_to_32():
     assert call(32).constexprs["BIAS_MODE"] == fk.ONEHOT
     with pytest.raises(UnsupportedInputError, match="one-hot mode only"):
         call(40)
+
+
+def test_kernel_terms_refuse_the_tile_that_faults_with_a_split_head_dim():
+    """m64_n256 with head dim 80 (split 64 + 16) and the terms computed in the kernel raised an
+    illegal memory access on an H100 (m128_n128 ran): refused by make_plan and left out of the
+    candidates and the heuristic, for that form only."""
+    from torchao._models.sam.attention import flash4_kernel as fk
+
+    tile = fk.TileConfig(64, 256, 8, 1)
+    assert tile in fk.valid_configs(14, 14, 80) and tile in fk.valid_configs(14, 14, 64, True)
+    assert tile not in fk.valid_configs(14, 14, 80, table_terms=True)
+    assert fk.runs(fk.TileConfig(128, 128, 8, 2), 14, 14, 80, table_terms=True)
+    assert fk.default_config(14, 14, 80) == tile != fk.default_config(14, 14, 80, True)
+    with pytest.raises(UnsupportedInputError, match="illegal memory access"):
+        fk.make_plan(tile, 14, 14, 80, table_terms=True)
 
 
 @pytest.fixture

@@ -42,5 +42,5 @@ def test_timed_calls_compute_the_windowed_attention_with_and_without_bias():
 
     errs = interpreter_result(SCRIPT, timeout=300)
     assert errs.pop("floor") is True and errs.pop("products") is True
-    assert len(errs) == 3 * len(flash4_kernel.CONFIGS)
+    assert len(errs) == 3 * len(flash4_kernel.CONFIGS)  # the tiny model's D 16 runs every tile
     assert all(err <= 2e-3 for err in errs.values()), errs

@@ -8,7 +8,7 @@ the kernels as assembled launches, so no validation or product work on the host 
 
     python -m benchmarks.repro.window_bias_cost OUT_DIR
 
-Rows go to OUT_DIR/window_bias_cost.csv (SCHEMA); a config a shape refuses is printed and
+Rows go to OUT_DIR/window_bias_cost.csv (SCHEMA); a piece a config refuses is printed and
 left out.
 """
 
@@ -55,16 +55,20 @@ def pieces(
         ("products", ""): lambda: kern.table_products(q, table_h, table_w),
     }
     for cfg in kern.CONFIGS:
-        try:
-            biased = kern.windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg)
-            in_kernel = kern.windows_tables_call(q, k, v, pad_kv, tables, grid_hw, window, cfg)
-            plain = kern.windows_nobias_call(q, k, v, pad_kv, grid_hw, window, cfg)
-        except UnsupportedInputError as e:
-            print(f"{model} {cfg.name()}: {e}", flush=True)
-            continue
-        calls[("with_bias", cfg.name())] = biased.run
-        calls[("kernel_terms", cfg.name())] = in_kernel.run
-        calls[("without_bias", cfg.name())] = plain.run
+        assemble = {
+            "with_bias": lambda cfg=cfg: kern.windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg),
+            "kernel_terms": lambda cfg=cfg: kern.windows_tables_call(
+                q, k, v, pad_kv, tables, grid_hw, window, cfg
+            ),
+            "without_bias": lambda cfg=cfg: kern.windows_nobias_call(
+                q, k, v, pad_kv, grid_hw, window, cfg
+            ),
+        }
+        for piece, make in assemble.items():
+            try:
+                calls[(piece, cfg.name())] = make().run
+            except UnsupportedInputError as e:
+                print(f"{model} {piece} {cfg.name()}: {e}", flush=True)
     return calls
 
 

@@ -123,14 +123,17 @@ def _write_cache_entry(key: str, config: TileConfig, times_ms: dict[str, float])
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def tune(q, kh: int, kw: int, run, key: str, save: bool = True) -> TileConfig:
+def tune(
+    q, kh: int, kw: int, run, key: str, save: bool = True, table_terms: bool = False
+) -> TileConfig:
     """Time ``run(config)`` for every valid candidate (median of triton's do_bench), keep the
     best under ``key``: in memory and, with ``save``, in the JSON cache file."""
     times = {}
-    for cfg in valid_configs(kh, kw, q.shape[-1]):
+    candidates = valid_configs(kh, kw, q.shape[-1], table_terms)
+    for cfg in candidates:
         fn = lambda cfg=cfg: run(cfg)
         times[cfg.name()] = triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
-    best = min(valid_configs(kh, kw, q.shape[-1]), key=lambda c: times[c.name()])
+    best = min(candidates, key=lambda c: times[c.name()])
     _chosen[key] = best
     if save:
         _write_cache_entry(key, best, times)
@@ -159,23 +162,24 @@ def tables_config(q, k, v, table_h, table_w) -> TileConfig:
     return choose_tables_config(*chunk, *table_products(chunk[0], table_h, table_w), kh, kw)
 
 
-def _choose(q, kh: int, kw: int, key: str, run) -> TileConfig:
+def _choose(q, kh: int, kw: int, key: str, run, table_terms: bool = False) -> TileConfig:
     if _forced_config is not None:
         return _forced_config
+    d = q.shape[-1]
     with _lock:
         if key in _chosen:
             return _chosen[key]
         entry = _read_cache().get(key)
         cfg = None if entry is None else _cached_config(entry)
-        if cfg is not None and cfg in valid_configs(kh, kw, q.shape[-1]):
+        if cfg is not None and cfg in valid_configs(kh, kw, d, table_terms):
             _chosen[key] = cfg
             return cfg
         if INTERPRET or not q.is_cuda or os.environ.get(AUTOTUNE_ENV, "1") == "0":
-            _chosen[key] = default_config(kh, kw, q.shape[-1])  # no cache file read again
+            _chosen[key] = default_config(kh, kw, d, table_terms)  # no cache file read again
             return _chosen[key]
         if torch.cuda.is_current_stream_capturing():  # no timing now; tune on a later call
-            return default_config(kh, kw, q.shape[-1])
-        return tune(q, kh, kw, run, key)
+            return default_config(kh, kw, d, table_terms)
+        return tune(q, kh, kw, run, key, table_terms=table_terms)
 
 
 def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
@@ -283,7 +287,8 @@ def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
     a config's kernel call, from :func:`flash4_kernel.run_windows`)."""
     form = "windows" if terms == DEFAULT_WINDOW_TERMS else f"windows-{terms}"
     run = lambda cfg: call(cfg).run()  # noqa: E731
-    return _choose(q, window, window, cache_key(q, window, window, form), run)
+    key = cache_key(q, window, window, form)
+    return _choose(q, window, window, key, run, table_terms=terms == "kernel")
 
 
 @torch.library.custom_op("torchao_sam::rel_pos_window_attention", mutates_args=())

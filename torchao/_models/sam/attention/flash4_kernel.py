@@ -63,6 +63,7 @@ from torchao._models.sam.attention.contract import (
 LOG2E = 1.4426950408889634
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_SPLIT_TILE = 64 * 256  # BLOCK_M x BLOCK_N where the head dim is split (see make_plan)
+MAX_TERMS_SPLIT_KEYS = 256  # key tiles this long fault with the kernel's terms, D split
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
 ROW, ONEHOT, GATHER, NO_BIAS = 0, 1, 2, 3  # bias modes (NO_BIAS: the loop alone, benchmarks)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -537,6 +538,12 @@ def make_plan(
             f"a {kh}x{kw} grid: the terms are computed in the kernel in one-hot mode only "
             f"(grids up to {MAX_ONEHOT_GRID} a side)"
         )
+    if table_terms and d1 and config.block_n >= MAX_TERMS_SPLIT_KEYS:
+        raise UnsupportedInputError(
+            f"{config.name()} with head dim {d} (split {d0} + {d1}) and the terms computed in "
+            f"the kernel: key tiles of {MAX_TERMS_SPLIT_KEYS} raise an illegal memory access "
+            "(triton 3.6, H100)"
+        )
     mode = ONEHOT if table_terms else bias_mode(config, kh, kw) if bias else NO_BIAS
     hoist_w = mode == ROW and config.block_n % kw == 0
     kh_pad, even_n = _pow2_at_least(kh), (kh * kw) % config.block_n == 0
@@ -555,18 +562,28 @@ def make_plan(
     )
 
 
-def valid_configs(kh: int, kw: int, d: int) -> list[TileConfig]:
-    """Candidates timed for this shape: gather mode is skipped where a faster mode exists, and
-    the ROW_MODE_ONLY configs where they would not run in row mode."""
+def valid_configs(kh: int, kw: int, d: int, table_terms: bool = False) -> list[TileConfig]:
+    """Candidates timed for this shape: gather mode is skipped where a faster mode exists, the
+    ROW_MODE_ONLY configs where they would not run in row mode, and configs :func:`make_plan`
+    refuses (``table_terms``: the terms computed in the kernel)."""
     modes = {cfg: bias_mode(cfg, kh, kw) for cfg in CONFIGS}
     usable = [cfg for cfg in CONFIGS if cfg not in ROW_MODE_ONLY or modes[cfg] == ROW]
     fast = [cfg for cfg in usable if modes[cfg] != GATHER]
-    return fast or usable
+    return [cfg for cfg in fast or usable if runs(cfg, kh, kw, d, table_terms)]
 
 
-def default_config(kh: int, kw: int, d: int) -> TileConfig:
+def runs(config: TileConfig, kh: int, kw: int, d: int, table_terms: bool = False) -> bool:
+    """Whether ``config`` runs this shape (:func:`make_plan` does not refuse it)."""
+    try:
+        make_plan(config, kh, kw, kernel_head_dim(d), table_terms=table_terms)
+    except UnsupportedInputError:
+        return False
+    return True
+
+
+def default_config(kh: int, kw: int, d: int, table_terms: bool = False) -> TileConfig:
     """Fixed heuristic (used while capturing CUDA graphs or with autotuning off)."""
-    candidates = valid_configs(kh, kw, d)
+    candidates = valid_configs(kh, kw, d, table_terms)
     if kw % 64 == 0:
         return CONFIGS[0]
     if kh * kw <= 256:
