@@ -165,7 +165,8 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
 
 
 def cases() -> list[tuple[str, str, str, fk.TileConfig]]:
-    """(model, layer, form, config): every candidate config on every form of every layer."""
+    """(model, layer, form, config): every candidate config on every form of every layer that
+    runs it (``windows_kernel_terms`` refuses some tiles, :func:`flash4_kernel.runs`)."""
     window_forms = ("tables", "windows_in_place", "windows_kernel_terms", "no_bias")
     forms = {"global": ("tables", "no_bias"), "window": window_forms}
     return [
@@ -174,6 +175,8 @@ def cases() -> list[tuple[str, str, str, fk.TileConfig]]:
         for layer in LAYERS
         for form in forms[layer]
         for cfg in fk.CONFIGS
+        if form != "windows_kernel_terms"
+        or fk.runs(cfg, *LAYERS[layer], MODELS[model][1], table_terms=True)
     ]
 
 

@@ -70,3 +70,13 @@ def test_register_limit_reaches_ptxas():
         for cfg in (limited, free)
     }
     assert used[limited] <= 128 < used[free]
+
+
+def test_every_case_assembles_its_launch():
+    """Every (model, layer, form, config) main() compiles makes its kernel call (the refused
+    kernel-terms tiles are not among the cases)."""
+    found = kernel_resources.cases()
+    for model, layer, form, cfg in found:
+        kernel_resources.meta_call(model, layer, form, cfg)
+    terms = [c for c in found if c[2] == "windows_kernel_terms"]
+    assert len(terms) == 2 * len(flash4_kernel.CONFIGS) - 1  # m64_n256 with vit_h's D 80

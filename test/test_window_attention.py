@@ -294,6 +294,40 @@ def test_kernel_terms_refuse_the_tile_that_faults_with_a_split_head_dim():
         fk.make_plan(tile, 14, 14, 80, table_terms=True)
 
 
+def test_tuner_and_cache_never_pick_a_refused_tile_for_kernel_terms(monkeypatch, tmp_path):
+    """With the kernel's terms the tuner times only the configs that run (m64_n256 left out
+    with D 80), and a cached choice of a refused config is not reused: the heuristic runs."""
+    from torchao._models.sam.attention import flash4, flash4_kernel
+
+    refused = flash4_kernel.TileConfig(64, 256, 8, 1)
+    timed = []
+    monkeypatch.setattr(flash4.triton.testing, "do_bench", lambda fn, **kw: fn() or 1.0)
+    q = torch.empty(1, 16, 196, 80)
+    best = flash4.tune(q, 14, 14, timed.append, "key", save=False, table_terms=True)
+    assert refused not in timed and timed == flash4_kernel.valid_configs(14, 14, 80, True)
+    assert best in timed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(flash4, "_chosen", {})
+    key = flash4.cache_key(q, 14, 14, "windows-kernel")
+    flash4._write_cache_entry(key, refused, {refused.name(): 0.1})
+    chosen = flash4._choose(q, 14, 14, key, timed.append, table_terms=True)
+    assert chosen == flash4_kernel.default_config(14, 14, 80, True) != refused
+
+
+def test_kernel_terms_over_32_refused_before_a_config_is_chosen():
+    from torchao._models.sam.attention import flash4_kernel as fk
+
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    qkv, pad = torch.empty(1, 40, 40, 48, **meta), torch.empty(48, **meta)
+    table = torch.empty(79, 16, **meta)
+
+    def choose(*args):
+        raise AssertionError("no config should be chosen")
+
+    with pytest.raises(UnsupportedInputError, match="one-hot mode only"):
+        fk.run_windows(qkv, pad, table, table, 1, choose, "kernel")
+
+
 @pytest.fixture
 def window_terms():
     """flash4.set_window_terms, restored after the test."""
@@ -328,6 +362,7 @@ def test_window_op_runs_the_chosen_terms(window_terms, monkeypatch, terms):
     products = flash4_kernel.table_products
     monkeypatch.setattr(flash4_kernel, "table_products", lambda *a: made.append(1) or products(*a))
     monkeypatch.setenv(flash4.AUTOTUNE_ENV, "0")
+    monkeypatch.setattr(flash4, "_chosen", {})
     window_terms(terms)
     inputs = grid_inputs(2, (64, 64), 14, 16, 80, torch.bfloat16, "cuda")
     out = flash4.flash4_window_attention(*inputs, 16)

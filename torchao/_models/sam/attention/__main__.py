@@ -27,13 +27,18 @@ def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
     ]
 
 
+def window_terms() -> str:
+    """flash_4's current source of the window bias terms (``flash4.set_window_terms``)."""
+    from torchao._models.sam.attention.flash4 import window_terms
+
+    return window_terms()
+
+
 def describe_windows() -> str:
     """How flash_4 runs the windowed layers (it reads them in place)."""
-    from torchao._models.sam.attention.flash4 import window_terms
     from torchao._models.sam.attention.flash4_kernel import WINDOW_TERMS
 
-    terms = WINDOW_TERMS[window_terms()]
-    return f"windows read in place from the token grid, bias terms {terms}"
+    return f"windows read in place from the token grid, bias terms {WINDOW_TERMS[window_terms()]}"
 
 
 def main() -> None:
@@ -48,10 +53,12 @@ def main() -> None:
     for device in ("cuda", "cpu"):
         for kind, kh, kw, d in layer_shapes(args.explain):
             try:
-                what = explain(backend, device, kh, kw, d, dtype)
-                if kind.startswith("window") and windows_in_place(
+                in_place = kind.startswith("window") and windows_in_place(
                     backend, torch.device(device), kh, dtype
-                ):
+                )
+                table_terms = in_place and window_terms() == "kernel"
+                what = explain(backend, device, kh, kw, d, dtype, table_terms)
+                if in_place:
                     what += "; " + describe_windows()
             except ImportError as e:  # flash_4 needs triton
                 what = f"unavailable here ({e})"

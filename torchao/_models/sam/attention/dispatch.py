@@ -165,16 +165,23 @@ def _resolve(backend: str, grid: tuple[int, int], q, k, v):
 
 
 def explain(
-    backend: str, device_type: str, kh: int, kw: int, head_dim: int, dtype: torch.dtype
+    backend: str,
+    device_type: str,
+    kh: int,
+    kw: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    table_terms: bool = False,
 ) -> str:
     """What runs for one attention shape: the backend and, for flash_4 and flex, the kernel
     config or formulation it will use (flash_4: the cached or heuristic choice; a cold CUDA
-    call without a cached entry times the candidates and keeps the fastest)."""
+    call without a cached entry times the candidates and keeps the fastest; ``table_terms``:
+    windows whose bias terms flash_4 computes in the kernel)."""
     name = resolve_backend(backend, torch.device(device_type), kh, kw, dtype)
     if name == "flash_4":
         from torchao._models.sam.attention.flash4 import describe_choice
 
-        return f"flash_4, {describe_choice(kh, kw, head_dim, dtype)}"
+        return f"flash_4, {describe_choice(kh, kw, head_dim, dtype, table_terms)}"
     if name == "flex":
         from torchao._models.sam.attention.flex import default_choice
 

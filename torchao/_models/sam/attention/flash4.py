@@ -182,8 +182,9 @@ def _choose(q, kh: int, kw: int, key: str, run, table_terms: bool = False) -> Ti
         return tune(q, kh, kw, run, key, table_terms=table_terms)
 
 
-def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
-    """The config(s) a shape runs with on this machine's GPU, for ``attention --explain``."""
+def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype, table_terms: bool = False) -> str:
+    """The config(s) a shape runs with on this machine's GPU, for ``attention --explain``
+    (``table_terms``: windows whose terms the kernel computes)."""
     if _forced_config is not None:
         return f"forced config {_forced_config.name()}"
     gpu = _device_name(torch.device("cuda")) if torch.cuda.is_available() else "<no GPU here>"
@@ -197,10 +198,10 @@ def describe_choice(kh: int, kw: int, d: int, dtype: torch.dtype) -> str:
     if cached:
         picks = ", ".join(f"{bh}: {cfg.name()}" for bh, cfg in sorted(cached.items()))
         return f"tuned configs cached for {gpu}: {picks}"
-    names = ", ".join(c.name() for c in valid_configs(kh, kw, d))
+    names = ", ".join(c.name() for c in valid_configs(kh, kw, d, table_terms))
     return (
         f"not tuned on {gpu} yet: the first CUDA call times [{names}] and keeps the fastest "
-        f"(heuristic without timing: {default_config(kh, kw, d).name()})"
+        f"(heuristic without timing: {default_config(kh, kw, d, table_terms).name()})"
     )
 
 

@@ -63,7 +63,7 @@ from torchao._models.sam.attention.contract import (
 LOG2E = 1.4426950408889634
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_SPLIT_TILE = 64 * 256  # BLOCK_M x BLOCK_N where the head dim is split (see make_plan)
-MAX_TERMS_SPLIT_KEYS = 256  # key tiles this long fault with the kernel's terms, D split
+MAX_TERMS_SPLIT_KEYS = 256  # key tiles at least this long fault with the kernel's terms, D split
 MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
 ROW, ONEHOT, GATHER, NO_BIAS = 0, 1, 2, 3  # bias modes (NO_BIAS: the loop alone, benchmarks)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -525,8 +525,9 @@ def make_plan(
 ) -> LaunchPlan:
     """Compile-time choices for this config and shape (every config runs every grid, except
     tiles over MAX_SPLIT_TILE scores with a split head dim); ``bias=False``: NO_BIAS mode;
-    ``table_terms`` (the terms computed in the kernel from the tables): one-hot mode, which
-    grids up to MAX_ONEHOT_GRID a side run with any tile."""
+    ``table_terms`` (the terms computed in the kernel from the tables): one-hot mode, for grids
+    up to MAX_ONEHOT_GRID a side, refusing key tiles of MAX_TERMS_SPLIT_KEYS or more with a
+    split head dim. Raises UnsupportedInputError for what it refuses."""
     d0, d1 = split_head_dim(d)
     if d1 and config.block_m * config.block_n > MAX_SPLIT_TILE:
         raise UnsupportedInputError(
@@ -878,6 +879,11 @@ def run_windows(qkv, pad, table_h, table_w, heads: int, choose, terms: str) -> t
         p_h, p_w = table_products(q, table_h, table_w)
         call = lambda cfg: windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg)  # noqa: E731
     elif terms == "kernel":
+        if window > MAX_ONEHOT_GRID:  # before a config is chosen: none would run
+            raise UnsupportedInputError(
+                f"{window}x{window} windows: the terms are computed in the kernel in one-hot "
+                f"mode only (windows up to {MAX_ONEHOT_GRID} a side); use the products"
+            )
         tables = stacked_tables(table_h, table_w, q.dtype)
         call = lambda cfg: windows_tables_call(q, k, v, pad_kv, tables, grid_hw, window, cfg)  # noqa: E731
     else:
