@@ -347,7 +347,7 @@ def test_window_terms_setting_is_checked_and_explained(window_terms):
         window_terms("einsum")
     for terms, description in flash4_kernel.WINDOW_TERMS.items():
         window_terms(terms)
-        assert flash4.window_terms() == terms and description in describe_windows()
+        assert flash4.window_terms() == terms and description in describe_windows(terms)
 
 
 @pytest.mark.gpu

@@ -27,18 +27,12 @@ def layer_shapes(model: str) -> list[tuple[str, int, int, int]]:
     ]
 
 
-def window_terms() -> str:
-    """flash_4's current source of the window bias terms (``flash4.set_window_terms``)."""
-    from torchao._models.sam.attention.flash4 import window_terms
-
-    return window_terms()
-
-
-def describe_windows() -> str:
-    """How flash_4 runs the windowed layers (it reads them in place)."""
+def describe_windows(terms: str) -> str:
+    """How flash_4 runs the windowed layers (read in place) with bias terms ``terms`` (one of
+    ``flash4_kernel.WINDOW_TERMS``)."""
     from torchao._models.sam.attention.flash4_kernel import WINDOW_TERMS
 
-    return f"windows read in place from the token grid, bias terms {WINDOW_TERMS[window_terms()]}"
+    return f"windows read in place from the token grid, bias terms {WINDOW_TERMS[terms]}"
 
 
 def main() -> None:
@@ -56,10 +50,14 @@ def main() -> None:
                 in_place = kind.startswith("window") and windows_in_place(
                     backend, torch.device(device), kh, dtype
                 )
-                table_terms = in_place and window_terms() == "kernel"
-                what = explain(backend, device, kh, kw, d, dtype, table_terms)
+                terms = None
                 if in_place:
-                    what += "; " + describe_windows()
+                    from torchao._models.sam.attention.flash4 import window_terms
+
+                    terms = window_terms()
+                what = explain(backend, device, kh, kw, d, dtype, terms == "kernel")
+                if in_place:
+                    what += "; " + describe_windows(terms)
             except ImportError as e:  # flash_4 needs triton
                 what = f"unavailable here ({e})"
             print(f"  {device:4s} {kind:22s} {kh}x{kw}, head dim {d}: {what}")

@@ -286,7 +286,8 @@ def window_terms() -> str:
 def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
     """The config :func:`flash4_window_attention` runs with (q: the grid's tokens; ``call``:
     a config's kernel call, from :func:`flash4_kernel.run_windows`)."""
-    form = "windows" if terms == DEFAULT_WINDOW_TERMS else f"windows-{terms}"
+    # each source's key is fixed, whichever is the default
+    form = "windows" if terms == "products" else f"windows-{terms}"
     run = lambda cfg: call(cfg).run()  # noqa: E731
     key = cache_key(q, window, window, form)
     return _choose(q, window, window, key, run, table_terms=terms == "kernel")
