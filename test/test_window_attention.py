@@ -342,12 +342,24 @@ def test_window_terms_setting_is_checked_and_explained(window_terms):
     from torchao._models.sam.attention import flash4, flash4_kernel
     from torchao._models.sam.attention.__main__ import describe_windows
 
-    assert flash4.window_terms() == flash4_kernel.DEFAULT_WINDOW_TERMS == "products"
+    assert flash4.window_terms() == flash4_kernel.DEFAULT_WINDOW_TERMS == "kernel"
     with pytest.raises(ValueError, match="window terms must be one of"):
         window_terms("einsum")
     for terms, description in flash4_kernel.WINDOW_TERMS.items():
         window_terms(terms)
         assert flash4.window_terms() == terms and description in describe_windows(terms)
+
+
+@pytest.mark.parametrize("terms", ["kernel", "products"])
+def test_windows_too_large_for_the_kernels_terms_read_the_products(window_terms, terms):
+    """The op asks window_terms_for: the choice for windows up to MAX_ONEHOT_GRID a side (SAM's
+    14 among them), the products beyond, where the kernel's terms are refused."""
+    from torchao._models.sam.attention import flash4, flash4_kernel
+
+    window_terms(terms)
+    largest = flash4_kernel.MAX_ONEHOT_GRID
+    assert flash4.window_terms_for(14) == flash4.window_terms_for(largest) == terms
+    assert flash4.window_terms_for(largest + 1) == "products"
 
 
 @pytest.mark.gpu

@@ -52,9 +52,9 @@ def main() -> None:
                 )
                 terms = None
                 if in_place:
-                    from torchao._models.sam.attention.flash4 import window_terms
+                    from torchao._models.sam.attention.flash4 import window_terms_for
 
-                    terms = window_terms()
+                    terms = window_terms_for(kh)
                 what = explain(backend, device, kh, kw, d, dtype, terms == "kernel")
                 if in_place:
                     what += "; " + describe_windows(terms)

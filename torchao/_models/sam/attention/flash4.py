@@ -29,6 +29,7 @@ from torchao._models.sam.attention.flash4_kernel import (
     CONFIGS,
     DEFAULT_WINDOW_TERMS,
     INTERPRET,
+    MAX_ONEHOT_GRID,
     WINDOW_TERMS,
     TileConfig,
     default_config,
@@ -268,10 +269,12 @@ _window_terms = DEFAULT_WINDOW_TERMS
 
 def set_window_terms(terms: str) -> None:
     """Where :func:`flash4_window_attention` gets its bias terms, one of
-    ``flash4_kernel.WINDOW_TERMS``: "products" (q's products with the tables, one matmul
-    before the kernel; the default) or "kernel" (computed in the kernel from q and the
-    tables). Each is tuned and cached on its own. Read on every call of the op, so it takes
-    effect without recompiling, but not inside CUDA graphs captured before the change."""
+    ``flash4_kernel.WINDOW_TERMS``: "kernel" (computed in the kernel from q and the tables;
+    the default) or "products" (q's products with the tables, one matmul before the kernel).
+    The kernel computes them for windows up to ``MAX_ONEHOT_GRID`` a side; larger windows read
+    the products whatever the choice (:func:`window_terms_for`). Each is tuned and cached on
+    its own. Read on every call of the op, so it takes effect without recompiling, but not
+    inside CUDA graphs captured before the change."""
     global _window_terms
     if terms not in WINDOW_TERMS:
         raise ValueError(f"window terms must be one of {tuple(WINDOW_TERMS)}, got {terms!r}")
@@ -281,6 +284,12 @@ def set_window_terms(terms: str) -> None:
 def window_terms() -> str:
     """The current :func:`set_window_terms` choice."""
     return _window_terms
+
+
+def window_terms_for(window: int) -> str:
+    """Where windows of side ``window`` get their bias terms: the :func:`set_window_terms`
+    choice, but the products for windows too large for the kernel's one-hot mode."""
+    return "products" if window > MAX_ONEHOT_GRID else _window_terms
 
 
 def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
@@ -297,7 +306,7 @@ def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:
 def _rel_pos_window_attention_op(
     qkv: torch.Tensor, pad: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor, heads: int
 ) -> torch.Tensor:
-    terms = _window_terms
+    terms = window_terms_for(tables_grid(table_h, table_w)[0])
 
     def choose(q, window, call):
         return choose_windows_config(q, window, call, terms)

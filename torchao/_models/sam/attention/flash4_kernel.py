@@ -851,8 +851,8 @@ class WindowGrid:
 
 # where windowed launches get their bias terms (run_windows); the first is the default
 WINDOW_TERMS = {
-    "products": "read from q's products with the rel-pos tables (one matmul before the kernel)",
     "kernel": "computed in the kernel from q and the rel-pos tables",
+    "products": "read from q's products with the rel-pos tables (one matmul before the kernel)",
 }
 DEFAULT_WINDOW_TERMS = next(iter(WINDOW_TERMS))
 
