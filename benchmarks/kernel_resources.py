@@ -11,9 +11,9 @@ launcher does (1 as a constant, multiples of 16 as divisible by 16). Register co
 come from this Triton's compiler and the ptxas it ships: the GPU machine's Triton may differ
 (the rows name the version). Forms: ``tables`` (the bias read out of q's table products, as the
 encoder's global blocks run; on the window layer, the partitioned windows),
-``windows_in_place`` (the windowed blocks: 14x14 windows of the 64x64 grid, read in place),
-``windows_kernel_terms`` (the same with the bias terms computed in the kernel from q and the
-tables, ``flash4.set_window_terms("kernel")``),
+``windows_in_place`` (14x14 windows of the 64x64 grid, read in place, their bias terms read from
+q's table products: ``flash4.set_window_terms("products")``), ``windows_kernel_terms`` (the
+same with the bias terms computed in the kernel from q and the tables: the windowed blocks),
 ``no_bias`` (the loop alone).
 """
 

@@ -362,6 +362,27 @@ def test_windows_too_large_for_the_kernels_terms_read_the_products(window_terms,
     assert flash4.window_terms_for(largest + 1) == "products"
 
 
+def test_window_op_asks_window_terms_for(window_terms, monkeypatch):
+    """The custom op passes run_windows the terms window_terms_for gives each window size
+    (run_windows replaced and the CUDA check skipped: nothing launches, so this runs on the
+    CPU)."""
+    from torchao._models.sam.attention import flash4
+
+    seen = []
+
+    def run_windows(qkv, pad, table_h, table_w, heads, choose, terms):
+        seen.append(terms)
+        return qkv[..., : qkv.shape[-1] // 3].clone()
+
+    monkeypatch.setattr(flash4, "run_windows", run_windows)
+    window_terms("kernel")
+    for side in (14, 32, 33):
+        qkv, pad = torch.zeros(1, side, side, 48), torch.zeros(48)
+        table = torch.zeros(2 * side - 1, 16)
+        torch.ops.torchao_sam.rel_pos_window_attention(qkv, pad, table, table, 1)
+    assert seen == ["kernel", "kernel", "products"]
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("terms", ["products", "kernel"])

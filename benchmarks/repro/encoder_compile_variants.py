@@ -36,7 +36,7 @@ VARIANTS: dict[str, tuple[dict[str, bool | str], dict[str, bool | int]]] = {
         {"mlp.residual_in_matmul": False, "encoder.defer_residual": False},
         CDT,
     ),
-    "cdt_window_kernel_terms": ({"flash4.window_terms": "kernel"}, CDT),
+    "cdt_window_product_terms": ({"flash4.window_terms": "products"}, CDT),
     "mk": ({}, {"triton.multi_kernel": 1}),
     "cdt_mk": ({}, {**CDT, "triton.multi_kernel": 1}),
     "force_persistent": ({}, {"triton.multi_kernel": 2}),

@@ -3,6 +3,8 @@ tokens, no partition copies) against the official order (the normed tokens parti
 zero-padded windows before qkv), in one process: the compiled vit_b and vit_h encoders (auto,
 bf16, batch 16) each way, their img/s and peak memory (OUT_DIR/windows_in_place.csv, the
 repros' schema) and the largest difference between the two outputs (OUT_DIR/differences.txt).
+Both read the bias terms from q's table products (``flash4.set_window_terms("products")``), so
+that only the windows' layout differs.
 
     python -m benchmarks.repro.windows_in_place OUT_DIR
 """
@@ -14,7 +16,7 @@ import torch
 from benchmarks.bench_encoder import build_encoder
 from benchmarks.common import median_ms, peak_mem_mib, schema_row, write_rows
 from benchmarks.repro.variants import SCHEMA, report
-from torchao._models.sam.attention import dispatch
+from torchao._models.sam.attention import dispatch, flash4
 from torchao._models.sam.modeling.image_encoder import compile_image_encoder
 
 VARIANTS = {"in_place": dispatch.WINDOWS_IN_PLACE, "partitioned": frozenset()}
@@ -36,6 +38,8 @@ def run(model: str, in_place: frozenset, x: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def main(out_dir: str) -> None:
+    terms = flash4.window_terms()
+    flash4.set_window_terms("products")
     try:
         for model in ("vit_b", "vit_h"):
             x = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
@@ -49,6 +53,7 @@ def main(out_dir: str) -> None:
             report(f"{out_dir}/differences.txt", f"{model}: largest difference {diff:.3g}")
     finally:
         dispatch.WINDOWS_IN_PLACE = VARIANTS["in_place"]
+        flash4.set_window_terms(terms)
 
 
 if __name__ == "__main__":

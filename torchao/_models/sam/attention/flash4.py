@@ -3,8 +3,9 @@
 Three ops: :func:`flash4_attention` takes rel_h and rel_w; :func:`flash4_attention_from_tables`
 (what the encoder's global blocks run) takes the rel-pos tables and reads the terms out of q's
 products with them; :func:`flash4_window_attention` (the windowed blocks) does the same for
-every window of a token grid, reading the windows in place (its bias terms from the products
-or, after ``set_window_terms("kernel")``, computed in the kernel). The config used per (GPU, shape,
+every window of a token grid, reading the windows in place (its bias terms computed in the
+kernel from q and the tables or, after ``set_window_terms("products")``, read from the
+products). The config used per (GPU, shape,
 dtype, form) is chosen by timing the valid candidates of ``flash4_kernel.CONFIGS`` on the first
 call and cached in ``$XDG_CACHE_HOME/torchao_sam`` (or ``~/.cache/torchao_sam``) as JSON;
 ``set_forced_config`` pins one. The kernels run as custom ops so that ``torch.compile`` treats
@@ -29,7 +30,6 @@ from torchao._models.sam.attention.flash4_kernel import (
     CONFIGS,
     DEFAULT_WINDOW_TERMS,
     INTERPRET,
-    MAX_ONEHOT_GRID,
     WINDOW_TERMS,
     TileConfig,
     default_config,
@@ -40,6 +40,7 @@ from torchao._models.sam.attention.flash4_kernel import (
     run_from_tables,
     run_windows,
     table_products,
+    terms_for_window,
     valid_configs,
     validate,
     validate_tables,
@@ -56,7 +57,9 @@ _lock = threading.Lock()
 
 
 def set_forced_config(config: TileConfig | None) -> None:
-    """Pin every call to ``config`` (None: back to tuned/cached choices). For tests and tuning."""
+    """Pin every call to ``config`` (None: back to tuned/cached choices). For tests and tuning;
+    a config the shape cannot run raises ``UnsupportedInputError`` when the op plans it (as
+    m64_n256 does on vit_h's windows, whose terms the kernel computes)."""
     global _forced_config
     _forced_config = config
 
@@ -271,10 +274,10 @@ def set_window_terms(terms: str) -> None:
     """Where :func:`flash4_window_attention` gets its bias terms, one of
     ``flash4_kernel.WINDOW_TERMS``: "kernel" (computed in the kernel from q and the tables;
     the default) or "products" (q's products with the tables, one matmul before the kernel).
-    The kernel computes them for windows up to ``MAX_ONEHOT_GRID`` a side; larger windows read
-    the products whatever the choice (:func:`window_terms_for`). Each is tuned and cached on
-    its own. Read on every call of the op, so it takes effect without recompiling, but not
-    inside CUDA graphs captured before the change."""
+    The kernel computes them for windows up to ``flash4_kernel.MAX_ONEHOT_GRID`` a side;
+    larger windows read the products whatever the choice (:func:`window_terms_for`). Each is
+    tuned and cached on its own. Read on every call of the op, so it takes effect without
+    recompiling, but not inside CUDA graphs captured before the change."""
     global _window_terms
     if terms not in WINDOW_TERMS:
         raise ValueError(f"window terms must be one of {tuple(WINDOW_TERMS)}, got {terms!r}")
@@ -289,7 +292,7 @@ def window_terms() -> str:
 def window_terms_for(window: int) -> str:
     """Where windows of side ``window`` get their bias terms: the :func:`set_window_terms`
     choice, but the products for windows too large for the kernel's one-hot mode."""
-    return "products" if window > MAX_ONEHOT_GRID else _window_terms
+    return terms_for_window(window, _window_terms)
 
 
 def choose_windows_config(q, window: int, call, terms: str) -> TileConfig:

@@ -31,9 +31,10 @@ A fourth mode, NO_BIAS (:func:`run_without_bias`), leaves the bias out: the loop
 by the benchmarks as the kernel's own floor.
 
 rel_h and rel_w are read through five strides each (batch, head, query grid row, query grid
-column, term), so they can be [B, H, N, K] tensors or, as the encoder passes them, entries of q's
-products with the rel-pos tables (:func:`table_products`, :func:`run_from_tables`): term k of
-query i is then column ``row_i - k + Kh - 1`` of p_h, a per-row offset and a negative stride.
+column, term), so they can be [B, H, N, K] tensors or, as the encoder's global blocks pass
+them, entries of q's products with the rel-pos tables (:func:`table_products`,
+:func:`run_from_tables`): term k of query i is then column ``row_i - k + Kh - 1`` of p_h, a
+per-row offset and a negative stride.
 
 Head dims that are not a power of two (80 for vit_h) are split into a power-of-two part and a
 power-of-two window at the end (64 + the columns [64, 80)), so no padded copy of q, k, v is
@@ -857,11 +858,20 @@ WINDOW_TERMS = {
 DEFAULT_WINDOW_TERMS = next(iter(WINDOW_TERMS))
 
 
+def terms_for_window(window: int, choice: str = DEFAULT_WINDOW_TERMS) -> str:
+    """Where windows of side ``window`` get their bias terms under ``choice`` (one of
+    WINDOW_TERMS): the kernel computes them in one-hot mode only, for windows up to
+    MAX_ONEHOT_GRID a side; larger windows read the products."""
+    return "products" if window > MAX_ONEHOT_GRID else choice
+
+
 def run_windows_with_config(
-    qkv, pad, table_h, table_w, heads: int, config, terms: str = DEFAULT_WINDOW_TERMS
+    qkv, pad, table_h, table_w, heads: int, config, terms: str | None = None
 ) -> torch.Tensor:
-    """:func:`flash4.flash4_window_attention` with one tile config (no tuning)."""
+    """:func:`flash4.flash4_window_attention` with one tile config (no tuning); ``terms``
+    (default: :func:`terms_for_window`'s) as :func:`run_windows` takes it."""
     qkv = validate_windows(qkv, pad, table_h, table_w, heads)
+    terms = terms or terms_for_window(tables_grid(table_h, table_w)[0])
     return run_windows(qkv, pad, table_h, table_w, heads, lambda *inputs: config, terms)
 
 
@@ -879,7 +889,7 @@ def run_windows(qkv, pad, table_h, table_w, heads: int, choose, terms: str) -> t
         p_h, p_w = table_products(q, table_h, table_w)
         call = lambda cfg: windows_call(q, k, v, pad_kv, p_h, p_w, grid_hw, cfg)  # noqa: E731
     elif terms == "kernel":
-        if window > MAX_ONEHOT_GRID:  # before a config is chosen: none would run
+        if terms_for_window(window, terms) != terms:  # before a config is chosen: none would run
             raise UnsupportedInputError(
                 f"{window}x{window} windows: the terms are computed in the kernel in one-hot "
                 f"mode only (windows up to {MAX_ONEHOT_GRID} a side); use the products"
