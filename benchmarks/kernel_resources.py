@@ -1,7 +1,8 @@
 """flash_4's kernel compiled for a GPU target without a GPU (no launch): per SAM attention shape,
 tile config and form, the registers per thread, the bytes ptxas spills, the shared memory, how
-many wgmma and async-copy (pipelined load) instructions the code holds, and how many SASS
-instructions the key loop's body holds (cuobjdump of the compiled kernel).
+many wgmma and async-copy (pipelined load) instructions the code holds, how many SASS
+instructions the key loop's body holds (cuobjdump of the compiled kernel), and whether ptxas
+serialised the wgmma instructions (its "Potential Performance Loss" code).
 
     python -m benchmarks.kernel_resources --out DIR [--arch 90]   # DIR/kernel_resources.csv
 
@@ -39,7 +40,7 @@ SCHEMA = ResultSchema(
     name="kernel_resources",
     columns=KEYS
     + ("registers", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "wgmma")
-    + ("async_copies", "loop_instructions")
+    + ("async_copies", "loop_instructions", "wgmma_serialized")
     + ENVIRONMENT_COLUMNS,
     keys=KEYS,
     metrics=(Metric("registers", "memory"),),
@@ -153,6 +154,7 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         cmd = [_nvidia_tool("ptxas"), f"-arch={arch_name}", "-v", f.name, "-o", os.devnull]
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    serialized = re.search(r"\((C\d+)\) Potential Performance Loss: wgmma", log)
     return {
         "registers": int(re.search(r"Used (\d+) registers", log).group(1)),
         "spill_store_bytes": int(spills.group(1)),
@@ -161,6 +163,9 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         "wgmma": ptx.count("wgmma.mma_async"),
         "async_copies": ttgir.count("async_copy_global_to_local"),
         "loop_instructions": loop_instructions(kernel.asm["cubin"]),
+        # ptxas's code when it runs every wgmma of the kernel one at a time (C7515: registers
+        # of an accumulator defined between a wgmma's issue and its wait), else ""
+        "wgmma_serialized": serialized.group(1) if serialized else "",
     }
 
 

@@ -80,3 +80,18 @@ def test_every_case_assembles_its_launch():
         kernel_resources.meta_call(model, layer, form, cfg)
     terms = [c for c in found if c[2] == "windows_kernel_terms"]
     assert len(terms) == 2 * len(flash4_kernel.CONFIGS) - 1  # m64_n256 with vit_h's D 80
+
+
+@pytest.mark.skipif(
+    not __import__("triton").__version__.startswith("3.6."),
+    reason="ptxas's wgmma serialisation depends on the compiler: checked with the GPU "
+    "machine's triton 3.6 (run with its wheel on PYTHONPATH)",
+)
+@pytest.mark.parametrize("model", ["vit_b", "vit_h"])
+@pytest.mark.parametrize("config", ["m128_n64_w8_s3", "m64_n64_w4_s3", "m128_n64_w8_s3_acc_r128"])
+def test_windows_with_the_kernels_terms_keep_wgmma_asynchronous(model, config):
+    """One MMA for both axes' terms (one before the loop, one per key tile): with two, ptxas
+    ran every wgmma of the kernel one at a time (C7515)."""
+    (cfg,) = [c for c in flash4_kernel.CONFIGS if c.name() == config]
+    call = kernel_resources.meta_call(model, "window", "windows_kernel_terms", cfg)
+    assert kernel_resources.resources(call, 90)["wgmma_serialized"] == ""

@@ -19,9 +19,12 @@ per launch by the tile config and the grid:
   once (the 64x64 grid). In tiles within one row, rel_h is loaded one key tile ahead (its
   strided per-query reads overlap the tile before).
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
-  rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once, padded to powers of two, and turned into the
-  bias tile by two small matrix products with one-hot matrices built in registers: an exact
-  gather (each output is one product with 1.0) that runs on the tensor cores. Where Kh is below
+  rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once into one operand, each padded to the same
+  power of two, and turned into the bias tile by one small matrix product with a one-hot
+  matrix of both axes built in registers: an exact gather (each output is the sum of two
+  products with 1.0) that runs on the tensor cores. (Two chained products, one an axis, made
+  ptxas run every wgmma of the kernel one at a time; ``benchmarks.kernel_resources`` reports
+  it.) Where Kh is below
   its padded size, keys past N map to the spare row Kh, whose rel_h is -30000: their weight is
   zero without a mask per score (as long as the real scores stay far above -30000).
 - gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
@@ -65,7 +68,7 @@ LOG2E = 1.4426950408889634
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_SPLIT_TILE = 64 * 256  # BLOCK_M x BLOCK_N where the head dim is split (see make_plan)
 MAX_TERMS_SPLIT_KEYS = 256  # key tiles at least this long fault with the kernel's terms, D split
-MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, pad(Kh)] + [BLOCK_M, pad(Kw)] in registers
+MAX_ONEHOT_GRID = 32  # one-hot mode keeps [BLOCK_M, 2 * pad(max(Kh, Kw))] terms in registers
 ROW, ONEHOT, GATHER, NO_BIAS = 0, 1, 2, 3  # bias modes (NO_BIAS: the loop alone, benchmarks)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -83,24 +86,24 @@ def _rows(base, tok, s_tok, offs_d, s_d, pad, on_grid, WINDOWED: tl.constexpr):
 
 @triton.jit
 def _table_terms(
-    q0, q1, T, s_t, t_rows, pos, K,
-    KPAD: tl.constexpr, LPAD: tl.constexpr, HAS_D1: tl.constexpr, offs_d0, offs_d1, d1_own,
+    q, T, s_t, LH, q_row, q_col, KH, KW, of_h, term, T_ROWS: tl.constexpr, offs_d, D,
 ):  # fmt: skip
-    """One axis's bias terms [BLOCK_M, KPAD] (fp32) from q (q0, q1: its D0 and D1 columns) and
-    that axis's rel-pos table T [t_rows = 2K - 1, D] (row stride s_t): term k of the query at
-    position ``pos`` on the axis is q . T[pos - k + K - 1], zero for k >= K. One MMA of q with
-    the table's rows padded to LPAD, then a gather along them (each query's own shift)."""
-    offs_l = tl.arange(0, LPAD)
-    l_ok = (offs_l < t_rows)[:, None]
-    t0 = tl.load(T + offs_l[:, None] * s_t + offs_d0[None, :], mask=l_ok, other=0.0)
-    p = tl.dot(q0, tl.trans(t0))
-    if HAS_D1:
-        own = l_ok & d1_own[None, :]
-        t1 = tl.load(T + offs_l[:, None] * s_t + offs_d1[None, :], mask=own, other=0.0)
-        p = tl.dot(q1, tl.trans(t1), p)
-    offs_k = tl.arange(0, KPAD)
-    col = tl.minimum(tl.maximum(pos[:, None] - offs_k[None, :] + K - 1, 0), LPAD - 1)
-    return tl.where(offs_k[None, :] < K, tl.gather(p, col, 1), 0.0)
+    """Both axes' bias terms [BLOCK_M, 2 * PAD] (fp32; columns ``of_h``: rel_h's, the others
+    rel_w's, ``term`` each column's index along its axis) from q [BLOCK_M, pow2(D)] (zero past
+    D) and the stacked rel-pos tables T [table_h (LH = 2KH - 1 rows); table_w (2KW - 1)] (row
+    stride s_t): rel_h's term k of the query in grid row r is q . T[r - k + KH - 1], rel_w's of
+    grid column c is q . T[LH + c - k + KW - 1], zero for k past the axis. One MMA of q with the
+    tables' rows padded to T_ROWS (a second MMA here, for a split head dim, made ptxas
+    serialise every wgmma of the kernel), then a gather along them (each query's own shift)."""
+    offs_l = tl.arange(0, T_ROWS)
+    t_ok = (offs_l < LH + 2 * KW - 1)[:, None] & (offs_d < D)[None, :]
+    t = tl.load(T + offs_l[:, None] * s_t + offs_d[None, :], mask=t_ok, other=0.0)
+    p = tl.dot(q, tl.trans(t))
+    col_h = q_row[:, None] - term[None, :] + KH - 1
+    col_w = LH + q_col[:, None] - term[None, :] + KW - 1
+    col = tl.minimum(tl.maximum(tl.where(of_h[None, :], col_h, col_w), 0), T_ROWS - 1)
+    on_axis = tl.where(of_h, term < KH, term < KW)[None, :]
+    return tl.where(on_axis, tl.gather(p, col, 1), 0.0)
 
 
 @triton.jit
@@ -126,7 +129,7 @@ def _rel_pos_attn_fwd(
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
-    TABLE_TERMS: tl.constexpr, LH_PAD: tl.constexpr, LW_PAD: tl.constexpr,
+    TABLE_TERMS: tl.constexpr, TB_ROWS: tl.constexpr, D_POW2: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -149,8 +152,9 @@ def _rel_pos_attn_fwd(
     keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
     padding queries are neither read nor stored.
 
-    TABLE_TERMS (one-hot mode only): the bias terms are computed here from q and the stacked
-    rel-pos tables TB ([table_h; table_w], row stride s_tb, table_w from row LH = 2Kh - 1;
+    TABLE_TERMS (one-hot mode only): the bias terms are computed here from q (its whole head
+    dim in one operand, padded to D_POW2) and the stacked rel-pos tables TB ([table_h;
+    table_w], row stride s_tb, table_w from row LH = 2Kh - 1; TB_ROWS rows read, padded;
     :func:`_table_terms`) instead of read from RH and RW, which are then not read.
 
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
@@ -222,30 +226,33 @@ def _rel_pos_attn_fwd(
     else:
         q1 = q0  # not read
     if BIAS_MODE == 1:
-        offs_kh = tl.arange(0, KH_PAD)
-        offs_kw = tl.arange(0, KW_PAD)
+        # both axes' terms in one operand, [rel_h's KH_PAD | rel_w's KW_PAD] (equal pads), for
+        # one MMA per key tile with a one-hot matrix of both: two chained MMAs with register
+        # operands made ptxas serialise every wgmma of the kernel
+        offs_t = tl.arange(0, 2 * KH_PAD)
+        of_h = offs_t < KH_PAD
+        term = tl.where(of_h, offs_t, offs_t - KH_PAD)  # the term's index along its axis
         if TABLE_TERMS:  # from q before BIAS_ACC scales it (the official terms use q unscaled)
-            rh_rows = _table_terms(
-                q0, q1, TB, s_tb, LH, q_row, N // KW, KH_PAD, LH_PAD, HAS_D1, offs_d0, offs_d1,
-                d1_own,
-            ).to(Q.dtype.element_ty)  # fmt: skip
-            rw_rows = _table_terms(
-                q0, q1, TB + LH * s_tb, s_tb, 2 * KW - 1, q_col, KW, KW_PAD, LW_PAD, HAS_D1,
-                offs_d0, offs_d1, d1_own,
-            ).to(Q.dtype.element_ty)  # fmt: skip
+            offs_dp = tl.arange(0, D_POW2)  # q's head dim in one operand
+            q_all = tl.load(
+                Q + tok_m[:, None] * sqn + offs_dp[None, :] * sqd,
+                mask=m_ok[:, None] & (offs_dp < D)[None, :],
+                other=0.0,
+            )
+            terms = _table_terms(
+                q_all, TB, s_tb, LH, q_row, q_col, N // KW, KW, of_h, term, TB_ROWS, offs_dp, D
+            ).to(Q.dtype.element_ty)
         else:
-            rh_rows = tl.load(
-                RH + rh_row[:, None] + offs_kh[None, :] * shk,
-                mask=m_ok[:, None] & (offs_kh[None, :] * KW < N),
-                other=0.0,
-            ).to(Q.dtype.element_ty)
-            rw_rows = tl.load(
-                RW + rw_row[:, None] + offs_kw[None, :] * swk,
-                mask=m_ok[:, None] & (offs_kw[None, :] < KW),
-                other=0.0,
-            ).to(Q.dtype.element_ty)
+            ptrs = tl.where(
+                of_h[None, :],
+                RH + rh_row[:, None] + term[None, :] * shk,
+                RW + rw_row[:, None] + term[None, :] * swk,
+            )
+            t_ok = tl.where(of_h, term * KW < N, term < KW)
+            terms = tl.load(ptrs, mask=m_ok[:, None] & t_ok[None, :], other=0.0)
+            terms = terms.to(Q.dtype.element_ty)
         if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
-            rh_rows = tl.where(offs_kh[None, :] == N // KW, -30000.0, rh_rows)
+            terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
     if BIAS_ACC:  # scores = (q / sqrt(D)).k + bias; qk_scale holds log2(e) / sqrt(D)
         sm_scale = qk_scale / 1.4426950408889634
         q0 = _scaled(q0, sm_scale)
@@ -307,9 +314,9 @@ def _rel_pos_attn_fwd(
             key_row = offs_n // KW
             if MASK_BY_BIAS:
                 key_row = tl.minimum(key_row, N // KW)
-            onehot_h = (offs_kh[:, None] == key_row[None, :]).to(Q.dtype.element_ty)
-            onehot_w = (offs_kw[:, None] == (offs_n % KW)[None, :]).to(Q.dtype.element_ty)
-            bias = tl.dot(rw_rows, onehot_w, tl.dot(rh_rows, onehot_h))
+            key_col = offs_n % KW + KH_PAD  # rel_w's terms follow rel_h's
+            onehot = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
+            bias = tl.dot(terms, onehot.to(Q.dtype.element_ty))
         if BIAS_ACC and HOIST_W:
             qk = tl.dot(q0, tl.trans(k0), tl.dot(rw_cols, rw_spread))
         elif BIAS_ACC and BIAS_MODE == 1:
@@ -548,12 +555,14 @@ def make_plan(
         )
     mode = ONEHOT if table_terms else bias_mode(config, kh, kw) if bias else NO_BIAS
     hoist_w = mode == ROW and config.block_n % kw == 0
-    kh_pad, even_n = _pow2_at_least(kh), (kh * kw) % config.block_n == 0
+    even_n = (kh * kw) % config.block_n == 0
+    # one-hot mode stacks both axes' terms in one operand: equal pads
+    kh_pad = _pow2_at_least(max(kh, kw) if mode == ONEHOT else kh)
     return LaunchPlan(
         d0=d0,
         d1=d1,
         kh_pad=kh_pad,
-        kw_pad=_pow2_at_least(kw),
+        kw_pad=kh_pad if mode == ONEHOT else _pow2_at_least(kw),
         bias_mode=mode,
         hoist_w=hoist_w,
         # the spread product's K is Kw: at least 16 for a tensor-core dot
@@ -1030,8 +1039,8 @@ def _kernel_call(
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
-        TABLE_TERMS=tables is not None, LH_PAD=_pow2_at_least(2 * kh - 1),
-        LW_PAD=_pow2_at_least(2 * kw - 1),
+        TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
+        D_POW2=_pow2_at_least(d_run),
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
