@@ -158,8 +158,9 @@ def _rel_pos_attn_fwd(
     :func:`_table_terms`) instead of read from RH and RW, which are then not read.
 
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
-    holds registers beside the scores and no add per score is left; q is pre-scaled by
-    1 / sqrt(D) in its dtype (as the official model scales q). In row mode with HOIST_W, the
+    holds registers beside the scores and no add per score is left; the bias terms are
+    scaled by sqrt(D) in their dtype and the sum by qk_scale (q scaled in registers instead
+    made ptxas serialise the wgmma instructions). In row mode with HOIST_W, the
     rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
     that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
     1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
@@ -225,6 +226,10 @@ def _rel_pos_attn_fwd(
         )
     else:
         q1 = q0  # not read
+    # BIAS_ACC: q.k's accumulator starts at the bias times sqrt(D) (qk_scale holds
+    # log2(e) / sqrt(D)), so q stays as loaded: a shared-memory operand of its MMA (q scaled in
+    # registers made ptxas serialise the chained MMAs)
+    bias_scale = 1.4426950408889634 / qk_scale
     if BIAS_MODE == 1:
         # both axes' terms in one operand, [rel_h's KH_PAD | rel_w's KW_PAD] (equal pads), for
         # one MMA per key tile with a one-hot matrix of both: two chained MMAs with register
@@ -232,7 +237,7 @@ def _rel_pos_attn_fwd(
         offs_t = tl.arange(0, 2 * KH_PAD)
         of_h = offs_t < KH_PAD
         term = tl.where(of_h, offs_t, offs_t - KH_PAD)  # the term's index along its axis
-        if TABLE_TERMS:  # from q before BIAS_ACC scales it (the official terms use q unscaled)
+        if TABLE_TERMS:
             offs_dp = tl.arange(0, D_POW2)  # q's head dim in one operand
             q_all = tl.load(
                 Q + tok_m[:, None] * sqn + offs_dp[None, :] * sqd,
@@ -251,20 +256,18 @@ def _rel_pos_attn_fwd(
             t_ok = tl.where(of_h, term * KW < N, term < KW)
             terms = tl.load(ptrs, mask=m_ok[:, None] & t_ok[None, :], other=0.0)
             terms = terms.to(Q.dtype.element_ty)
+        if BIAS_ACC:
+            terms = _scaled(terms, bias_scale)
         if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
             terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
-    if BIAS_ACC:  # scores = (q / sqrt(D)).k + bias; qk_scale holds log2(e) / sqrt(D)
-        sm_scale = qk_scale / 1.4426950408889634
-        q0 = _scaled(q0, sm_scale)
-        if HAS_D1:
-            q1 = _scaled(q1, sm_scale)
     # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
     if BIAS_MODE == 0:
         if BIAS_ACC and HOIST_W:
             offs_w = tl.arange(0, KW)
             rw_cols = tl.load(  # [BLOCK_M, KW]: each query's term per key grid column
                 RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
-            ).to(Q.dtype.element_ty)
+            )
+            rw_cols = _scaled(rw_cols.to(Q.dtype.element_ty), bias_scale)
             rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
         elif HOIST_W:
             rw_tile = (
@@ -348,7 +351,7 @@ def _rel_pos_attn_fwd(
                 has_next = start + BLOCK_N < N
                 rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
             if BIAS_ACC:
-                s = qk * 1.4426950408889634
+                s = qk * qk_scale
             elif HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -363,7 +366,7 @@ def _rel_pos_attn_fwd(
                 s = s + rh_tile * 1.4426950408889634
         elif BIAS_MODE == 1:  # one-hot mode
             if BIAS_ACC:
-                s = qk * 1.4426950408889634
+                s = qk * qk_scale
             else:
                 s = qk * qk_scale + bias * 1.4426950408889634
         elif BIAS_MODE == 2:  # gather mode
