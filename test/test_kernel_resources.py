@@ -95,3 +95,25 @@ def test_windows_with_the_kernels_terms_keep_wgmma_asynchronous(model, config):
     (cfg,) = [c for c in flash4_kernel.CONFIGS if c.name() == config]
     call = kernel_resources.meta_call(model, "window", "windows_kernel_terms", cfg)
     assert kernel_resources.resources(call, 90)["wgmma_serialized"] == ""
+
+
+def test_bias_acc_scales_the_bias_only_where_that_is_exact():
+    """The acc configs scale the bias terms by sqrt(D) where it is a power of two (D 16, 64,
+    256) and keep q as loaded; otherwise (vit_h's 80) they scale q by 1/sqrt(D) as before:
+    rounding the bias times sqrt(80) in bf16 cost more accuracy than rounding q / sqrt(80)."""
+    acc = [c for c in flash4_kernel.CONFIGS if c.bias_acc][0]
+    plain = flash4_kernel.CONFIGS[1]
+    scale_q = {
+        (model, cfg.bias_acc): kernel_resources.meta_call(
+            model, "global", "tables", cfg
+        ).constexprs["SCALE_Q"]
+        for model in ("vit_b", "vit_h")
+        for cfg in (acc, plain)
+    }
+    assert scale_q == {
+        ("vit_b", True): False,
+        ("vit_b", False): False,
+        ("vit_h", True): True,
+        ("vit_h", False): False,
+    }
+    assert [d for d in range(16, 257) if flash4_kernel._exact_sqrt(d)] == [16, 64, 256]

@@ -125,11 +125,11 @@ def _rel_pos_attn_fwd(
     KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
-    KH_PAD: tl.constexpr, KW_PAD: tl.constexpr,
+    KH_PAD: tl.constexpr,
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
-    TABLE_TERMS: tl.constexpr, TB_ROWS: tl.constexpr, D_POW2: tl.constexpr,
+    TABLE_TERMS: tl.constexpr, TB_ROWS: tl.constexpr, D_POW2: tl.constexpr, SCALE_Q: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -158,13 +158,15 @@ def _rel_pos_attn_fwd(
     :func:`_table_terms`) instead of read from RH and RW, which are then not read.
 
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
-    holds registers beside the scores and no add per score is left; the bias terms are
-    scaled by sqrt(D) in their dtype and the sum by qk_scale (q scaled in registers instead
-    made ptxas serialise the wgmma instructions). In row mode with HOIST_W, the
+    holds registers beside the scores and no add per score is left. Where sqrt(D) is a power
+    of two the bias terms are scaled by it (exact) and the sum by qk_scale, so q stays a
+    shared-memory operand; otherwise (SCALE_Q) q is scaled by 1 / sqrt(D) in its dtype in
+    registers (as the official model scales q), which makes ptxas serialise the wgmma
+    instructions of the global layers' acc configs. In row mode with HOIST_W, the
     rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
     that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
     1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
-    products.
+    product.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -226,12 +228,18 @@ def _rel_pos_attn_fwd(
         )
     else:
         q1 = q0  # not read
-    # BIAS_ACC: q.k's accumulator starts at the bias times sqrt(D) (qk_scale holds
-    # log2(e) / sqrt(D)), so q stays as loaded: a shared-memory operand of its MMA (q scaled in
-    # registers made ptxas serialise the chained MMAs)
-    bias_scale = 1.4426950408889634 / qk_scale
+    # BIAS_ACC: q.k's accumulator starts at the bias, scaled where that is exact: where sqrt(D)
+    # is a power of two, the bias times sqrt(D) and q as loaded (a shared-memory operand: q
+    # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype
+    if SCALE_Q:
+        q0 = _scaled(q0, qk_scale / 1.4426950408889634)
+        if HAS_D1:
+            q1 = _scaled(q1, qk_scale / 1.4426950408889634)
+        bias_scale, acc_scale = 1.0, 1.4426950408889634
+    else:
+        bias_scale, acc_scale = 1.4426950408889634 / qk_scale, qk_scale
     if BIAS_MODE == 1:
-        # both axes' terms in one operand, [rel_h's KH_PAD | rel_w's KW_PAD] (equal pads), for
+        # both axes' terms in one operand, [rel_h's | rel_w's], each padded to KH_PAD, for
         # one MMA per key tile with a one-hot matrix of both: two chained MMAs with register
         # operands made ptxas serialise every wgmma of the kernel
         offs_t = tl.arange(0, 2 * KH_PAD)
@@ -248,26 +256,27 @@ def _rel_pos_attn_fwd(
                 q_all, TB, s_tb, LH, q_row, q_col, N // KW, KW, of_h, term, TB_ROWS, offs_dp, D
             ).to(Q.dtype.element_ty)
         else:
-            ptrs = tl.where(
-                of_h[None, :],
-                RH + rh_row[:, None] + term[None, :] * shk,
-                RW + rw_row[:, None] + term[None, :] * swk,
-            )
-            t_ok = tl.where(of_h, term * KW < N, term < KW)
-            terms = tl.load(ptrs, mask=m_ok[:, None] & t_ok[None, :], other=0.0)
+            # two loads, each masked to its half (rel_h and rel_w may differ in dtype)
+            h_ok = m_ok[:, None] & (of_h & (term * KW < N))[None, :]
+            w_ok = m_ok[:, None] & ((offs_t >= KH_PAD) & (term < KW))[None, :]
+            t_h = tl.load(RH + rh_row[:, None] + term[None, :] * shk, mask=h_ok, other=0.0)
+            t_w = tl.load(RW + rw_row[:, None] + term[None, :] * swk, mask=w_ok, other=0.0)
+            terms = tl.where(of_h[None, :], t_h.to(tl.float32), t_w.to(tl.float32))
             terms = terms.to(Q.dtype.element_ty)
-        if BIAS_ACC:
+        if BIAS_ACC and not SCALE_Q:
             terms = _scaled(terms, bias_scale)
         if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
             terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
-    # Bias pieces that do not depend on the key tile, loaded once (scaled to base 2 in fp32).
+    # Bias pieces that do not depend on the key tile, loaded once.
     if BIAS_MODE == 0:
         if BIAS_ACC and HOIST_W:
             offs_w = tl.arange(0, KW)
             rw_cols = tl.load(  # [BLOCK_M, KW]: each query's term per key grid column
                 RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
             )
-            rw_cols = _scaled(rw_cols.to(Q.dtype.element_ty), bias_scale)
+            rw_cols = rw_cols.to(Q.dtype.element_ty)
+            if not SCALE_Q:
+                rw_cols = _scaled(rw_cols, bias_scale)
             rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
         elif HOIST_W:
             rw_tile = (
@@ -351,7 +360,7 @@ def _rel_pos_attn_fwd(
                 has_next = start + BLOCK_N < N
                 rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
             if BIAS_ACC:
-                s = qk * qk_scale
+                s = qk * acc_scale
             elif HOIST_W:
                 s = qk * qk_scale + rw_tile
             else:
@@ -366,7 +375,7 @@ def _rel_pos_attn_fwd(
                 s = s + rh_tile * 1.4426950408889634
         elif BIAS_MODE == 1:  # one-hot mode
             if BIAS_ACC:
-                s = qk * qk_scale
+                s = qk * acc_scale
             else:
                 s = qk * qk_scale + bias * 1.4426950408889634
         elif BIAS_MODE == 2:  # gather mode
@@ -496,6 +505,11 @@ class LaunchPlan:
     rows: int  # grid rows per key tile in row mode (1: a tile within one row)
     even_n: bool
     mask_by_bias: bool  # one-hot mode with a spare padded row: keys past N masked by rel_h
+
+
+def _exact_sqrt(d: int) -> bool:
+    """Whether sqrt(d) is a power of two (d = 4^n), so scaling by it is exact in any dtype."""
+    return d & (d - 1) == 0 and (d.bit_length() - 1) % 2 == 0
 
 
 def _pow2_at_least(x: int, low: int = 16) -> int:
@@ -1038,12 +1052,12 @@ def _kernel_call(
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
-        D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad, KW_PAD=plan.kw_pad,
+        D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
         TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
-        D_POW2=_pow2_at_least(d_run),
+        D_POW2=_pow2_at_least(d_run), SCALE_Q=plan.bias_acc and not _exact_sqrt(d),
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
