@@ -6,6 +6,7 @@ import csv
 import dataclasses
 
 import pytest
+import torch
 
 from benchmarks import kernel_resources
 from benchmarks.schemas import schema_named
@@ -117,3 +118,15 @@ def test_bias_acc_scales_the_bias_only_where_that_is_exact():
         ("vit_h", False): False,
     }
     assert [d for d in range(16, 257) if flash4_kernel._exact_sqrt(d)] == [16, 64, 256]
+
+
+def test_one_hot_mode_compiles_with_rel_h_and_rel_w_of_different_dtypes():
+    """The op accepts rel_h and rel_w of other dtypes than q (and of each other): one-hot mode
+    loads each axis's terms on its own (a select between their pointers did not compile)."""
+    meta = dict(device="meta")
+    q, k, v = (torch.empty(1, 2, 196, 64, dtype=torch.bfloat16, **meta) for _ in "qkv")
+    rel_h = torch.empty(1, 2, 196, 14, dtype=torch.float32, **meta)
+    rel_w = torch.empty(1, 2, 196, 14, dtype=torch.bfloat16, **meta)
+    call = flash4_kernel.rel_call(q, k, v, rel_h, rel_w, flash4_kernel.CONFIGS[1])
+    assert call.constexprs["BIAS_MODE"] == flash4_kernel.ONEHOT
+    assert kernel_resources.resources(call, 90)["wgmma"] > 0  # compiled for sm_90
