@@ -119,7 +119,7 @@ def test_plan_modes():
     assert row_slice.bias_mode == flash4_kernel.ROW and not row_slice.hoist_w
     window = flash4_kernel.make_plan(by_n[256], 14, 14, 80)
     assert window.bias_mode == flash4_kernel.ONEHOT and not window.even_n
-    assert window.kh_pad == window.kw_pad == 16
+    assert window.term_pad == 16
     # keys past N masked through rel_h's spare padded row, where there is one
     assert window.mask_by_bias and not global_plan.mask_by_bias
     assert not flash4_kernel.make_plan(by_n[256], 16, 14, 64).mask_by_bias  # no spare row

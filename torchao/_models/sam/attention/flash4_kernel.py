@@ -125,7 +125,7 @@ def _rel_pos_attn_fwd(
     KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
-    KH_PAD: tl.constexpr,
+    TERM_PAD: tl.constexpr,
     BIAS_MODE: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr, ROWS: tl.constexpr,
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
@@ -231,20 +231,20 @@ def _rel_pos_attn_fwd(
     # BIAS_ACC: q.k's accumulator starts at the bias, scaled where that is exact: where sqrt(D)
     # is a power of two, the bias times sqrt(D) and q as loaded (a shared-memory operand: q
     # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype
+    bias_scale, acc_scale = 1.0, 1.4426950408889634  # the terms' scale; BIAS_ACC's scores'
     if SCALE_Q:
         q0 = _scaled(q0, qk_scale / 1.4426950408889634)
         if HAS_D1:
             q1 = _scaled(q1, qk_scale / 1.4426950408889634)
-        bias_scale, acc_scale = 1.0, 1.4426950408889634
-    else:
+    elif BIAS_ACC:
         bias_scale, acc_scale = 1.4426950408889634 / qk_scale, qk_scale
     if BIAS_MODE == 1:
-        # both axes' terms in one operand, [rel_h's | rel_w's], each padded to KH_PAD, for
+        # both axes' terms in one operand, [rel_h's | rel_w's], each padded to TERM_PAD, for
         # one MMA per key tile with a one-hot matrix of both: two chained MMAs with register
         # operands made ptxas serialise every wgmma of the kernel
-        offs_t = tl.arange(0, 2 * KH_PAD)
-        of_h = offs_t < KH_PAD
-        term = tl.where(of_h, offs_t, offs_t - KH_PAD)  # the term's index along its axis
+        offs_t = tl.arange(0, 2 * TERM_PAD)
+        of_h = offs_t < TERM_PAD
+        term = tl.where(of_h, offs_t, offs_t - TERM_PAD)  # the term's index along its axis
         if TABLE_TERMS:
             offs_dp = tl.arange(0, D_POW2)  # q's head dim in one operand
             q_all = tl.load(
@@ -254,17 +254,15 @@ def _rel_pos_attn_fwd(
             )
             terms = _table_terms(
                 q_all, TB, s_tb, LH, q_row, q_col, N // KW, KW, of_h, term, TB_ROWS, offs_dp, D
-            ).to(Q.dtype.element_ty)
+            )
         else:
             # two loads, each masked to its half (rel_h and rel_w may differ in dtype)
             h_ok = m_ok[:, None] & (of_h & (term * KW < N))[None, :]
-            w_ok = m_ok[:, None] & ((offs_t >= KH_PAD) & (term < KW))[None, :]
+            w_ok = m_ok[:, None] & ((offs_t >= TERM_PAD) & (term < KW))[None, :]
             t_h = tl.load(RH + rh_row[:, None] + term[None, :] * shk, mask=h_ok, other=0.0)
             t_w = tl.load(RW + rw_row[:, None] + term[None, :] * swk, mask=w_ok, other=0.0)
             terms = tl.where(of_h[None, :], t_h.to(tl.float32), t_w.to(tl.float32))
-            terms = terms.to(Q.dtype.element_ty)
-        if BIAS_ACC and not SCALE_Q:
-            terms = _scaled(terms, bias_scale)
+        terms = (terms * bias_scale).to(Q.dtype.element_ty)
         if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
             terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
     # Bias pieces that do not depend on the key tile, loaded once.
@@ -274,9 +272,7 @@ def _rel_pos_attn_fwd(
             rw_cols = tl.load(  # [BLOCK_M, KW]: each query's term per key grid column
                 RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
             )
-            rw_cols = rw_cols.to(Q.dtype.element_ty)
-            if not SCALE_Q:
-                rw_cols = _scaled(rw_cols, bias_scale)
+            rw_cols = (rw_cols.to(tl.float32) * bias_scale).to(Q.dtype.element_ty)
             rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
         elif HOIST_W:
             rw_tile = (
@@ -326,7 +322,7 @@ def _rel_pos_attn_fwd(
             key_row = offs_n // KW
             if MASK_BY_BIAS:
                 key_row = tl.minimum(key_row, N // KW)
-            key_col = offs_n % KW + KH_PAD  # rel_w's terms follow rel_h's
+            key_col = offs_n % KW + TERM_PAD  # rel_w's terms follow rel_h's
             onehot = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
             bias = tl.dot(terms, onehot.to(Q.dtype.element_ty))
         if BIAS_ACC and HOIST_W:
@@ -497,8 +493,7 @@ class LaunchPlan:
 
     d0: int
     d1: int
-    kh_pad: int
-    kw_pad: int
+    term_pad: int  # one-hot mode: each axis's terms padded to this (a power of two)
     bias_mode: int  # ROW, ONEHOT, GATHER or NO_BIAS
     hoist_w: bool
     bias_acc: bool  # the config's bias_acc, where the mode has it (hoisted rel_w, one-hot)
@@ -573,20 +568,18 @@ def make_plan(
     mode = ONEHOT if table_terms else bias_mode(config, kh, kw) if bias else NO_BIAS
     hoist_w = mode == ROW and config.block_n % kw == 0
     even_n = (kh * kw) % config.block_n == 0
-    # one-hot mode stacks both axes' terms in one operand: equal pads
-    kh_pad = _pow2_at_least(max(kh, kw) if mode == ONEHOT else kh)
+    term_pad = _pow2_at_least(max(kh, kw))  # one-hot mode stacks both axes' terms alike
     return LaunchPlan(
         d0=d0,
         d1=d1,
-        kh_pad=kh_pad,
-        kw_pad=kh_pad if mode == ONEHOT else _pow2_at_least(kw),
+        term_pad=term_pad,
         bias_mode=mode,
         hoist_w=hoist_w,
         # the spread product's K is Kw: at least 16 for a tensor-core dot
         bias_acc=config.bias_acc and ((hoist_w and kw >= 16) or mode == ONEHOT),
         rows=max(1, whole_rows_per_tile(config, kh, kw)) if mode == ROW else 1,
         even_n=even_n,
-        mask_by_bias=mode == ONEHOT and kh < kh_pad and not even_n,
+        mask_by_bias=mode == ONEHOT and kh < term_pad and not even_n,
     )
 
 
@@ -1052,7 +1045,7 @@ def _kernel_call(
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
-        D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, KH_PAD=plan.kh_pad,
+        D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, TERM_PAD=plan.term_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
