@@ -12,6 +12,9 @@ from benchmarks import kernel_resources
 from benchmarks.schemas import schema_named
 from torchao._models.sam.attention import flash4_kernel
 
+# the kernel's run-time arguments precede its constexprs
+QK_SCALE_ARG = flash4_kernel._rel_pos_attn_fwd.arg_names.index("qk_scale")
+
 
 def test_launch_specialised_as_triton_specialises_it():
     call = kernel_resources.meta_call(
@@ -83,41 +86,73 @@ def test_every_case_assembles_its_launch():
     assert len(terms) == 2 * len(flash4_kernel.CONFIGS) - 1  # m64_n256 with vit_h's D 80
 
 
-@pytest.mark.skipif(
+ON_TRITON_36 = pytest.mark.skipif(
     not __import__("triton").__version__.startswith("3.6."),
     reason="ptxas's wgmma serialisation depends on the compiler: checked with the GPU "
     "machine's triton 3.6 (run with its wheel on PYTHONPATH)",
 )
+
+
+def wgmma_serialized(model: str, layer: str, form: str, config: str) -> str:
+    (cfg,) = [c for c in flash4_kernel.CONFIGS if c.name() == config]
+    call = kernel_resources.meta_call(model, layer, form, cfg)
+    return kernel_resources.resources(call, 90)["wgmma_serialized"]
+
+
+@ON_TRITON_36
 @pytest.mark.parametrize("model", ["vit_b", "vit_h"])
 @pytest.mark.parametrize("config", ["m128_n64_w8_s3", "m64_n64_w4_s3", "m128_n64_w8_s3_acc_r128"])
 def test_windows_with_the_kernels_terms_keep_wgmma_asynchronous(model, config):
     """One MMA for both axes' terms (one before the loop, one per key tile): with two, ptxas
     ran every wgmma of the kernel one at a time (C7515)."""
-    (cfg,) = [c for c in flash4_kernel.CONFIGS if c.name() == config]
-    call = kernel_resources.meta_call(model, "window", "windows_kernel_terms", cfg)
-    assert kernel_resources.resources(call, 90)["wgmma_serialized"] == ""
+    assert wgmma_serialized(model, "window", "windows_kernel_terms", config) == ""
+
+
+@ON_TRITON_36
+@pytest.mark.parametrize("model", ["vit_b", "vit_h"])
+def test_global_acc_config_keeps_wgmma_asynchronous(model):
+    """q as loaded (vit_b: the bias scaled instead) or scaled by the launcher (vit_h): q
+    scaled in registers made ptxas serialise the MMA chained onto the bias's (C7515)."""
+    assert wgmma_serialized(model, "global", "tables", "m64_n64_w4_s3_acc_r168") == ""
 
 
 def test_bias_acc_scales_the_bias_only_where_that_is_exact():
     """The acc configs scale the bias terms by sqrt(D) where it is a power of two (D 16, 64,
-    256) and keep q as loaded; otherwise (vit_h's 80) they scale q by 1/sqrt(D) as before:
-    rounding the bias times sqrt(80) in bf16 cost more accuracy than rounding q / sqrt(80)."""
+    256) and keep q as loaded; otherwise (vit_h's 80) q is scaled by 1/sqrt(D), rounding the
+    bias times sqrt(80) in bf16 having cost more accuracy than rounding q / sqrt(80): by the
+    launcher on the global layers (the kernel's qk_scale is then log2(e)), in the kernel
+    (SCALE_Q) on the windows, whose q it reads in place and computes the terms from."""
     acc = [c for c in flash4_kernel.CONFIGS if c.bias_acc][0]
     plain = flash4_kernel.CONFIGS[1]
-    scale_q = {
-        (model, cfg.bias_acc): kernel_resources.meta_call(
-            model, "global", "tables", cfg
-        ).constexprs["SCALE_Q"]
+    calls = {
+        (model, form, cfg.bias_acc): kernel_resources.meta_call(
+            model, "window" if form.startswith("windows") else "global", form, cfg
+        )
         for model in ("vit_b", "vit_h")
+        for form in ("tables", "windows_kernel_terms")
         for cfg in (acc, plain)
     }
-    assert scale_q == {
-        ("vit_b", True): False,
-        ("vit_b", False): False,
-        ("vit_h", True): True,
-        ("vit_h", False): False,
-    }
+    scaled_in_kernel = {key for key, call in calls.items() if call.constexprs["SCALE_Q"]}
+    assert scaled_in_kernel == {("vit_h", "windows_kernel_terms", True)}
+    qk_scale = {key: call.args[QK_SCALE_ARG] for key, call in calls.items()}
+    assert qk_scale.pop(("vit_h", "tables", True)) == pytest.approx(flash4_kernel.LOG2E)
+    for (model, _, _), scale in qk_scale.items():
+        d = kernel_resources.MODELS[model][1]
+        assert scale == pytest.approx(d**-0.5 * flash4_kernel.LOG2E)
     assert [d for d in range(16, 257) if flash4_kernel._exact_sqrt(d)] == [16, 64, 256]
+
+
+def test_launcher_scales_q_as_the_official_model_rounds_it():
+    """The global layers' acc launch on D = 80 reads q / sqrt(80) rounded to q's dtype."""
+    acc = [c for c in flash4_kernel.CONFIGS if c.bias_acc][0]
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(1, 64 * 64, 3, 2, 80, generator=g).to(torch.bfloat16)
+    q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))
+    tables = [torch.randn(127, 80, generator=g).to(torch.bfloat16) for _ in "hw"]
+    p_h, p_w = flash4_kernel.table_products(q, *tables)
+    call = flash4_kernel.products_call(q, k, v, p_h, p_w, 64, 64, acc)
+    assert call.args[0].data_ptr() != q.data_ptr()
+    torch.testing.assert_close(call.args[0], q * 80**-0.5, rtol=0, atol=0)
 
 
 def test_one_hot_mode_compiles_with_rel_h_and_rel_w_of_different_dtypes():

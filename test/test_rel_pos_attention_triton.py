@@ -139,11 +139,16 @@ def test_plan_modes():
     # Gather mode is only timed where no faster mode exists.
     candidates = flash4_kernel.valid_configs(64, 64, 80)
     assert all(flash4_kernel.bias_mode(c, 64, 64) == flash4_kernel.ROW for c in candidates)
-    row_only = flash4_kernel.ROW_MODE_ONLY
-    assert row_only <= set(candidates)
-    assert not row_only & set(flash4_kernel.valid_configs(14, 14, 64))
+    only = flash4_kernel.MODE_ONLY
+    row_only = {c for c, mode in only.items() if mode == flash4_kernel.ROW}
+    one_hot_only = {c for c, mode in only.items() if mode == flash4_kernel.ONEHOT}
+    assert row_only and one_hot_only
+    assert row_only <= set(candidates) and not one_hot_only & set(candidates)
+    windows = set(flash4_kernel.valid_configs(14, 14, 64))
+    assert one_hot_only <= windows and not row_only & windows
+    assert one_hot_only <= set(flash4_kernel.valid_configs(14, 14, 80, table_terms=True))
     assert flash4_kernel.valid_configs(10, 70, 64) == [
-        c for c in flash4_kernel.CONFIGS if c not in row_only
+        c for c in flash4_kernel.CONFIGS if c not in only
     ]
 
 

@@ -160,9 +160,9 @@ def _rel_pos_attn_fwd(
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
     holds registers beside the scores and no add per score is left. Where sqrt(D) is a power
     of two the bias terms are scaled by it (exact) and the sum by qk_scale, so q stays a
-    shared-memory operand; otherwise (SCALE_Q) q is scaled by 1 / sqrt(D) in its dtype in
-    registers (as the official model scales q), which makes ptxas serialise the wgmma
-    instructions of the global layers' acc configs. In row mode with HOIST_W, the
+    shared-memory operand; otherwise q comes scaled by 1 / sqrt(D) in its dtype (as the
+    official model scales q; qk_scale is then log2(e)), or, where the launcher cannot scale it
+    (windows read in place), SCALE_Q scales it in registers. In row mode with HOIST_W, the
     rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
     that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
     1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
@@ -230,7 +230,8 @@ def _rel_pos_attn_fwd(
         q1 = q0  # not read
     # BIAS_ACC: q.k's accumulator starts at the bias, scaled where that is exact: where sqrt(D)
     # is a power of two, the bias times sqrt(D) and q as loaded (a shared-memory operand: q
-    # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype
+    # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype,
+    # by the launcher where it can (qk_scale then log2(e)), else here (SCALE_Q)
     bias_scale, acc_scale = 1.0, 1.4426950408889634  # the terms' scale; BIAS_ACC's scores'
     if SCALE_Q:
         q0 = _scaled(q0, qk_scale / 1.4426950408889634)
@@ -472,10 +473,16 @@ CONFIGS: list[TileConfig] = [
     # the bias as q.k's accumulator (no fp32 bias tile in registers beside the scores) with a
     # register limit: two 8-warp or three 4-warp programs fit an SM's registers
     TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128),
+    # 14x14 windows: 7 key tiles of 32 (224 keys, not 256); four programs fit an SM
+    TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128),
     TileConfig(64, 64, 4, 3, bias_acc=True, max_registers=168),
 ]
-# Candidates timed only where they run in row mode (elsewhere the others cover their modes)
-ROW_MODE_ONLY = frozenset({TileConfig(128, 128, 8, 2), TileConfig(128, 128, 8, 3)})
+# Candidates timed only where they run in the given bias mode (elsewhere the others cover it)
+MODE_ONLY: dict[TileConfig, int] = {
+    TileConfig(128, 128, 8, 2): ROW,
+    TileConfig(128, 128, 8, 3): ROW,
+    TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128): ONEHOT,
+}
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
 # and benchmarks/repro/kv_loads.py, not timed as candidates (the results notes compare them);
 # warp specialisation with 4 warps does not compile in triton 3.6
@@ -585,10 +592,10 @@ def make_plan(
 
 def valid_configs(kh: int, kw: int, d: int, table_terms: bool = False) -> list[TileConfig]:
     """Candidates timed for this shape: gather mode is skipped where a faster mode exists, the
-    ROW_MODE_ONLY configs where they would not run in row mode, and configs :func:`make_plan`
+    MODE_ONLY configs where they would not run in their mode, and configs :func:`make_plan`
     refuses (``table_terms``: the terms computed in the kernel)."""
     modes = {cfg: bias_mode(cfg, kh, kw) for cfg in CONFIGS}
-    usable = [cfg for cfg in CONFIGS if cfg not in ROW_MODE_ONLY or modes[cfg] == ROW]
+    usable = [cfg for cfg in CONFIGS if MODE_ONLY.get(cfg, modes[cfg]) == modes[cfg]]
     fast = [cfg for cfg in usable if modes[cfg] != GATHER]
     return [cfg for cfg in fast or usable if runs(cfg, kh, kw, d, table_terms)]
 
@@ -1028,6 +1035,14 @@ def _kernel_call(
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run, bias, table_terms=tables is not None)
+    # q / sqrt(D) rounded to q's dtype (as the official model scales q) where the acc configs
+    # cannot scale the bias instead (:func:`_exact_sqrt`): scaled here, q stays a shared-memory
+    # operand of the MMA chained onto the bias's (in registers, ptxas serialised the chain);
+    # scaled in the kernel (SCALE_Q) where it reads q in place or computes the terms from it
+    scale_q = plan.bias_acc and not _exact_sqrt(d)
+    q_scaled_here = scale_q and windows is None and tables is None
+    if q_scaled_here:
+        q = q * d**-0.5
     table_args = (q, 0, 0) if tables is None else _table_args(kernel_aligned(tables), kh)
     out = _output_buffer(q, d_run) if out is None else out
     if windows is None:
@@ -1041,7 +1056,7 @@ def _kernel_call(
     args = (
         q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, tokens, d**-0.5 * LOG2E, *grid_args, *table_args,
+        h, tokens, LOG2E if q_scaled_here else d**-0.5 * LOG2E, *grid_args, *table_args,
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
@@ -1050,7 +1065,7 @@ def _kernel_call(
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
         TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
-        D_POW2=_pow2_at_least(d_run), SCALE_Q=plan.bias_acc and not _exact_sqrt(d),
+        D_POW2=_pow2_at_least(d_run), SCALE_Q=scale_q and not q_scaled_here,
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
