@@ -471,8 +471,10 @@ CONFIGS: list[TileConfig] = [
     TileConfig(128, 128, 8, 3),
     TileConfig(64, 64, 4, 4),  # a deeper k, v pipeline than CONFIGS[2]
     # the bias as q.k's accumulator (no fp32 bias tile in registers beside the scores) with a
-    # register limit: two 8-warp or three 4-warp programs fit an SM's registers
+    # register limit: two 8-warp programs, or three or four 4-warp ones, fit an SM's registers
     TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128),
+    # 64x64 grid, D 64: 128 registers and 56 KiB of shared memory, four programs an SM
+    TileConfig(64, 64, 4, 2, bias_acc=True, max_registers=128),
     # 14x14 windows: 7 key tiles of 32 (224 keys, not 256); four programs fit an SM
     TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128),
     TileConfig(64, 64, 4, 3, bias_acc=True, max_registers=168),
@@ -481,6 +483,7 @@ CONFIGS: list[TileConfig] = [
 MODE_ONLY: dict[TileConfig, int] = {
     TileConfig(128, 128, 8, 2): ROW,
     TileConfig(128, 128, 8, 3): ROW,
+    TileConfig(64, 64, 4, 2, bias_acc=True, max_registers=128): ROW,
     TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128): ONEHOT,
 }
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
