@@ -517,6 +517,12 @@ def _exact_sqrt(d: int) -> bool:
     return d & (d - 1) == 0 and (d.bit_length() - 1) % 2 == 0
 
 
+def acc_scales_q(plan: LaunchPlan, d: int) -> bool:
+    """Whether the plan's launch reads q / sqrt(D) rounded to q's dtype: the bias as q.k's
+    accumulator where sqrt(D) is not a power of two, so the bias cannot be scaled exactly."""
+    return plan.bias_acc and not _exact_sqrt(d)
+
+
 def _pow2_at_least(x: int, low: int = 16) -> int:
     return max(low, 1 << (x - 1).bit_length())
 
@@ -1042,7 +1048,7 @@ def _kernel_call(
     # cannot scale the bias instead (:func:`_exact_sqrt`): scaled here, q stays a shared-memory
     # operand of the MMA chained onto the bias's (in registers, ptxas serialised the chain);
     # scaled in the kernel (SCALE_Q) where it reads q in place or computes the terms from it
-    scale_q = plan.bias_acc and not _exact_sqrt(d)
+    scale_q = acc_scales_q(plan, d)
     q_scaled_here = scale_q and windows is None and tables is None
     if q_scaled_here:
         q = q * d**-0.5
