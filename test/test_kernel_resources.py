@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -121,29 +122,31 @@ def test_bias_acc_scales_the_bias_only_where_that_is_exact():
     256) and keep q as loaded; otherwise (vit_h's 80) q is scaled by 1/sqrt(D), rounding the
     bias times sqrt(80) in bf16 having cost more accuracy than rounding q / sqrt(80): by the
     launcher on the global layers (the kernel's qk_scale is then log2(e)), in the kernel
-    (SCALE_Q) on the windows, whose q it reads in place and computes the terms from."""
+    (SCALE_Q) on the windows, partitioned or read in place."""
     acc = [c for c in flash4_kernel.CONFIGS if c.bias_acc][0]
     plain = flash4_kernel.CONFIGS[1]
+    window_forms = ("tables", "windows_in_place", "windows_kernel_terms")
+    forms = {"global": ("tables",), "window": window_forms}
     calls = {
-        (model, form, cfg.bias_acc): kernel_resources.meta_call(
-            model, "window" if form.startswith("windows") else "global", form, cfg
-        )
+        (model, layer, form, cfg.bias_acc): kernel_resources.meta_call(model, layer, form, cfg)
         for model in ("vit_b", "vit_h")
-        for form in ("tables", "windows_kernel_terms")
+        for layer in forms
+        for form in forms[layer]
         for cfg in (acc, plain)
     }
     scaled_in_kernel = {key for key, call in calls.items() if call.constexprs["SCALE_Q"]}
-    assert scaled_in_kernel == {("vit_h", "windows_kernel_terms", True)}
+    assert scaled_in_kernel == {("vit_h", "window", form, True) for form in forms["window"]}
     qk_scale = {key: call.args[QK_SCALE_ARG] for key, call in calls.items()}
-    assert qk_scale.pop(("vit_h", "tables", True)) == pytest.approx(flash4_kernel.LOG2E)
-    for (model, _, _), scale in qk_scale.items():
+    assert qk_scale.pop(("vit_h", "global", "tables", True)) == pytest.approx(flash4_kernel.LOG2E)
+    for (model, *_), scale in qk_scale.items():
         d = kernel_resources.MODELS[model][1]
         assert scale == pytest.approx(d**-0.5 * flash4_kernel.LOG2E)
     assert [d for d in range(16, 257) if flash4_kernel._exact_sqrt(d)] == [16, 64, 256]
 
 
 def test_launcher_scales_q_as_the_official_model_rounds_it():
-    """The global layers' acc launch on D = 80 reads q / sqrt(80) rounded to q's dtype."""
+    """The global layers' acc launch on D = 80 reads q / sqrt(80) computed in fp32 and rounded
+    to bf16 (the official model's ``q * scale``), with qk_scale log2(e) and SCALE_Q off."""
     acc = [c for c in flash4_kernel.CONFIGS if c.bias_acc][0]
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(1, 64 * 64, 3, 2, 80, generator=g).to(torch.bfloat16)
@@ -151,8 +154,9 @@ def test_launcher_scales_q_as_the_official_model_rounds_it():
     tables = [torch.randn(127, 80, generator=g).to(torch.bfloat16) for _ in "hw"]
     p_h, p_w = flash4_kernel.table_products(q, *tables)
     call = flash4_kernel.products_call(q, k, v, p_h, p_w, 64, 64, acc)
-    assert call.args[0].data_ptr() != q.data_ptr()
-    torch.testing.assert_close(call.args[0], q * 80**-0.5, rtol=0, atol=0)
+    expected = (q.float() * (1 / math.sqrt(80))).to(torch.bfloat16)
+    torch.testing.assert_close(call.args[0], expected, rtol=0, atol=0)
+    assert call.args[QK_SCALE_ARG] == flash4_kernel.LOG2E and not call.constexprs["SCALE_Q"]
 
 
 def test_one_hot_mode_compiles_with_rel_h_and_rel_w_of_different_dtypes():

@@ -160,9 +160,9 @@ def _rel_pos_attn_fwd(
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
     holds registers beside the scores and no add per score is left. Where sqrt(D) is a power
     of two the bias terms are scaled by it (exact) and the sum by qk_scale, so q stays a
-    shared-memory operand; otherwise q comes scaled by 1 / sqrt(D) in its dtype (as the
-    official model scales q; qk_scale is then log2(e)), or, where the launcher cannot scale it
-    (windows read in place), SCALE_Q scales it in registers. In row mode with HOIST_W, the
+    shared-memory operand; otherwise q is scaled by 1 / sqrt(D) in its dtype (as the official
+    model scales q): by the launcher in row mode off the windows (qk_scale is then log2(e)),
+    elsewhere here in registers (SCALE_Q). In row mode with HOIST_W, the
     rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
     that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
     1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
@@ -231,7 +231,7 @@ def _rel_pos_attn_fwd(
     # BIAS_ACC: q.k's accumulator starts at the bias, scaled where that is exact: where sqrt(D)
     # is a power of two, the bias times sqrt(D) and q as loaded (a shared-memory operand: q
     # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype,
-    # by the launcher where it can (qk_scale then log2(e)), else here (SCALE_Q)
+    # by the launcher in row mode (qk_scale then log2(e)), else here (SCALE_Q)
     bias_scale, acc_scale = 1.0, 1.4426950408889634  # the terms' scale; BIAS_ACC's scores'
     if SCALE_Q:
         q0 = _scaled(q0, qk_scale / 1.4426950408889634)
@@ -518,9 +518,17 @@ def _exact_sqrt(d: int) -> bool:
 
 
 def acc_scales_q(plan: LaunchPlan, d: int) -> bool:
-    """Whether the plan's launch reads q / sqrt(D) rounded to q's dtype: the bias as q.k's
-    accumulator where sqrt(D) is not a power of two, so the bias cannot be scaled exactly."""
+    """Whether the plan's kernel reads q / sqrt(D) rounded to q's dtype (as the official model
+    scales q): the bias as q.k's accumulator where sqrt(D) is not a power of two, so the bias
+    cannot be scaled exactly instead."""
     return plan.bias_acc and not _exact_sqrt(d)
+
+
+def launcher_scales_q(plan: LaunchPlan, d: int, windowed: bool) -> bool:
+    """Whether the launcher, not the kernel (SCALE_Q), scales q for :func:`acc_scales_q`: in
+    row mode off the windows (the global layers), where q scaled in registers made ptxas
+    serialise the MMA chained onto the bias's; a copy of q each launch."""
+    return acc_scales_q(plan, d) and plan.bias_mode == ROW and not windowed
 
 
 def _pow2_at_least(x: int, low: int = 16) -> int:
@@ -603,7 +611,7 @@ def valid_configs(kh: int, kw: int, d: int, table_terms: bool = False) -> list[T
     """Candidates timed for this shape: gather mode is skipped where a faster mode exists, the
     MODE_ONLY configs where they would not run in their mode, and configs :func:`make_plan`
     refuses (``table_terms``: the terms computed in the kernel)."""
-    modes = {cfg: bias_mode(cfg, kh, kw) for cfg in CONFIGS}
+    modes = {cfg: ONEHOT if table_terms else bias_mode(cfg, kh, kw) for cfg in CONFIGS}
     usable = [cfg for cfg in CONFIGS if MODE_ONLY.get(cfg, modes[cfg]) == modes[cfg]]
     fast = [cfg for cfg in usable if modes[cfg] != GATHER]
     return [cfg for cfg in fast or usable if runs(cfg, kh, kw, d, table_terms)]
@@ -1044,14 +1052,7 @@ def _kernel_call(
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run, bias, table_terms=tables is not None)
-    # q / sqrt(D) rounded to q's dtype (as the official model scales q) where the acc configs
-    # cannot scale the bias instead (:func:`_exact_sqrt`): scaled here, q stays a shared-memory
-    # operand of the MMA chained onto the bias's (in registers, ptxas serialised the chain);
-    # scaled in the kernel (SCALE_Q) where it reads q in place or computes the terms from it
-    scale_q = acc_scales_q(plan, d)
-    q_scaled_here = scale_q and windows is None and tables is None
-    if q_scaled_here:
-        q = q * d**-0.5
+    q, qk_scale, scale_q_in_kernel = _q_operand(q, plan, d, windows is not None)
     table_args = (q, 0, 0) if tables is None else _table_args(kernel_aligned(tables), kh)
     out = _output_buffer(q, d_run) if out is None else out
     if windows is None:
@@ -1065,7 +1066,7 @@ def _kernel_call(
     args = (
         q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, tokens, LOG2E if q_scaled_here else d**-0.5 * LOG2E, *grid_args, *table_args,
+        h, tokens, qk_scale, *grid_args, *table_args,
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
@@ -1074,10 +1075,18 @@ def _kernel_call(
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
         TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
-        D_POW2=_pow2_at_least(d_run), SCALE_Q=scale_q and not q_scaled_here,
+        D_POW2=_pow2_at_least(d_run), SCALE_Q=scale_q_in_kernel,
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
+
+
+def _q_operand(q, plan: LaunchPlan, d: int, windowed: bool) -> tuple[torch.Tensor, float, bool]:
+    """q as the kernel reads it, its qk_scale argument (log2(e) / sqrt(D), or log2(e) for q
+    already scaled) and SCALE_Q, per :func:`launcher_scales_q`."""
+    if launcher_scales_q(plan, d, windowed):
+        return q * d**-0.5, LOG2E, False
+    return q, d**-0.5 * LOG2E, acc_scales_q(plan, d)
 
 
 def _table_args(tables: torch.Tensor, kh: int) -> tuple:
