@@ -486,7 +486,7 @@ def test_table_products_peak_memory_is_one_chunk(model):
     flash4.flash4_attention_from_tables(q, k, v, *tables)
     plan = flash4_kernel.make_plan(flash4.tables_config(q, k, v, *tables), 64, 64, d)
     chunk = flash4_kernel.product_chunks(16, 64, 64)[0]
-    copies_q = flash4_kernel.launcher_scales_q(plan, d, windowed=False)
+    copies_q = flash4_kernel.launcher_scales_q(plan, d)
     scaled_q = q[chunk].numel() * q.element_size() if copies_q else 0
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()

@@ -161,8 +161,8 @@ def _rel_pos_attn_fwd(
     holds registers beside the scores and no add per score is left. Where sqrt(D) is a power
     of two the bias terms are scaled by it (exact) and the sum by qk_scale, so q stays a
     shared-memory operand; otherwise q is scaled by 1 / sqrt(D) in its dtype (as the official
-    model scales q): by the launcher in row mode off the windows (qk_scale is then log2(e)),
-    elsewhere here in registers (SCALE_Q). In row mode with HOIST_W, the
+    model scales q): by the launcher in row mode (qk_scale is then log2(e)), elsewhere here
+    in registers (SCALE_Q). In row mode with HOIST_W, the
     rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
     that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
     1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
@@ -228,10 +228,7 @@ def _rel_pos_attn_fwd(
         )
     else:
         q1 = q0  # not read
-    # BIAS_ACC: q.k's accumulator starts at the bias, scaled where that is exact: where sqrt(D)
-    # is a power of two, the bias times sqrt(D) and q as loaded (a shared-memory operand: q
-    # scaled in registers made ptxas serialise the chained MMAs); else q / sqrt(D) in its dtype,
-    # by the launcher in row mode (qk_scale then log2(e)), else here (SCALE_Q)
+    # BIAS_ACC's scaling of the bias terms or of q (see the docstring)
     bias_scale, acc_scale = 1.0, 1.4426950408889634  # the terms' scale; BIAS_ACC's scores'
     if SCALE_Q:
         q0 = _scaled(q0, qk_scale / 1.4426950408889634)
@@ -524,11 +521,11 @@ def acc_scales_q(plan: LaunchPlan, d: int) -> bool:
     return plan.bias_acc and not _exact_sqrt(d)
 
 
-def launcher_scales_q(plan: LaunchPlan, d: int, windowed: bool) -> bool:
+def launcher_scales_q(plan: LaunchPlan, d: int) -> bool:
     """Whether the launcher, not the kernel (SCALE_Q), scales q for :func:`acc_scales_q`: in
-    row mode off the windows (the global layers), where q scaled in registers made ptxas
-    serialise the MMA chained onto the bias's; a copy of q each launch."""
-    return acc_scales_q(plan, d) and plan.bias_mode == ROW and not windowed
+    row mode (the global layers), where q scaled in registers made ptxas serialise the MMA
+    chained onto the bias's; a copy of q each launch."""
+    return acc_scales_q(plan, d) and plan.bias_mode == ROW
 
 
 def _pow2_at_least(x: int, low: int = 16) -> int:
@@ -1052,7 +1049,7 @@ def _kernel_call(
     q, k, v = kernel_aligned(q), kernel_aligned(k), kernel_aligned(v)
     d_run = q.shape[-1]
     plan = make_plan(config, kh, kw, d_run, bias, table_terms=tables is not None)
-    q, qk_scale, scale_q_in_kernel = _q_operand(q, plan, d, windows is not None)
+    q, qk_scale, scale_q_in_kernel = _q_operand(q, plan, d)
     table_args = (q, 0, 0) if tables is None else _table_args(kernel_aligned(tables), kh)
     out = _output_buffer(q, d_run) if out is None else out
     if windows is None:
@@ -1081,10 +1078,10 @@ def _kernel_call(
     return KernelCall(grid, args, constexprs, config, out, d)
 
 
-def _q_operand(q, plan: LaunchPlan, d: int, windowed: bool) -> tuple[torch.Tensor, float, bool]:
+def _q_operand(q, plan: LaunchPlan, d: int) -> tuple[torch.Tensor, float, bool]:
     """q as the kernel reads it, its qk_scale argument (log2(e) / sqrt(D), or log2(e) for q
     already scaled) and SCALE_Q, per :func:`launcher_scales_q`."""
-    if launcher_scales_q(plan, d, windowed):
+    if launcher_scales_q(plan, d):
         return q * d**-0.5, LOG2E, False
     return q, d**-0.5 * LOG2E, acc_scales_q(plan, d)
 
