@@ -65,6 +65,7 @@ from torchao._models.sam.attention.contract import (
 )
 
 LOG2E = 1.4426950408889634
+LOG2E_C = tl.constexpr(LOG2E)  # log2(e) inside the kernel (Triton reads constexpr globals only)
 MAX_ROWS_PER_TILE = 4  # row mode with whole grid rows per key tile: at most this many
 MAX_SPLIT_TILE = 64 * 256  # BLOCK_M x BLOCK_N where the head dim is split (see make_plan)
 MAX_TERMS_SPLIT_KEYS = 256  # key tiles at least this long fault with the kernel's terms, D split
@@ -82,6 +83,82 @@ def _rows(base, tok, s_tok, offs_d, s_d, pad, on_grid, WINDOWED: tl.constexpr):
     if WINDOWED:
         ptrs = tl.where(on_grid, ptrs, pad + offs_d[None, :])
     return ptrs
+
+
+@triton.jit
+def _window_origin(pid_bh, H, N_WIN, WIN_COLS, KW: tl.constexpr):
+    """A WINDOWED program's image and its window's first grid row and column
+    (program_id(1) = (image * N_WIN + window) * H + head; windows row-major, KW a side)."""
+    win = (pid_bh // H) % N_WIN
+    b = (pid_bh // H // N_WIN).to(tl.int64)
+    return b, (win // WIN_COLS) * KW, (win % WIN_COLS) * KW
+
+
+@triton.jit
+def _at(X, b, sb, h, sh, tok0, s_tok, WINDOWED: tl.constexpr):
+    """X advanced to head (b, h) and, in WINDOWED mode, to token tok0. The offsets are
+    multiples of 16 elements (the launcher guarantees it, see is_kernel_aligned): Triton then
+    compiles 16-byte, pipelined loads; with strides it could not prove aligned, triton 3.6
+    miscompiled the pipelined loop."""
+    X += tl.multiple_of(b * sb + h * sh, 16)
+    if WINDOWED:
+        X += tl.multiple_of(tok0 * s_tok, 16)
+    return X
+
+
+@triton.jit
+def _query_rows(
+    pid_m, N, GH, GW, y0, x0, KW: tl.constexpr, BLOCK_M: tl.constexpr, WINDOWED: tl.constexpr
+):  # fmt: skip
+    """The program's BLOCK_M queries: grid rows and columns (in the window in WINDOWED mode),
+    which are real (not past N, not on a window's padding) and their tokens' rows."""
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_row = offs_m // KW
+    q_col = offs_m - q_row * KW
+    m_ok = offs_m < N
+    tok_m = offs_m  # counted from the window's first token in WINDOWED mode
+    if WINDOWED:
+        m_ok = m_ok & (y0 + q_row < GH) & (x0 + q_col < GW)
+        tok_m = q_row * GW + q_col
+    return q_row, q_col, m_ok, tok_m
+
+
+@triton.jit
+def _kv_pointers(
+    K, V, PK, PV, offs_n, n_ok, GH, GW, y0, x0, skn, skd, svn, svd, offs_d0, offs_d1,
+    KW: tl.constexpr, WINDOWED: tl.constexpr,
+):  # fmt: skip
+    """Pointers to keys offs_n's k and v, columns offs_d0 and offs_d1 (:func:`_rows`): in
+    WINDOWED mode the keys' grid tokens, those on the window's padding reading the pad
+    token's."""
+    tok_n, on_grid = offs_n[:, None], n_ok[:, None]
+    if WINDOWED:
+        k_row = offs_n // KW
+        k_col = offs_n - k_row * KW
+        on_grid = ((y0 + k_row < GH) & (x0 + k_col < GW))[:, None]
+        tok_n = (k_row * GW + k_col)[:, None]
+    k_ptr0 = _rows(K, tok_n, skn, offs_d0, skd, PK, on_grid, WINDOWED)
+    v_ptr0 = _rows(V, tok_n, svn, offs_d0, svd, PV, on_grid, WINDOWED)
+    k_ptr1 = _rows(K, tok_n, skn, offs_d1, skd, PK, on_grid, WINDOWED)
+    v_ptr1 = _rows(V, tok_n, svn, offs_d1, svd, PV, on_grid, WINDOWED)
+    return k_ptr0, v_ptr0, k_ptr1, v_ptr1
+
+
+@triton.jit
+def _kv_tile(
+    X, ptrs, n_ok, bi, hi, start, col, BLOCK_N: tl.constexpr, DX: tl.constexpr,
+    TMA: tl.constexpr, EVEN_N: tl.constexpr,
+):  # fmt: skip
+    """A key tile's k or v [BLOCK_N, DX]: through the tensor descriptor X from column col
+    (TMA; zero past N), else from ``ptrs`` (:func:`_kv_pointers`), masked past N unless
+    EVEN_N."""
+    if TMA:
+        tile = X.load([bi, hi, start, col]).reshape(BLOCK_N, DX)
+    elif EVEN_N:
+        tile = tl.load(ptrs)
+    else:
+        tile = tl.load(ptrs, mask=n_ok[:, None], other=0.0)
+    return tile
 
 
 @triton.jit
@@ -104,6 +181,147 @@ def _table_terms(
     col = tl.minimum(tl.maximum(tl.where(of_h[None, :], col_h, col_w), 0), T_ROWS - 1)
     on_axis = tl.where(of_h, term < KH, term < KW)[None, :]
     return tl.where(on_axis, tl.gather(p, col, 1), 0.0)
+
+
+@triton.jit
+def _onehot_terms(
+    Q, tok_m, sqn, sqd, m_ok, q_row, q_col, N, RH, RW, rh_row, rw_row, shk, swk,
+    TB, s_tb, LH, bias_scale,
+    KW: tl.constexpr, D: tl.constexpr, TERM_PAD: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
+    TABLE_TERMS: tl.constexpr, TB_ROWS: tl.constexpr, D_POW2: tl.constexpr,
+):  # fmt: skip
+    """One-hot mode's operand: both axes' terms [BLOCK_M, 2 * TERM_PAD] in q's dtype, rel_h's
+    then rel_w's, each padded to TERM_PAD and times bias_scale, read from RH and RW or
+    (TABLE_TERMS) computed from q (its whole head dim in one operand, padded to D_POW2) and the
+    stacked tables TB (:func:`_table_terms`). One operand for one MMA per key tile with a
+    one-hot matrix of both axes: two chained MMAs with register operands made ptxas serialise
+    every wgmma of the kernel. With MASK_BY_BIAS the spare row N // KW's term is -30000."""
+    offs_t = tl.arange(0, 2 * TERM_PAD)
+    of_h = offs_t < TERM_PAD
+    term = tl.where(of_h, offs_t, offs_t - TERM_PAD)  # the term's index along its axis
+    if TABLE_TERMS:
+        offs_dp = tl.arange(0, D_POW2)
+        q_all = tl.load(
+            Q + tok_m[:, None] * sqn + offs_dp[None, :] * sqd,
+            mask=m_ok[:, None] & (offs_dp < D)[None, :],
+            other=0.0,
+        )
+        terms = _table_terms(
+            q_all, TB, s_tb, LH, q_row, q_col, N // KW, KW, of_h, term, TB_ROWS, offs_dp, D
+        )
+    else:
+        # two loads, each masked to its half (rel_h and rel_w may differ in dtype)
+        h_ok = m_ok[:, None] & (of_h & (term * KW < N))[None, :]
+        w_ok = m_ok[:, None] & ((offs_t >= TERM_PAD) & (term < KW))[None, :]
+        t_h = tl.load(RH + rh_row[:, None] + term[None, :] * shk, mask=h_ok, other=0.0)
+        t_w = tl.load(RW + rw_row[:, None] + term[None, :] * swk, mask=w_ok, other=0.0)
+        terms = tl.where(of_h[None, :], t_h.to(tl.float32), t_w.to(tl.float32))
+    terms = (terms * bias_scale).to(Q.dtype.element_ty)
+    if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
+        terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
+    return terms
+
+
+@triton.jit
+def _onehot_bias(
+    terms, offs_n, N, KW: tl.constexpr, TERM_PAD: tl.constexpr, MASK_BY_BIAS: tl.constexpr
+):
+    """The bias tile [BLOCK_M, BLOCK_N] (fp32) of keys offs_n: the terms times a one-hot matrix
+    of both axes (each key's grid row among rel_h's terms, its column among rel_w's), an exact
+    gather (each output the sum of two products with 1.0) that runs on the tensor cores."""
+    offs_t = tl.arange(0, 2 * TERM_PAD)
+    key_row = offs_n // KW
+    if MASK_BY_BIAS:
+        key_row = tl.minimum(key_row, N // KW)
+    key_col = offs_n % KW + TERM_PAD  # rel_w's terms follow rel_h's
+    onehot = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
+    return tl.dot(terms, onehot.to(terms.dtype))
+
+
+@triton.jit
+def _hoisted_rel_w(
+    RW, rw_row, m_ok, swk, bias_scale, offs_n0, dtype: tl.constexpr, KW: tl.constexpr,
+    BIAS_ACC: tl.constexpr,
+):  # fmt: skip
+    """Row mode with rel_w's tile the same for every key tile (BLOCK_N a multiple of KW),
+    loaded once. BIAS_ACC: (the query rows' terms [BLOCK_M, KW] times bias_scale, the 0/1
+    matrix [KW, BLOCK_N] spreading term c to the keys of grid column c), whose product is
+    q.k's starting value (exact: fp32 sums of one product with 1.0; both loop-invariant, in
+    shared memory); else the fp32 tile in base 2, twice."""
+    if BIAS_ACC:
+        offs_w = tl.arange(0, KW)
+        cols = tl.load(RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0)
+        rw_a = (cols.to(tl.float32) * bias_scale).to(dtype)
+        rw_b = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(dtype)
+    else:
+        tile = tl.load(
+            RW + rw_row[:, None] + (offs_n0 % KW)[None, :] * swk, mask=m_ok[:, None], other=0.0
+        )
+        rw_a = tile.to(tl.float32) * LOG2E_C
+        rw_b = rw_a
+    return rw_a, rw_b
+
+
+@triton.jit
+def _row_scores(
+    qk, start, N, RH, RW, rh_row, rw_row, m_ok, shk, swk, rh_next, rw_tile, qk_scale,
+    acc_scale, offs_n0, KW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROWS: tl.constexpr, HOIST_W: tl.constexpr, BIAS_ACC: tl.constexpr,
+):  # fmt: skip
+    """Row mode's scores (base 2) of the key tile at ``start`` and its per-query rel_h term
+    row_bias, kept out of the scores (added to their row maxima and the exponent's offset,
+    no pass over the tile), and the next tile's rel_h, loaded one tile ahead so the loop does
+    not wait on this strided (one row per query) load. A tile of ROWS > 1 whole grid rows adds
+    its ROWS rel_h terms per query to the scores instead (a [BLOCK_M, ROWS] tile carried across
+    the loop made ptxas spill on the 64x64 grid)."""
+    row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
+        row = start // KW
+        rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for r in tl.static_range(ROWS):
+            rh_r = tl.load(RH + rh_row + (row + r) * shk, mask=m_ok, other=0.0)
+            in_row = (offs_n0 // KW == r)[None, :]
+            rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
+    else:
+        row_bias = rh_next.to(tl.float32) * LOG2E_C
+        next_row = (start + BLOCK_N) // KW  # the next tile's grid row
+        has_next = start + BLOCK_N < N
+        rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
+    if BIAS_ACC:
+        s = qk * acc_scale
+    elif HOIST_W:
+        s = qk * qk_scale + rw_tile
+    else:
+        c0 = start % KW
+        rw = tl.load(
+            RW + rw_row[:, None] + (c0 + offs_n0)[None, :] * swk, mask=m_ok[:, None], other=0.0
+        )
+        s = qk * qk_scale + rw.to(tl.float32) * LOG2E_C
+    if ROWS > 1:
+        s = s + rh_tile * LOG2E_C
+    return s, row_bias, rh_next
+
+
+@triton.jit
+def _gather_scores(
+    qk, qk_scale, RH, RW, rh_row, rw_row, m_ok, n_ok, offs_n, shk, swk, KW: tl.constexpr
+):
+    """Gather mode's scores (base 2): rel_h[i, j // KW] and rel_w[i, j % KW] loaded per score."""
+    mn_ok = m_ok[:, None] & n_ok[None, :]
+    rh = tl.load(RH + rh_row[:, None] + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0)
+    rw = tl.load(RW + rw_row[:, None] + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0)
+    return qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * LOG2E_C
+
+
+@triton.jit
+def _softmax_step(s, row_bias, m_i, l_i):
+    """One key tile of the online softmax (base 2), each query's scores ``s`` plus its
+    row_bias: (the tile's weights p, the factor alpha rescaling what came before, the new
+    running maxima and sums)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1) + row_bias)
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - (m_new - row_bias)[:, None])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
 
 
 @triton.jit
@@ -146,147 +364,77 @@ def _rel_pos_attn_fwd(
     K and V. WARP_SPEC: the key loop is warp-specialised (loads in their own warps).
 
     WINDOWED (:func:`windows_call`): one program handles a KW x KW window of a GH x GW token
-    grid (windows padded bottom/right, as SAM's window partition does), program_id(1) being
-    (image * N_WIN + window) * H + head. Q, K, V, Out and the table products are the grid's
-    tokens (row-major, token strides sqn, skn, svn, son, s_rel_tok), read and written in place;
-    keys on the padding read the pad token's k and v (PK, PV: [H, D], head stride s_pad_h), and
-    padding queries are neither read nor stored.
+    grid (windows padded bottom/right, as SAM's window partition does; :func:`_window_origin`).
+    Q, K, V, Out and the table products are the grid's tokens (row-major, token strides sqn,
+    skn, svn, son, s_rel_tok), read and written in place; keys on the padding read the pad
+    token's k and v (PK, PV: [H, D], head stride s_pad_h), and padding queries are neither read
+    nor stored.
 
-    TABLE_TERMS (one-hot mode only): the bias terms are computed here from q (its whole head
-    dim in one operand, padded to D_POW2) and the stacked rel-pos tables TB ([table_h;
-    table_w], row stride s_tb, table_w from row LH = 2Kh - 1; TB_ROWS rows read, padded;
-    :func:`_table_terms`) instead of read from RH and RW, which are then not read.
+    TABLE_TERMS (one-hot mode only): the terms computed here from q and the stacked rel-pos
+    tables TB (row stride s_tb, table_w from row LH = 2Kh - 1, TB_ROWS rows read;
+    :func:`_onehot_terms`) instead of read from RH and RW, which are then not read.
 
     BIAS_ACC: the bias is the starting value of q.k's MMA accumulator, so no fp32 bias tile
     holds registers beside the scores and no add per score is left. Where sqrt(D) is a power
     of two the bias terms are scaled by it (exact) and the sum by qk_scale, so q stays a
     shared-memory operand; otherwise q is scaled by 1 / sqrt(D) in its dtype (as the official
     model scales q): by the launcher in row mode (qk_scale is then log2(e)), elsewhere here
-    in registers (SCALE_Q). In row mode with HOIST_W, the
-    rel_w terms enter as the product of the query rows' terms [BLOCK_M, KW] with a 0/1 matrix
-    that spreads term c to the keys of grid column c (exact: fp32 sums of one product with
-    1.0; both operands loop-invariant, in shared memory); in one-hot mode, as the one-hot
-    product.
+    in registers (SCALE_Q). Row mode with HOIST_W takes rel_w's terms from
+    :func:`_hoisted_rel_w`; one-hot mode the one-hot product (:func:`_onehot_bias`).
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     h = (pid_bh % H).to(tl.int64)
     if WINDOWED:
-        win = (pid_bh // H) % N_WIN
-        b = (pid_bh // H // N_WIN).to(tl.int64)
-        y0 = (win // WIN_COLS) * KW  # the window's first grid row and column
-        x0 = (win % WIN_COLS) * KW
-        t0 = (y0 * GW + x0).to(tl.int64)  # its first token
+        b, y0, x0 = _window_origin(pid_bh, H, N_WIN, WIN_COLS, KW)
+        t0 = (y0 * GW + x0).to(tl.int64)  # the window's first token
     else:
-        b = (pid_bh // H).to(tl.int64)
-    # q, k, v and out have head dims and strides in multiples of 16 elements (the launcher
-    # guarantees it, see is_kernel_aligned): Triton then compiles 16-byte, pipelined loads. With
-    # strides it could not prove aligned, triton 3.6 miscompiled the pipelined loop.
-    Q += tl.multiple_of(b * sqb + h * sqh, 16)
+        b, y0, x0, t0 = (pid_bh // H).to(tl.int64), 0, 0, 0
+    sqn, skn = tl.multiple_of(sqn, 16), tl.multiple_of(skn, 16)
+    svn, son = tl.multiple_of(svn, 16), tl.multiple_of(son, 16)
+    Q = _at(Q, b, sqb, h, sqh, t0, sqn, WINDOWED)
     if not TMA:
-        K += tl.multiple_of(b * skb + h * skh, 16)
-        V += tl.multiple_of(b * svb + h * svh, 16)
-    Out += tl.multiple_of(b * sob + h * soh, 16)
-    sqn = tl.multiple_of(sqn, 16)
-    skn = tl.multiple_of(skn, 16)
-    svn = tl.multiple_of(svn, 16)
-    son = tl.multiple_of(son, 16)
+        K = _at(K, b, skb, h, skh, t0, skn, WINDOWED)
+        V = _at(V, b, svb, h, svh, t0, svn, WINDOWED)
+    Out = _at(Out, b, sob, h, soh, t0, son, WINDOWED)
     RH += b * shb + h * shh
     RW += b * swb + h * swh
     if WINDOWED:
-        Q += tl.multiple_of(t0 * sqn, 16)
-        K += tl.multiple_of(t0 * skn, 16)
-        V += tl.multiple_of(t0 * svn, 16)
-        Out += tl.multiple_of(t0 * son, 16)
         RH += t0 * s_rel_tok
         RW += t0 * s_rel_tok
         PK += h * s_pad_h
         PV += h * s_pad_h
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_row, q_col, m_ok, tok_m = _query_rows(pid_m, N, GH, GW, y0, x0, KW, BLOCK_M, WINDOWED)
     # rel_h / rel_w of query i (grid row i // KW, column i % KW) start at these offsets
-    q_row = offs_m // KW
-    q_col = offs_m - q_row * KW
     rh_row = q_row * shqh + q_col * shqw
     rw_row = q_row * swqh + q_col * swqw
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d0 = tl.arange(0, D0)
     offs_d1 = D - D1 + tl.arange(0, D1)
-    m_ok = offs_m < N
-    tok_m = offs_m  # the queries' tokens (counted from the window's first in WINDOWED)
-    if WINDOWED:
-        m_ok = m_ok & (y0 + q_row < GH) & (x0 + q_col < GW)
-        tok_m = q_row * GW + q_col
     d1_own = offs_d1 >= D0  # columns of the D1 window that D0 does not cover
-
     q0 = tl.load(Q + tok_m[:, None] * sqn + offs_d0[None, :] * sqd, mask=m_ok[:, None], other=0.0)
+    q1 = q0  # not read unless HAS_D1
     if HAS_D1:
-        q1 = tl.load(
-            Q + tok_m[:, None] * sqn + offs_d1[None, :] * sqd,
-            mask=m_ok[:, None] & d1_own[None, :],
-            other=0.0,
-        )
-    else:
-        q1 = q0  # not read
+        q_ok = m_ok[:, None] & d1_own[None, :]
+        q1 = tl.load(Q + tok_m[:, None] * sqn + offs_d1[None, :] * sqd, mask=q_ok, other=0.0)
     # BIAS_ACC's scaling of the bias terms or of q (see the docstring)
-    bias_scale, acc_scale = 1.0, 1.4426950408889634  # the terms' scale; BIAS_ACC's scores'
+    bias_scale, acc_scale = 1.0, LOG2E_C  # the terms' scale; BIAS_ACC's scores'
     if SCALE_Q:
-        q0 = _scaled(q0, qk_scale / 1.4426950408889634)
-        if HAS_D1:
-            q1 = _scaled(q1, qk_scale / 1.4426950408889634)
+        q0, q1 = _scaled(q0, qk_scale / LOG2E_C), _scaled(q1, qk_scale / LOG2E_C)
     elif BIAS_ACC:
-        bias_scale, acc_scale = 1.4426950408889634 / qk_scale, qk_scale
+        bias_scale, acc_scale = LOG2E_C / qk_scale, qk_scale
+    dtype = Q.dtype.element_ty
     if BIAS_MODE == 1:
-        # both axes' terms in one operand, [rel_h's | rel_w's], each padded to TERM_PAD, for
-        # one MMA per key tile with a one-hot matrix of both: two chained MMAs with register
-        # operands made ptxas serialise every wgmma of the kernel
-        offs_t = tl.arange(0, 2 * TERM_PAD)
-        of_h = offs_t < TERM_PAD
-        term = tl.where(of_h, offs_t, offs_t - TERM_PAD)  # the term's index along its axis
-        if TABLE_TERMS:
-            offs_dp = tl.arange(0, D_POW2)  # q's head dim in one operand
-            q_all = tl.load(
-                Q + tok_m[:, None] * sqn + offs_dp[None, :] * sqd,
-                mask=m_ok[:, None] & (offs_dp < D)[None, :],
-                other=0.0,
-            )
-            terms = _table_terms(
-                q_all, TB, s_tb, LH, q_row, q_col, N // KW, KW, of_h, term, TB_ROWS, offs_dp, D
-            )
-        else:
-            # two loads, each masked to its half (rel_h and rel_w may differ in dtype)
-            h_ok = m_ok[:, None] & (of_h & (term * KW < N))[None, :]
-            w_ok = m_ok[:, None] & ((offs_t >= TERM_PAD) & (term < KW))[None, :]
-            t_h = tl.load(RH + rh_row[:, None] + term[None, :] * shk, mask=h_ok, other=0.0)
-            t_w = tl.load(RW + rw_row[:, None] + term[None, :] * swk, mask=w_ok, other=0.0)
-            terms = tl.where(of_h[None, :], t_h.to(tl.float32), t_w.to(tl.float32))
-        terms = (terms * bias_scale).to(Q.dtype.element_ty)
-        if MASK_BY_BIAS:  # keys past N (grid row N // KW) get a bias that zeroes their weight
-            terms = tl.where(offs_t[None, :] == N // KW, -30000.0, terms)
-    # Bias pieces that do not depend on the key tile, loaded once.
-    if BIAS_MODE == 0:
-        if BIAS_ACC and HOIST_W:
-            offs_w = tl.arange(0, KW)
-            rw_cols = tl.load(  # [BLOCK_M, KW]: each query's term per key grid column
-                RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0
-            )
-            rw_cols = (rw_cols.to(tl.float32) * bias_scale).to(Q.dtype.element_ty)
-            rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(Q.dtype.element_ty)
-        elif HOIST_W:
-            rw_tile = (
-                tl.load(
-                    RW + rw_row[:, None] + (offs_n0 % KW)[None, :] * swk,
-                    mask=m_ok[:, None],
-                    other=0.0,
-                ).to(tl.float32)
-                * 1.4426950408889634
-            )
-
+        terms = _onehot_terms(
+            Q, tok_m, sqn, sqd, m_ok, q_row, q_col, N, RH, RW, rh_row, rw_row, shk, swk,
+            TB, s_tb, LH, bias_scale, KW, D, TERM_PAD, MASK_BY_BIAS, TABLE_TERMS, TB_ROWS, D_POW2,
+        )  # fmt: skip
+    rw_a, rw_b = qk_scale, qk_scale  # not read unless HOIST_W
+    if BIAS_MODE == 0 and HOIST_W:
+        rw_a, rw_b = _hoisted_rel_w(RW, rw_row, m_ok, swk, bias_scale, offs_n0, dtype, KW, BIAS_ACC)
+    rh_next = qk_scale  # row mode: the next key tile's rel_h, loaded one tile ahead
     if BIAS_MODE == 0 and ROWS == 1:
-        # rel_h of the first key tile's grid row; in the loop, each tile's is loaded one tile
-        # ahead, so the loop does not wait on this strided (one row per query) load. Tiles of
-        # several grid rows load theirs per tile: a [BLOCK_M, ROWS] tile carried across the
-        # loop made ptxas spill on the 64x64 grid.
         rh_next = tl.load(RH + rh_row, mask=m_ok, other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -294,128 +442,61 @@ def _rel_pos_attn_fwd(
     acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
     if HAS_D1:
         acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
-
     bi, hi = pid_bh // H, pid_bh % H  # descriptor coordinates (int32)
     for start in tl.range(0, N, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start + offs_n0
         n_ok = offs_n < N
+        k_ptr0, v_ptr0, k_ptr1, v_ptr1 = K, V, K1, V1  # TMA: descriptors, no pointers
         if not TMA:
-            tok_n, on_grid = offs_n[:, None], n_ok[:, None]
-            if WINDOWED:  # the keys' grid tokens; those on the padding read the pad token
-                k_row = offs_n // KW
-                k_col = offs_n - k_row * KW
-                on_grid = ((y0 + k_row < GH) & (x0 + k_col < GW))[:, None]
-                tok_n = (k_row * GW + k_col)[:, None]
-            k_ptr0 = _rows(K, tok_n, skn, offs_d0, skd, PK, on_grid, WINDOWED)
-            v_ptr0 = _rows(V, tok_n, svn, offs_d0, svd, PV, on_grid, WINDOWED)
-            k_ptr1 = _rows(K, tok_n, skn, offs_d1, skd, PK, on_grid, WINDOWED)
-            v_ptr1 = _rows(V, tok_n, svn, offs_d1, svd, PV, on_grid, WINDOWED)
-        if TMA:
-            k0 = K.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
-        elif EVEN_N:
-            k0 = tl.load(k_ptr0)
-        else:
-            k0 = tl.load(k_ptr0, mask=n_ok[:, None], other=0.0)
+            k_ptr0, v_ptr0, k_ptr1, v_ptr1 = _kv_pointers(
+                K, V, PK, PV, offs_n, n_ok, GH, GW, y0, x0, skn, skd, svn, svd, offs_d0, offs_d1,
+                KW, WINDOWED,
+            )  # fmt: skip
+        k0 = _kv_tile(K, k_ptr0, n_ok, bi, hi, start, 0, BLOCK_N, D0, TMA, EVEN_N)
+        qk_init = None  # q.k's MMA accumulator to start from (BIAS_ACC)
         if BIAS_MODE == 1:
-            key_row = offs_n // KW
-            if MASK_BY_BIAS:
-                key_row = tl.minimum(key_row, N // KW)
-            key_col = offs_n % KW + TERM_PAD  # rel_w's terms follow rel_h's
-            onehot = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
-            bias = tl.dot(terms, onehot.to(Q.dtype.element_ty))
-        if BIAS_ACC and HOIST_W:
-            qk = tl.dot(q0, tl.trans(k0), tl.dot(rw_cols, rw_spread))
-        elif BIAS_ACC and BIAS_MODE == 1:
-            qk = tl.dot(q0, tl.trans(k0), bias)
-        else:
-            qk = tl.dot(q0, tl.trans(k0))
+            bias = _onehot_bias(terms, offs_n, N, KW, TERM_PAD, MASK_BY_BIAS)
+            if BIAS_ACC:
+                qk_init = bias
+        elif BIAS_ACC and HOIST_W:
+            qk_init = tl.dot(rw_a, rw_b)
+        qk = tl.dot(q0, tl.trans(k0), qk_init)
         if HAS_D1:
-            if TMA:
-                k1 = K1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
-            elif EVEN_N:
-                k1 = tl.load(k_ptr1)
-            else:
-                k1 = tl.load(k_ptr1, mask=n_ok[:, None], other=0.0)
+            k1 = _kv_tile(K1, k_ptr1, n_ok, bi, hi, start, D - D1, BLOCK_N, D1, TMA, EVEN_N)
             qk = tl.dot(q1, tl.trans(k1), qk)
-        # a per-query bias term of this tile (base 2), kept out of s: added to s's row maxima
-        # and folded into the exponent's offset, which costs no pass over the tile
-        row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)
-        if BIAS_MODE == 0:  # row mode
-            if ROWS > 1:  # the tile holds grid rows row .. row + ROWS - 1 (all exist: full tiles)
-                row = start // KW
-                rh_tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                for r in tl.static_range(ROWS):
-                    rh_r = tl.load(RH + rh_row + (row + r) * shk, mask=m_ok, other=0.0)
-                    in_row = (offs_n0 // KW == r)[None, :]
-                    rh_tile = tl.where(in_row, rh_r.to(tl.float32)[:, None], rh_tile)
-            else:
-                row_bias = rh_next.to(tl.float32) * 1.4426950408889634
-                next_row = (start + BLOCK_N) // KW  # the next tile's grid row
-                has_next = start + BLOCK_N < N
-                rh_next = tl.load(RH + rh_row + next_row * shk, mask=m_ok & has_next, other=0.0)
-            if BIAS_ACC:
-                s = qk * acc_scale
-            elif HOIST_W:
-                s = qk * qk_scale + rw_tile
-            else:
-                c0 = start % KW
-                rw = tl.load(
-                    RW + rw_row[:, None] + (c0 + offs_n0)[None, :] * swk,
-                    mask=m_ok[:, None],
-                    other=0.0,
-                ).to(tl.float32)
-                s = qk * qk_scale + rw * 1.4426950408889634
-            if ROWS > 1:
-                s = s + rh_tile * 1.4426950408889634
-        elif BIAS_MODE == 1:  # one-hot mode
-            if BIAS_ACC:
-                s = qk * acc_scale
-            else:
-                s = qk * qk_scale + bias * 1.4426950408889634
-        elif BIAS_MODE == 2:  # gather mode
-            mn_ok = m_ok[:, None] & n_ok[None, :]
-            rh = tl.load(
-                RH + rh_row[:, None] + (offs_n // KW)[None, :] * shk, mask=mn_ok, other=0.0
+        row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)  # a per-query term of the tile
+        if BIAS_MODE == 0:
+            s, row_bias, rh_next = _row_scores(
+                qk, start, N, RH, RW, rh_row, rw_row, m_ok, shk, swk, rh_next, rw_a, qk_scale,
+                acc_scale, offs_n0, KW, BLOCK_M, BLOCK_N, ROWS, HOIST_W, BIAS_ACC,
+            )  # fmt: skip
+        elif BIAS_MODE == 1 and BIAS_ACC:
+            s = qk * acc_scale
+        elif BIAS_MODE == 1:
+            s = qk * qk_scale + bias * LOG2E_C
+        elif BIAS_MODE == 2:
+            s = _gather_scores(
+                qk, qk_scale, RH, RW, rh_row, rw_row, m_ok, n_ok, offs_n, shk, swk, KW
             )
-            rw = tl.load(RW + rw_row[:, None] + (offs_n % KW)[None, :] * swk, mask=mn_ok, other=0.0)
-            s = qk * qk_scale + (rh.to(tl.float32) + rw.to(tl.float32)) * 1.4426950408889634
         else:  # no bias
             s = qk * qk_scale
         if not EVEN_N and not MASK_BY_BIAS:
             s = tl.where(n_ok[None, :], s, float("-inf"))
-
-        m_new = tl.maximum(m_i, tl.max(s, 1) + row_bias)
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - (m_new - row_bias)[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(Q.dtype.element_ty)
-        if TMA:
-            v0 = V.load([bi, hi, start, 0]).reshape(BLOCK_N, D0)
-        elif EVEN_N:
-            v0 = tl.load(v_ptr0)
-        else:
-            v0 = tl.load(v_ptr0, mask=n_ok[:, None], other=0.0)
+        p, alpha, m_i, l_i = _softmax_step(s, row_bias, m_i, l_i)
+        p = p.to(dtype)
+        v0 = _kv_tile(V, v_ptr0, n_ok, bi, hi, start, 0, BLOCK_N, D0, TMA, EVEN_N)
         acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
         if HAS_D1:
-            if TMA:
-                v1 = V1.load([bi, hi, start, D - D1]).reshape(BLOCK_N, D1)
-            elif EVEN_N:
-                v1 = tl.load(v_ptr1)
-            else:
-                v1 = tl.load(v_ptr1, mask=n_ok[:, None], other=0.0)
+            v1 = _kv_tile(V1, v_ptr1, n_ok, bi, hi, start, D - D1, BLOCK_N, D1, TMA, EVEN_N)
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
-        m_i = m_new
 
     inv_l = 1.0 / l_i
-    out0 = (acc0 * inv_l[:, None]).to(Out.dtype.element_ty)
-    tl.store(Out + tok_m[:, None] * son + offs_d0[None, :] * sod, out0, mask=m_ok[:, None])
+    tl.store(Out + tok_m[:, None] * son + offs_d0[None, :] * sod,
+             (acc0 * inv_l[:, None]).to(Out.dtype.element_ty), mask=m_ok[:, None])  # fmt: skip
     if HAS_D1:
         out1 = (acc1 * inv_l[:, None]).to(Out.dtype.element_ty)
-        tl.store(
-            Out + tok_m[:, None] * son + offs_d1[None, :] * sod,
-            out1,
-            mask=m_ok[:, None] & d1_own[None, :],
-        )
+        out_ok = m_ok[:, None] & d1_own[None, :]
+        tl.store(Out + tok_m[:, None] * son + offs_d1[None, :] * sod, out1, mask=out_ok)
 
 
 # ---------------------------------------------------------------------------------------------
