@@ -1,8 +1,9 @@
 """flash_4's kernel compiled for a GPU target without a GPU (no launch): per SAM attention shape,
 tile config and form, the registers per thread, the bytes ptxas spills, the shared memory, how
 many wgmma and async-copy (pipelined load) instructions the code holds, how many SASS
-instructions the key loop's body holds (cuobjdump of the compiled kernel), and whether ptxas
-serialised the wgmma instructions (its "Potential Performance Loss" code).
+instructions the key loop's body holds (cuobjdump of the compiled kernel), how many of them
+are barriers (``BAR``: the CTA's warps wait for each other) and shared-memory stores (``STS``),
+and whether ptxas serialised the wgmma instructions (its "Potential Performance Loss" code).
 
     python -m benchmarks.kernel_resources --out DIR [--arch 90]   # DIR/kernel_resources.csv
 
@@ -40,7 +41,8 @@ SCHEMA = ResultSchema(
     name="kernel_resources",
     columns=KEYS
     + ("registers", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "wgmma")
-    + ("async_copies", "loop_instructions", "wgmma_serialized")
+    + ("async_copies", "loop_instructions", "loop_barriers", "loop_shared_stores")
+    + ("wgmma_serialized",)
     + ENVIRONMENT_COLUMNS,
     keys=KEYS,
     metrics=(Metric("registers", "memory"),),
@@ -126,19 +128,26 @@ def sass(cubin: bytes) -> list[tuple[int, str]]:
     return [(int(address, 16), instruction) for address, instruction in found]
 
 
-def loop_instructions(cubin: bytes) -> int:
-    """SASS instructions in the kernel's key loop: the longest body of a backward branch that
-    holds a tensor-core instruction (0 if none)."""
+def loop_body(cubin: bytes) -> list[str]:
+    """The SASS instructions of the kernel's key loop: the longest body of a backward branch
+    that holds a tensor-core instruction (none if no such branch)."""
     code = sass(cubin)
-    longest = 0
+    longest: list[str] = []
     for address, text in code:
         branch = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
         if branch and int(branch.group(1), 16) < address:
             start = int(branch.group(1), 16)
             body = [t for a, t in code if start <= a <= address]
-            if any("HGMMA" in t or "HMMA" in t for t in body):
-                longest = max(longest, len(body))
+            if any("HGMMA" in t or "HMMA" in t for t in body) and len(body) > len(longest):
+                longest = body
     return longest
+
+
+def opcode(instruction: str) -> str:
+    """A SASS instruction's opcode without its predicate and modifiers ("@P0 BAR.SYNC 0x0" ->
+    "BAR")."""
+    words = instruction.split()
+    return (words[1] if words[0].startswith("@") else words[0]).split(".")[0]
 
 
 def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
@@ -155,6 +164,7 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         log = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     serialized = re.search(r"\((C\d+)\) Potential Performance Loss: wgmma", log)
+    loop = [opcode(t) for t in loop_body(kernel.asm["cubin"])]
     return {
         "registers": int(re.search(r"Used (\d+) registers", log).group(1)),
         "spill_store_bytes": int(spills.group(1)),
@@ -162,7 +172,9 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
         "shared_bytes": kernel.metadata.shared,
         "wgmma": ptx.count("wgmma.mma_async"),
         "async_copies": ttgir.count("async_copy_global_to_local"),
-        "loop_instructions": loop_instructions(kernel.asm["cubin"]),
+        "loop_instructions": len(loop),
+        "loop_barriers": loop.count("BAR"),
+        "loop_shared_stores": loop.count("STS"),
         # ptxas's code when it runs every wgmma of the kernel one at a time (C7515: registers
         # of an accumulator defined between a wgmma's issue and its wait), else ""
         "wgmma_serialized": serialized.group(1) if serialized else "",

@@ -117,6 +117,24 @@ def test_global_acc_config_keeps_wgmma_asynchronous(model):
     assert wgmma_serialized(model, "global", "tables", "m64_n64_w4_s3_acc_r168") == ""
 
 
+@pytest.mark.parametrize("model", ["vit_b", "vit_h"])
+def test_loaded_one_hot_matrix_leaves_the_loop_its_barriers(model):
+    """One-hot mode building its matrix stores it to shared memory each key tile behind a
+    barrier of the whole program; loaded, the loop holds the barriers of the loop without the
+    bias and no shared-memory store."""
+    loop = {}
+    for cfg in [c for c in flash4_kernel.CONFIGS if c.onehot == "memory"]:
+        built = dataclasses.replace(cfg, onehot="registers")
+        for form, config in [("windows_kernel_terms", cfg), ("windows_kernel_terms", built),
+                             ("no_bias", cfg)]:  # fmt: skip
+            call = kernel_resources.meta_call(model, "window", form, config)
+            found = kernel_resources.resources(call, 90)
+            loop[form, config.onehot] = (found["loop_barriers"], found["loop_shared_stores"])
+        assert loop["windows_kernel_terms", "memory"] == (loop["no_bias", "memory"][0], 0)
+        assert loop["windows_kernel_terms", "registers"][0] > loop["no_bias", "memory"][0]
+        assert loop["windows_kernel_terms", "registers"][1] > 0
+
+
 def test_bias_acc_scales_the_bias_only_where_that_is_exact():
     """The acc configs scale the bias terms by sqrt(D) where it is a power of two (D 16, 64,
     256) and keep q as loaded; otherwise (vit_h's 80) q is scaled by 1/sqrt(D), rounding the

@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 from triton_interpreter import interpreter_result
 
 from torchao._models.sam.attention import (
@@ -152,6 +153,12 @@ def test_plan_modes():
     assert flash4_kernel.valid_configs(10, 70, 64) == [
         c for c in flash4_kernel.CONFIGS if c not in only
     ]
+    # the one-hot matrix is loaded only where the config asks for it, in one-hot mode
+    loaded = [c for c in flash4_kernel.CONFIGS if c.onehot == "memory"]
+    assert loaded and all(only[c] == flash4_kernel.ONEHOT for c in loaded)
+    assert all(flash4_kernel.make_plan(c, 14, 14, 80).onehot_from_memory for c in loaded)
+    assert not any(flash4_kernel.make_plan(c, 64, 64, 64).onehot_from_memory for c in loaded)
+    assert not flash4_kernel.make_plan(by_n[256], 14, 14, 80).onehot_from_memory
 
 
 def test_default_config_is_a_candidate():
@@ -357,11 +364,71 @@ def test_kernel_without_bias_under_triton_interpreter():
     assert_interpreter_errors_within_tolerance(NO_BIAS_SCRIPT, 9, timeout=120)
 
 
+ONEHOT_SOURCES_SCRIPT = textwrap.dedent(
+    """
+    import dataclasses, json, os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from torchao._models.sam.attention import flash4_kernel as fk
+    cases = [(2, 14, 14, 64), (1, 16, 7, 64), (1, 3, 5, 80), (2, 10, 7, 72)]
+    diffs = []
+    for cfg in [c for c in fk.CONFIGS if c.onehot == "memory"]:
+        built = dataclasses.replace(cfg, onehot="registers")
+        for i, (h, kh, kw, d) in enumerate(cases):
+            g = torch.Generator().manual_seed(i)
+            q, k, v = (torch.randn(1, h, kh * kw, d, generator=g).half() for _ in "qkv")
+            rel = [torch.randn(1, h, kh * kw, n, generator=g).half() for n in (kh, kw)]
+            pair = [fk.run_with_config(q, k, v, *rel, c) for c in (cfg, built)]
+            diffs.append([cfg.name(), [h, kh, kw, d], (pair[0] - pair[1]).abs().max().item()])
+        g = torch.Generator().manual_seed(9)  # 14x14 windows of a 20x30 grid, in place
+        qkv, pad = torch.randn(1, 20, 30, 3 * 2 * 80, generator=g).half(), torch.zeros(480).half()
+        tables = [(torch.randn(27, 80, generator=g) * 0.3).half() for _ in "hw"]
+        for terms in fk.WINDOW_TERMS:
+            run = lambda c: fk.run_windows_with_config(qkv, pad, *tables, 2, c, terms)
+            pair = [run(cfg), run(built)]
+            diffs.append([cfg.name(), "windows " + terms, (pair[0] - pair[1]).abs().max().item()])
+    print("RESULT" + json.dumps(diffs))
+    """
+)
+
+
+def test_one_hot_matrix_loaded_or_built_gives_the_same_output():
+    """The configs that load one-hot mode's matrix give the outputs of the same tile building
+    it, bit for bit (both are exact gathers): a spare padded row (14x14, 3x5), none (16x7), a
+    split head dim (3x5, 10x7), windows in place with both sources of the terms."""
+    diffs = interpreter_result(ONEHOT_SOURCES_SCRIPT, timeout=300)
+    loaded = [c for c in flash4_kernel.CONFIGS if c.onehot == "memory"]
+    assert len(diffs) == 6 * len(loaded) and all(d[2] == 0 for d in diffs), diffs
+
+
 def test_tile_config_names_its_loads():
     assert flash4_kernel.TileConfig(128, 64, 4, 3).name() == "m128_n64_w4_s3"
     assert flash4_kernel.TileConfig(128, 64, 4, 3, "tma_ws").name() == "m128_n64_w4_s3_tma_ws"
     with pytest.raises(ValueError, match="loads"):
         flash4_kernel.TileConfig(128, 64, 4, 3, "async")
+    from_memory = flash4_kernel.TileConfig(64, 32, 4, 3, onehot="memory")
+    assert from_memory.name() == "m64_n32_w4_s3_ohmem"
+    with pytest.raises(ValueError, match="onehot"):
+        flash4_kernel.TileConfig(64, 32, 4, 3, onehot="shared")
+
+
+def test_onehot_matrix_marks_each_keys_grid_row_and_column():
+    """Column j of the loaded one-hot matrix: one at j's grid row (rel_h's terms; past the grid
+    the spare row Kh where keys are masked by it) and at term_pad + its column (rel_w's)."""
+    like = torch.empty(0, dtype=torch.float16)
+    m = flash4_kernel.onehot_matrix(14, 14, 16, 64, True, like)
+    assert m.shape == (32, 256) and m.dtype == torch.float16
+    keys = torch.arange(256)
+    rows, cols = (keys // 14).clamp(max=14), keys % 14 + 16
+    expected = F.one_hot(rows, 32) + F.one_hot(cols, 32)
+    torch.testing.assert_close(m, expected.t().half(), rtol=0, atol=0)
+    assert flash4_kernel.onehot_matrix(14, 14, 16, 64, True, like) is m  # cached
+    # no spare row (Kh = term_pad): the keys past N, masked in the kernel, are not marked here
+    plain = flash4_kernel.onehot_matrix(16, 7, 16, 32, False, like)  # 112 keys, 4 tiles of 32
+    keys = torch.arange(112)
+    expected = F.one_hot(keys // 7, 32) + F.one_hot(keys % 7 + 16, 32)
+    assert plain.shape == (32, 128)
+    torch.testing.assert_close(plain[:, :112], expected.t().half(), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("grid", [(14, 14), (3, 5), (8, 2)])
@@ -544,6 +611,31 @@ def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
     monkeypatch.setattr(flash4, "_chosen", {})
     monkeypatch.setattr(flash4, "tune", lambda *a, **k: pytest.fail("re-tuned despite cache"))
     assert flash4.choose_config(*inputs) == flash4_kernel.TileConfig(**entry["config"])
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_loaded_one_hot_matrix_in_a_cuda_graph():
+    """A config loading one-hot mode's matrix, first called while a CUDA graph is captured:
+    the matrix made during the capture is not cached (the capture only records the kernels
+    that fill it), the replay equals the eager call, and an eager call afterwards caches it."""
+    cfg = next(c for c in flash4_kernel.CONFIGS if c.onehot == "memory")
+    inputs = make_inputs(2, 2, 14, 14, 80, torch.bfloat16, "cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # Triton compiles and loads the kernel before the capture
+        flash4_kernel.launch(*inputs, cfg)
+    torch.cuda.current_stream().wait_stream(stream)
+    flash4_kernel._onehot_matrix.cache_clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = flash4_kernel.launch(*inputs, cfg)
+    assert flash4_kernel._onehot_matrix.cache_info().currsize == 0
+    graph.replay()
+    eager = flash4_kernel.run_with_config(*inputs, cfg)
+    assert flash4_kernel._onehot_matrix.cache_info().currsize == 1
+    torch.testing.assert_close(captured, eager, rtol=0, atol=0)
+    assert max_err(eager, inputs) <= TOL[torch.bfloat16]
 
 
 @pytest.mark.gpu

@@ -47,6 +47,7 @@ head dim. Inference forward only; bf16 and fp16 on CUDA.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -224,18 +225,25 @@ def _onehot_terms(
 
 @triton.jit
 def _onehot_bias(
-    terms, offs_n, N, KW: tl.constexpr, TERM_PAD: tl.constexpr, MASK_BY_BIAS: tl.constexpr
-):
+    terms, offs_n, N, OH, s_oh, KW: tl.constexpr, TERM_PAD: tl.constexpr,
+    MASK_BY_BIAS: tl.constexpr, ONEHOT_MEM: tl.constexpr,
+):  # fmt: skip
     """The bias tile [BLOCK_M, BLOCK_N] (fp32) of keys offs_n: the terms times a one-hot matrix
     of both axes (each key's grid row among rel_h's terms, its column among rel_w's), an exact
-    gather (each output the sum of two products with 1.0) that runs on the tensor cores."""
+    gather (each output the sum of two products with 1.0) that runs on the tensor cores. The
+    matrix is built here from the keys' indices, or (ONEHOT_MEM) its columns offs_n are loaded
+    from :func:`onehot_matrix`'s OH (row stride s_oh), a load the loop pipelines like k's."""
     offs_t = tl.arange(0, 2 * TERM_PAD)
-    key_row = offs_n // KW
-    if MASK_BY_BIAS:
-        key_row = tl.minimum(key_row, N // KW)
-    key_col = offs_n % KW + TERM_PAD  # rel_w's terms follow rel_h's
-    onehot = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
-    return tl.dot(terms, onehot.to(terms.dtype))
+    if ONEHOT_MEM:
+        onehot = tl.load(OH + offs_t[:, None] * s_oh + offs_n[None, :])
+    else:
+        key_row = offs_n // KW
+        if MASK_BY_BIAS:
+            key_row = tl.minimum(key_row, N // KW)
+        key_col = offs_n % KW + TERM_PAD  # rel_w's terms follow rel_h's
+        is_key = (offs_t[:, None] == key_row[None, :]) | (offs_t[:, None] == key_col[None, :])
+        onehot = is_key.to(terms.dtype)
+    return tl.dot(terms, onehot)
 
 
 @triton.jit
@@ -339,7 +347,7 @@ def _rel_pos_attn_fwd(
     shb, shh, shqh, shqw, shk,
     swb, swh, swqh, swqw, swk,
     sob, soh, son, sod,
-    H, N, qk_scale, GH, GW, WIN_COLS, N_WIN, s_rel_tok, s_pad_h, TB, s_tb, LH,
+    H, N, qk_scale, GH, GW, WIN_COLS, N_WIN, s_rel_tok, s_pad_h, TB, s_tb, LH, OH, s_oh,
     KW: tl.constexpr, D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     D0: tl.constexpr, D1: tl.constexpr, HAS_D1: tl.constexpr,
@@ -348,6 +356,7 @@ def _rel_pos_attn_fwd(
     EVEN_N: tl.constexpr, MASK_BY_BIAS: tl.constexpr,
     TMA: tl.constexpr, WARP_SPEC: tl.constexpr, WINDOWED: tl.constexpr,
     TABLE_TERMS: tl.constexpr, TB_ROWS: tl.constexpr, D_POW2: tl.constexpr, SCALE_Q: tl.constexpr,
+    ONEHOT_MEM: tl.constexpr,
 ):  # fmt: skip
     """One program: rows [pid_m * BLOCK_M, +BLOCK_M) of head (b, h); loops over all keys.
 
@@ -455,7 +464,7 @@ def _rel_pos_attn_fwd(
         k0 = _kv_tile(K, k_ptr0, n_ok, bi, hi, start, 0, BLOCK_N, D0, TMA, EVEN_N)
         qk_init = None  # q.k's MMA accumulator to start from (BIAS_ACC)
         if BIAS_MODE == 1:
-            bias = _onehot_bias(terms, offs_n, N, KW, TERM_PAD, MASK_BY_BIAS)
+            bias = _onehot_bias(terms, offs_n, N, OH, s_oh, KW, TERM_PAD, MASK_BY_BIAS, ONEHOT_MEM)
             if BIAS_ACC:
                 qk_init = bias
         elif BIAS_ACC and HOIST_W:
@@ -504,6 +513,7 @@ def _rel_pos_attn_fwd(
 
 
 LOADS = ("pointer", "tma", "tma_ws")  # how a TileConfig's kernel loads k and v
+ONEHOT_SOURCES = ("registers", "memory")  # where one-hot mode's matrix comes from
 
 
 @dataclass(frozen=True)
@@ -517,10 +527,15 @@ class TileConfig:
     loads: str = "pointer"  # k, v loads: "pointer", "tma" or "tma_ws" (TMA, warp-specialised)
     bias_acc: bool = False  # the bias as q.k's accumulator (the kernel's BIAS_ACC)
     max_registers: int | None = None  # ptxas's per-thread register limit (maxnreg)
+    # one-hot mode's matrix: built in registers each key tile (then stored to shared memory
+    # for the MMA, behind a barrier), or loaded from a constant buffer (:func:`onehot_matrix`)
+    onehot: str = "registers"
 
     def __post_init__(self) -> None:
         if self.loads not in LOADS:
             raise ValueError(f"loads must be one of {LOADS}, got {self.loads!r}")
+        if self.onehot not in ONEHOT_SOURCES:
+            raise ValueError(f"onehot must be one of {ONEHOT_SOURCES}, got {self.onehot!r}")
 
     def launch_options(self) -> dict[str, int | None]:
         """Triton's compile options for this config (launch keywords of the kernel)."""
@@ -534,6 +549,7 @@ class TileConfig:
         suffix = "" if self.loads == "pointer" else f"_{self.loads}"
         suffix += "_acc" if self.bias_acc else ""
         suffix += f"_r{self.max_registers}" if self.max_registers else ""
+        suffix += "_ohmem" if self.onehot == "memory" else ""
         return f"m{self.block_m}_n{self.block_n}_w{self.num_warps}_s{self.num_stages}{suffix}"
 
 
@@ -555,6 +571,10 @@ CONFIGS: list[TileConfig] = [
     TileConfig(64, 64, 4, 2, bias_acc=True, max_registers=128),
     # 14x14 windows: 7 key tiles of 32 (224 keys, not 256); four programs fit an SM
     TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128),
+    # one-hot mode with the matrix loaded (pipelined) instead of built and stored to shared
+    # memory each key tile, which costs the loop a barrier of the whole program
+    TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128, onehot="memory"),
+    TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128, onehot="memory"),
     TileConfig(64, 64, 4, 3, bias_acc=True, max_registers=168),
 ]
 # Candidates timed only where they run in the given bias mode (elsewhere the others cover it)
@@ -563,6 +583,8 @@ MODE_ONLY: dict[TileConfig, int] = {
     TileConfig(128, 128, 8, 3): ROW,
     TileConfig(64, 64, 4, 2, bias_acc=True, max_registers=128): ROW,
     TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128): ONEHOT,
+    TileConfig(128, 64, 8, 3, bias_acc=True, max_registers=128, onehot="memory"): ONEHOT,
+    TileConfig(64, 32, 4, 3, bias_acc=True, max_registers=128, onehot="memory"): ONEHOT,
 }
 # The global-layer configs with TMA-fed k, v loads, plain and warp-specialised: run by tests
 # and benchmarks/repro/kv_loads.py, not timed as candidates (the results notes compare them);
@@ -588,6 +610,7 @@ class LaunchPlan:
     rows: int  # grid rows per key tile in row mode (1: a tile within one row)
     even_n: bool
     mask_by_bias: bool  # one-hot mode with a spare padded row: keys past N masked by rel_h
+    onehot_from_memory: bool  # one-hot mode with the config's onehot "memory"
 
 
 def _exact_sqrt(d: int) -> bool:
@@ -682,6 +705,7 @@ def make_plan(
         rows=max(1, whole_rows_per_tile(config, kh, kw)) if mode == ROW else 1,
         even_n=even_n,
         mask_by_bias=mode == ONEHOT and kh < term_pad and not even_n,
+        onehot_from_memory=mode == ONEHOT and config.onehot == "memory",
     )
 
 
@@ -1141,10 +1165,13 @@ def _kernel_call(
         grid_args = (windows.grid_h, windows.grid_w, windows.cols, windows.count)
         grid_args += (windows.rel_token_stride, pad.stride(1))
     k_ops, v_ops = _kv_operands(k, plan, config), _kv_operands(v, plan, config)
+    onehot = q  # never read
+    if plan.onehot_from_memory:
+        onehot = onehot_matrix(kh, kw, plan.term_pad, config.block_n, plan.mask_by_bias, q)
     args = (
         q, *k_ops, *v_ops, pad[0], pad[-1], rel_h[0], rel_w[0], out,
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
-        h, tokens, qk_scale, *grid_args, *table_args,
+        h, tokens, qk_scale, *grid_args, *table_args, onehot, onehot.stride(0),
     )  # fmt: skip
     constexprs = dict(
         KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
@@ -1154,9 +1181,38 @@ def _kernel_call(
         WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
         TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
         D_POW2=_pow2_at_least(d_run), SCALE_Q=scale_q_in_kernel,
+        ONEHOT_MEM=plan.onehot_from_memory,
     )  # fmt: skip
     grid = (triton.cdiv(tokens, config.block_m), programs)
     return KernelCall(grid, args, constexprs, config, out, d)
+
+
+def onehot_matrix(
+    kh: int, kw: int, term_pad: int, block_n: int, mask_by_bias: bool, like: torch.Tensor
+) -> torch.Tensor:
+    """One-hot mode's matrix for every key of a Kh x Kw grid, padded to whole key tiles:
+    [2 * term_pad, cdiv(Kh * Kw, block_n) * block_n] in ``like``'s dtype and device, column j
+    one at row j // Kw (rel_h's term; past the grid the spare row Kh where ``mask_by_bias``)
+    and at row term_pad + j % Kw (rel_w's): the matrix the kernel otherwise builds per key
+    tile. Cached, except while a CUDA graph is being captured (the capture would only record
+    the kernels that fill it)."""
+    keys = -(-kh * kw // block_n) * block_n
+    args = (kh, kw, term_pad, keys, mask_by_bias, like.dtype, like.device)
+    if like.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return _onehot_matrix.__wrapped__(*args)
+    return _onehot_matrix(*args)
+
+
+@functools.lru_cache(maxsize=64)
+def _onehot_matrix(
+    kh: int, kw: int, term_pad: int, keys: int, mask_by_bias: bool, dtype, device
+) -> torch.Tensor:
+    j = torch.arange(keys, device=device)
+    key_row = j // kw
+    if mask_by_bias:
+        key_row = key_row.clamp(max=kh)
+    t = torch.arange(2 * term_pad, device=device)[:, None]
+    return ((t == key_row) | (t == j % kw + term_pad)).to(dtype)
 
 
 def _q_operand(q, plan: LaunchPlan, d: int) -> tuple[torch.Tensor, float, bool]:
