@@ -372,7 +372,9 @@ ONEHOT_SOURCES_SCRIPT = textwrap.dedent(
     from torchao._models.sam.attention import flash4_kernel as fk
     cases = [(2, 14, 14, 64), (1, 16, 7, 64), (1, 3, 5, 80), (2, 10, 7, 72)]
     diffs = []
-    for cfg in [c for c in fk.CONFIGS if c.onehot == "memory"]:
+    loaded = [c for c in fk.CONFIGS if c.onehot == "memory"]
+    loaded += [dataclasses.replace(c, bias_acc=False, max_registers=None) for c in loaded]
+    for cfg in loaded:
         built = dataclasses.replace(cfg, onehot="registers")
         for i, (h, kh, kw, d) in enumerate(cases):
             g = torch.Generator().manual_seed(i)
@@ -393,12 +395,13 @@ ONEHOT_SOURCES_SCRIPT = textwrap.dedent(
 
 
 def test_one_hot_matrix_loaded_or_built_gives_the_same_output():
-    """The configs that load one-hot mode's matrix give the outputs of the same tile building
-    it, bit for bit (both are exact gathers): a spare padded row (14x14, 3x5), none (16x7), a
-    split head dim (3x5, 10x7), windows in place with both sources of the terms."""
-    diffs = interpreter_result(ONEHOT_SOURCES_SCRIPT, timeout=300)
+    """The configs that load one-hot mode's matrix, and their tiles without the bias as q.k's
+    accumulator, give the outputs of the same tile building it, bit for bit (both are exact
+    gathers): a spare padded row (14x14, 3x5), none (16x7), a split head dim (3x5, 10x7),
+    windows in place with both sources of the terms."""
+    diffs = interpreter_result(ONEHOT_SOURCES_SCRIPT, timeout=420)
     loaded = [c for c in flash4_kernel.CONFIGS if c.onehot == "memory"]
-    assert len(diffs) == 6 * len(loaded) and all(d[2] == 0 for d in diffs), diffs
+    assert len(diffs) == 2 * 6 * len(loaded) and all(d[2] == 0 for d in diffs), diffs
 
 
 def test_tile_config_names_its_loads():
@@ -422,7 +425,7 @@ def test_onehot_matrix_marks_each_keys_grid_row_and_column():
     rows, cols = (keys // 14).clamp(max=14), keys % 14 + 16
     expected = F.one_hot(rows, 32) + F.one_hot(cols, 32)
     torch.testing.assert_close(m, expected.t().half(), rtol=0, atol=0)
-    assert flash4_kernel.onehot_matrix(14, 14, 16, 64, True, like) is m  # cached
+    assert flash4_kernel.onehot_matrix(14, 14, 16, 64, True, like) is m  # made once
     # no spare row (Kh = term_pad): the keys past N, masked in the kernel, are not marked here
     plain = flash4_kernel.onehot_matrix(16, 7, 16, 32, False, like)  # 112 keys, 4 tiles of 32
     keys = torch.arange(112)
@@ -616,24 +619,31 @@ def test_cold_call_tunes_and_writes_cache_file(tmp_path, monkeypatch):
 @pytest.mark.gpu
 @needs_cuda
 def test_loaded_one_hot_matrix_in_a_cuda_graph():
-    """A config loading one-hot mode's matrix, first called while a CUDA graph is captured:
-    the matrix made during the capture is not cached (the capture only records the kernels
-    that fill it), the replay equals the eager call, and an eager call afterwards caches it."""
+    """A config loading one-hot mode's matrix inside a CUDA graph: a matrix made before the
+    capture is the one the graph reads; one first made during a capture is not kept (the
+    capture only records the kernels that fill it). Replays equal the eager call."""
     cfg = next(c for c in flash4_kernel.CONFIGS if c.onehot == "memory")
     inputs = make_inputs(2, 2, 14, 14, 80, torch.bfloat16, "cuda")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # Triton compiles and loads the kernel before the capture
-        flash4_kernel.launch(*inputs, cfg)
+        eager = flash4_kernel.launch(*inputs, cfg)
     torch.cuda.current_stream().wait_stream(stream)
-    flash4_kernel._onehot_matrix.cache_clear()
+    made = dict(flash4_kernel.ONEHOT_MATRICES)
+    assert len(made) >= 1
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = flash4_kernel.launch(*inputs, cfg)
-    assert flash4_kernel._onehot_matrix.cache_info().currsize == 0
+    kept = flash4_kernel.ONEHOT_MATRICES  # the same matrix objects, none added
+    assert kept.keys() == made.keys() and all(kept[k] is m for k, m in made.items())
     graph.replay()
-    eager = flash4_kernel.run_with_config(*inputs, cfg)
-    assert flash4_kernel._onehot_matrix.cache_info().currsize == 1
+    torch.testing.assert_close(captured, eager, rtol=0, atol=0)
+    flash4_kernel.ONEHOT_MATRICES.clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = flash4_kernel.launch(*inputs, cfg)
+    assert not flash4_kernel.ONEHOT_MATRICES
+    graph.replay()
     torch.testing.assert_close(captured, eager, rtol=0, atol=0)
     assert max_err(eager, inputs) <= TOL[torch.bfloat16]
 
@@ -694,6 +704,23 @@ def test_kernel_revisions_repro_switches_flash4_to_a_loaded_module():
     finally:
         kernel_revisions.switch(flash4_kernel)
     assert flash4.run_from_tables is flash4_kernel.run_from_tables
+
+
+def test_kernel_revisions_times_only_configs_both_revisions_run():
+    """A revision whose TileConfig lacks a field (here ``onehot``) would run a config that sets
+    it as another kernel: kernel_revisions leaves such configs out of the candidates."""
+    import dataclasses
+    import types
+
+    from benchmarks.repro import kernel_revisions
+
+    fields = [f for f in dataclasses.fields(flash4_kernel.TileConfig) if f.name != "onehot"]
+    old = dataclasses.make_dataclass("TileConfig", [(f.name, f.type, f) for f in fields])
+    shared = kernel_revisions.shared_configs(types.SimpleNamespace(TileConfig=old))
+    assert shared == [c for c in flash4_kernel.CONFIGS if c.onehot == "registers"]
+    assert len(shared) < len(flash4_kernel.CONFIGS)
+    same = types.SimpleNamespace(TileConfig=flash4_kernel.TileConfig)
+    assert kernel_revisions.shared_configs(same) == flash4_kernel.CONFIGS
 
 
 def test_the_repro_patch_still_applies_to_the_kernel(tmp_path):

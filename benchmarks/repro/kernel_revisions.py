@@ -3,7 +3,9 @@ largest difference between the two revisions' outputs (batch 2, window and globa
 op's median ms (bench_attention, batch 16) and the compiled vit_b encoder's img/s and peak
 (auto, bf16, batch 16; OUT_DIR/encoder_revisions.csv); the differences in OUT_DIR/revisions.txt.
 Both revisions run the tile configs the first one's tuning chose (flash4 keeps one choice per
-shape), so the comparison is config for config.
+shape), so the comparison is config for config; the candidates are the current ones that the
+revision runs as the same kernel (:func:`shared_configs`), tuned into a cache of their own
+(OUT_DIR/cache).
 
     git show REV:torchao/_models/sam/attention/flash4_kernel.py > /tmp/flash4_kernel_rev.py
     python -m benchmarks.repro.kernel_revisions /tmp/flash4_kernel_rev.py OUT_DIR
@@ -15,7 +17,9 @@ without one change is a patch of it (``patches/``, kept applying by a test):
         benchmarks/repro/patches/no_rel_h_prefetch.patch
 """
 
+import dataclasses
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
@@ -24,6 +28,7 @@ import torch
 from benchmarks.common import attention_inputs
 from benchmarks.repro.variants import report, time_variants
 from torchao._models.sam.attention import flash4, flash4_kernel
+from torchao._models.sam.attention.flash4_kernel import TileConfig
 
 # flash4's calls into the kernel module
 ENTRY_POINTS = ("launch", "launch_products", "run_from_tables", "run_windows")
@@ -47,8 +52,35 @@ def switch(module: ModuleType) -> None:
         setattr(flash4, name, getattr(module, name))
 
 
+def shared_configs(revision: ModuleType) -> list[TileConfig]:
+    """The current candidates that ``revision`` runs as the same kernel: those that set no
+    TileConfig field the revision's TileConfig lacks (the revision would ignore it)."""
+    known = {f.name for f in dataclasses.fields(revision.TileConfig)}
+    return [
+        cfg
+        for cfg in flash4_kernel.CONFIGS
+        if all(
+            f.name in known or getattr(cfg, f.name) == f.default for f in dataclasses.fields(cfg)
+        )
+    ]
+
+
 def main(path: str, out_dir: str) -> None:
     modules = {"revision": load_module(path), "current": flash4_kernel}
+    candidates = flash4_kernel.CONFIGS[:]
+    flash4_kernel.CONFIGS[:] = shared_configs(modules["revision"])
+    left_out = [c.name() for c in candidates if c not in flash4_kernel.CONFIGS]
+    report(f"{out_dir}/revisions.txt", f"candidates the revision lacks, left out: {left_out}")
+    os.environ["XDG_CACHE_HOME"] = f"{out_dir}/cache"  # choices of these candidates only
+    try:
+        compare(modules, out_dir)
+    finally:
+        flash4_kernel.CONFIGS[:] = candidates
+        switch(flash4_kernel)
+
+
+def compare(modules: dict[str, ModuleType], out_dir: str) -> None:
+    """The two revisions' outputs and times (module docstring)."""
     for model in ("vit_b", "vit_h"):
         for layer in ("global", "window"):
             inputs = attention_inputs(model, layer, 2, torch.bfloat16, tables=True)
@@ -59,7 +91,6 @@ def main(path: str, out_dir: str) -> None:
             diff = (outs[0] - outs[1]).abs().max().item()
             report(f"{out_dir}/revisions.txt", f"{model} {layer}: largest difference {diff:.3g}")
     time_variants(out_dir, modules, switch, "encoder_revisions.csv")
-    switch(flash4_kernel)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ per launch by the tile config and the grid:
 - one-hot mode (other tiles on small grids, max(Kh, Kw) <= 32: 14x14 windows, tails): the rows
   rel_h[i, :Kh] and rel_w[i, :Kw] are loaded once into one operand, each padded to the same
   power of two, and turned into the bias tile by one small matrix product with a one-hot
-  matrix of both axes built in registers: an exact gather (each output is the sum of two
-  products with 1.0) that runs on the tensor cores. (Two chained products, one an axis, made
-  ptxas run every wgmma of the kernel one at a time; ``benchmarks.kernel_resources`` reports
-  it.) Where Kh is below
-  its padded size, keys past N map to the spare row Kh, whose rel_h is -30000: their weight is
-  zero without a mask per score (as long as the real scores stay far above -30000).
+  matrix of both axes: an exact gather (each output is the sum of two products with 1.0) that
+  runs on the tensor cores. The matrix is built in registers per key tile, or, for configs
+  with ``onehot="memory"``, loaded from a constant one (:func:`onehot_matrix`). (Two chained
+  products, one an axis, made ptxas run every wgmma of the kernel one at a time;
+  ``benchmarks.kernel_resources`` reports it.) Where Kh is below its padded size, keys past N
+  map to the spare row Kh, whose rel_h is -30000: their weight is zero without a mask per
+  score (as long as the real scores stay far above -30000).
 - gather mode (everything else, e.g. a 64x40 grid with BLOCK_N = 128): per key tile, gathered
   loads of rel_h[i, j // Kw] and rel_w[i, j % Kw]. Correct for any grid; slower.
 
@@ -47,7 +48,6 @@ head dim. Inference forward only; bf16 and fp16 on CUDA.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 
@@ -252,22 +252,23 @@ def _hoisted_rel_w(
     BIAS_ACC: tl.constexpr,
 ):  # fmt: skip
     """Row mode with rel_w's tile the same for every key tile (BLOCK_N a multiple of KW),
-    loaded once. BIAS_ACC: (the query rows' terms [BLOCK_M, KW] times bias_scale, the 0/1
-    matrix [KW, BLOCK_N] spreading term c to the keys of grid column c), whose product is
-    q.k's starting value (exact: fp32 sums of one product with 1.0; both loop-invariant, in
-    shared memory); else the fp32 tile in base 2, twice."""
+    loaded once: (rw_hoist, rw_spread). BIAS_ACC: the query rows' terms [BLOCK_M, KW] times
+    bias_scale and the 0/1 matrix [KW, BLOCK_N] spreading term c to the keys of grid column c,
+    whose product is q.k's starting value (exact: fp32 sums of one product with 1.0; both
+    loop-invariant, in shared memory); else the fp32 tile [BLOCK_M, BLOCK_N] in base 2, and
+    it again as rw_spread, which is then not read."""
     if BIAS_ACC:
         offs_w = tl.arange(0, KW)
         cols = tl.load(RW + rw_row[:, None] + offs_w[None, :] * swk, mask=m_ok[:, None], other=0.0)
-        rw_a = (cols.to(tl.float32) * bias_scale).to(dtype)
-        rw_b = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(dtype)
+        rw_hoist = (cols.to(tl.float32) * bias_scale).to(dtype)
+        rw_spread = (offs_w[:, None] == (offs_n0 % KW)[None, :]).to(dtype)
     else:
         tile = tl.load(
             RW + rw_row[:, None] + (offs_n0 % KW)[None, :] * swk, mask=m_ok[:, None], other=0.0
         )
-        rw_a = tile.to(tl.float32) * LOG2E_C
-        rw_b = rw_a
-    return rw_a, rw_b
+        rw_hoist = tile.to(tl.float32) * LOG2E_C
+        rw_spread = rw_hoist
+    return rw_hoist, rw_spread
 
 
 @triton.jit
@@ -439,9 +440,11 @@ def _rel_pos_attn_fwd(
             Q, tok_m, sqn, sqd, m_ok, q_row, q_col, N, RH, RW, rh_row, rw_row, shk, swk,
             TB, s_tb, LH, bias_scale, KW, D, TERM_PAD, MASK_BY_BIAS, TABLE_TERMS, TB_ROWS, D_POW2,
         )  # fmt: skip
-    rw_a, rw_b = qk_scale, qk_scale  # not read unless HOIST_W
+    rw_hoist, rw_spread = qk_scale, qk_scale  # not read unless HOIST_W
     if BIAS_MODE == 0 and HOIST_W:
-        rw_a, rw_b = _hoisted_rel_w(RW, rw_row, m_ok, swk, bias_scale, offs_n0, dtype, KW, BIAS_ACC)
+        rw_hoist, rw_spread = _hoisted_rel_w(
+            RW, rw_row, m_ok, swk, bias_scale, offs_n0, dtype, KW, BIAS_ACC
+        )
     rh_next = qk_scale  # row mode: the next key tile's rel_h, loaded one tile ahead
     if BIAS_MODE == 0 and ROWS == 1:
         rh_next = tl.load(RH + rh_row, mask=m_ok, other=0.0)
@@ -468,7 +471,7 @@ def _rel_pos_attn_fwd(
             if BIAS_ACC:
                 qk_init = bias
         elif BIAS_ACC and HOIST_W:
-            qk_init = tl.dot(rw_a, rw_b)
+            qk_init = tl.dot(rw_hoist, rw_spread)
         qk = tl.dot(q0, tl.trans(k0), qk_init)
         if HAS_D1:
             k1 = _kv_tile(K1, k_ptr1, n_ok, bi, hi, start, D - D1, BLOCK_N, D1, TMA, EVEN_N)
@@ -476,8 +479,8 @@ def _rel_pos_attn_fwd(
         row_bias = tl.zeros([BLOCK_M], dtype=tl.float32)  # a per-query term of the tile
         if BIAS_MODE == 0:
             s, row_bias, rh_next = _row_scores(
-                qk, start, N, RH, RW, rh_row, rw_row, m_ok, shk, swk, rh_next, rw_a, qk_scale,
-                acc_scale, offs_n0, KW, BLOCK_M, BLOCK_N, ROWS, HOIST_W, BIAS_ACC,
+                qk, start, N, RH, RW, rh_row, rw_row, m_ok, shk, swk, rh_next, rw_hoist,
+                qk_scale, acc_scale, offs_n0, KW, BLOCK_M, BLOCK_N, ROWS, HOIST_W, BIAS_ACC,
             )  # fmt: skip
         elif BIAS_MODE == 1 and BIAS_ACC:
             s = qk * acc_scale
@@ -500,8 +503,8 @@ def _rel_pos_attn_fwd(
             acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
 
     inv_l = 1.0 / l_i
-    tl.store(Out + tok_m[:, None] * son + offs_d0[None, :] * sod,
-             (acc0 * inv_l[:, None]).to(Out.dtype.element_ty), mask=m_ok[:, None])  # fmt: skip
+    out0 = (acc0 * inv_l[:, None]).to(Out.dtype.element_ty)
+    tl.store(Out + tok_m[:, None] * son + offs_d0[None, :] * sod, out0, mask=m_ok[:, None])
     if HAS_D1:
         out1 = (acc1 * inv_l[:, None]).to(Out.dtype.element_ty)
         out_ok = m_ok[:, None] & d1_own[None, :]
@@ -1173,18 +1176,30 @@ def _kernel_call(
         *q.stride(), *k.stride(), *v.stride(), *rel_h[1], *rel_w[1], *out.stride(),
         h, tokens, qk_scale, *grid_args, *table_args, onehot, onehot.stride(0),
     )  # fmt: skip
-    constexprs = dict(
-        KW=kw, D=d_run, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
+    constexprs = _constexprs(config, plan, kh, kw, d_run, scale_q_in_kernel)
+    constexprs |= dict(WINDOWED=windows is not None, TABLE_TERMS=tables is not None)
+    grid = (triton.cdiv(tokens, config.block_m), programs)
+    return KernelCall(grid, args, constexprs, config, out, d)
+
+
+def _constexprs(
+    config: TileConfig, plan: LaunchPlan, kh: int, kw: int, d: int, scale_q: bool
+) -> dict[str, object]:
+    """The kernel's compile-time arguments for this config and plan, but WINDOWED and
+    TABLE_TERMS (the launch's form); ``d``: the head dim the kernel runs."""
+    return dict(
+        KW=kw, D=d, BLOCK_M=config.block_m, BLOCK_N=config.block_n, D0=plan.d0,
         D1=max(plan.d1, 16), HAS_D1=plan.d1 > 0, TERM_PAD=plan.term_pad,
         BIAS_MODE=plan.bias_mode, HOIST_W=plan.hoist_w, BIAS_ACC=plan.bias_acc, ROWS=plan.rows,
         EVEN_N=plan.even_n, MASK_BY_BIAS=plan.mask_by_bias, TMA=config.loads != "pointer",
-        WARP_SPEC=config.loads == "tma_ws", WINDOWED=windows is not None,
-        TABLE_TERMS=tables is not None, TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
-        D_POW2=_pow2_at_least(d_run), SCALE_Q=scale_q_in_kernel,
-        ONEHOT_MEM=plan.onehot_from_memory,
+        WARP_SPEC=config.loads == "tma_ws", TB_ROWS=_pow2_at_least(2 * kh - 1 + 2 * kw - 1),
+        D_POW2=_pow2_at_least(d), SCALE_Q=scale_q, ONEHOT_MEM=plan.onehot_from_memory,
     )  # fmt: skip
-    grid = (triton.cdiv(tokens, config.block_m), programs)
-    return KernelCall(grid, args, constexprs, config, out, d)
+
+
+# one-hot matrices made so far, by (Kh, Kw, term_pad, keys, mask_by_bias, dtype, device); kept
+# for the process (a few KiB each), so no kernel on any stream ever reads a freed one
+ONEHOT_MATRICES: dict[tuple, torch.Tensor] = {}
 
 
 def onehot_matrix(
@@ -1194,25 +1209,21 @@ def onehot_matrix(
     [2 * term_pad, cdiv(Kh * Kw, block_n) * block_n] in ``like``'s dtype and device, column j
     one at row j // Kw (rel_h's term; past the grid the spare row Kh where ``mask_by_bias``)
     and at row term_pad + j % Kw (rel_w's): the matrix the kernel otherwise builds per key
-    tile. Cached, except while a CUDA graph is being captured (the capture would only record
-    the kernels that fill it)."""
+    tile. Made once (ONEHOT_MATRICES); one made while a CUDA graph is being captured is not
+    kept, as the capture only records the kernels that fill it."""
     keys = -(-kh * kw // block_n) * block_n
-    args = (kh, kw, term_pad, keys, mask_by_bias, like.dtype, like.device)
-    if like.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return _onehot_matrix.__wrapped__(*args)
-    return _onehot_matrix(*args)
-
-
-@functools.lru_cache(maxsize=64)
-def _onehot_matrix(
-    kh: int, kw: int, term_pad: int, keys: int, mask_by_bias: bool, dtype, device
-) -> torch.Tensor:
-    j = torch.arange(keys, device=device)
-    key_row = j // kw
+    key = (kh, kw, term_pad, keys, mask_by_bias, like.dtype, like.device)
+    if key in ONEHOT_MATRICES:
+        return ONEHOT_MATRICES[key]
+    j = torch.arange(keys, device=like.device)
+    key_row = j.div(kw, rounding_mode="floor")
     if mask_by_bias:
         key_row = key_row.clamp(max=kh)
-    t = torch.arange(2 * term_pad, device=device)[:, None]
-    return ((t == key_row) | (t == j % kw + term_pad)).to(dtype)
+    t = torch.arange(2 * term_pad, device=like.device)[:, None]
+    matrix = ((t == key_row) | (t == j % kw + term_pad)).to(like.dtype)
+    if not (like.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        ONEHOT_MATRICES[key] = matrix
+    return matrix
 
 
 def _q_operand(q, plan: LaunchPlan, d: int) -> tuple[torch.Tensor, float, bool]:
