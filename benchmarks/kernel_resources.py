@@ -183,18 +183,29 @@ def resources(call: fk.KernelCall, arch: int) -> dict[str, int]:
 
 def cases() -> list[tuple[str, str, str, fk.TileConfig]]:
     """(model, layer, form, config): every candidate config on every form of every layer that
-    runs it (``windows_kernel_terms`` refuses some tiles, :func:`flash4_kernel.runs`)."""
+    runs it (``windows_kernel_terms`` refuses some tiles, :func:`flash4_kernel.runs`), once per
+    kernel: a config whose launch is an earlier config's on that form (the same compile-time
+    arguments and options, e.g. one that loads one-hot mode's matrix where no one-hot mode
+    runs) is left out."""
     window_forms = ("tables", "windows_in_place", "windows_kernel_terms", "no_bias")
     forms = {"global": ("tables", "no_bias"), "window": window_forms}
-    return [
-        (model, layer, form, cfg)
-        for model in MODELS
-        for layer in LAYERS
-        for form in forms[layer]
-        for cfg in fk.CONFIGS
-        if form != "windows_kernel_terms"
-        or fk.runs(cfg, *LAYERS[layer], MODELS[model][1], table_terms=True)
-    ]
+    found, launches = [], set()
+    for model in MODELS:
+        for layer in LAYERS:
+            for form in forms[layer]:
+                for cfg in fk.CONFIGS:
+                    d = MODELS[model][1]
+                    if form == "windows_kernel_terms" and not fk.runs(
+                        cfg, *LAYERS[layer], d, table_terms=True
+                    ):
+                        continue
+                    call = meta_call(model, layer, form, cfg)
+                    launch = (model, layer, form, *sorted(call.constexprs.items()))
+                    launch += tuple(sorted(cfg.launch_options().items()))
+                    if launch not in launches:
+                        launches.add(launch)
+                        found.append((model, layer, form, cfg))
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,6 +85,10 @@ def test_every_case_assembles_its_launch():
         kernel_resources.meta_call(model, layer, form, cfg)
     terms = [c for c in found if c[2] == "windows_kernel_terms"]
     assert len(terms) == 2 * len(flash4_kernel.CONFIGS) - 1  # m64_n256 with vit_h's D 80
+    # a config that loads one-hot mode's matrix compiles its built twin's kernel where no
+    # one-hot mode runs: compiled once, under the twin's name
+    loaded = {(m, layer, form) for m, layer, form, c in found if c.onehot == "memory"}
+    assert loaded and all(form != "no_bias" and layer == "window" for _, layer, form in loaded)
 
 
 ON_TRITON_36 = pytest.mark.skipif(

@@ -71,12 +71,17 @@ def main(path: str, out_dir: str) -> None:
     flash4_kernel.CONFIGS[:] = shared_configs(modules["revision"])
     left_out = [c.name() for c in candidates if c not in flash4_kernel.CONFIGS]
     report(f"{out_dir}/revisions.txt", f"candidates the revision lacks, left out: {left_out}")
+    cache_home = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = f"{out_dir}/cache"  # choices of these candidates only
     try:
         compare(modules, out_dir)
     finally:
         flash4_kernel.CONFIGS[:] = candidates
         switch(flash4_kernel)
+        if cache_home is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = cache_home
 
 
 def compare(modules: dict[str, ModuleType], out_dir: str) -> None:
